@@ -1,0 +1,5 @@
+import sys
+
+from ehswatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,639 @@
+"""The plant configuration: YAML in, one validated, immutable `PlantConfig` out.
+
+Contract (SPEC §4):
+- `load_config(path)` returns a `PlantConfig` or raises `ConfigError` carrying *every*
+  problem found, each as ``path.to.key: what is wrong``. List items are named by their
+  ``id`` where they have one (``sensors.D-101.zone``), by position otherwise.
+- String values may name secrets as ``${ENV_VAR}`` or ``${ENV_VAR:-default}``; an unset
+  variable without a default is an error at the key that used it.
+- Structure and types are checked by pydantic; references between sections (a sensor's
+  type, zone and Modbus device, a zone's PLC, the voting arithmetic, tier order after
+  per-sensor overrides) are checked on the raw document as well, so that a wrong type in
+  one place never hides an unknown zone in another.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import zoneinfo
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Role = Literal["viewer", "operator", "supervisor", "dept_head", "safety_director", "gm", "admin"]
+ROLES: tuple[Role, ...] = (
+    "viewer", "operator", "supervisor", "dept_head", "safety_director", "gm", "admin",
+)
+TierName = Literal["warning", "alarm", "interlock"]
+TIER_NAMES: tuple[TierName, ...] = ("warning", "alarm", "interlock")
+Grade = Literal["A", "B", "C"]
+# Who may approve a hazard ticket: the roles, plus the shop-floor team leader of SPEC §4
+# (it acts at supervisor level, see docs/configuration.md).
+Approver = Literal[
+    "team_leader", "supervisor", "dept_head", "safety_director", "gm", "admin",
+]
+
+# Ids end up in MQTT topics, InfluxDB tags and URLs: keep them to a safe alphabet.
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Register = Annotated[int, Field(ge=0, le=65535)]
+Setpoint = Annotated[float, Field(allow_inf_nan=False)]
+
+VOTING_RE = re.compile(r"^([1-9][0-9]?)oo([1-9][0-9]?)$")
+ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MAX_BYPASS_HOURS = 24.0
+
+
+class ConfigError(Exception):
+    """A configuration that must not be run. `errors` holds one ``path: message`` each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Site(_Model):
+    id: Id
+    name: str
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)")
+        return value
+
+
+class MqttSettings(_Model):
+    url: Annotated[str, Field(pattern=r"^mqtts?://[^/:]+(:[0-9]{1,5})?/?$")] = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+/][^#+]*$")] = "ehs"
+    client_id: str | None = None
+    ca_file: str | None = None
+
+
+class InfluxSettings(_Model):
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    token: str
+    org: str
+    bucket: str
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    flush_interval_ms: Annotated[int, Field(ge=10)] = 1000
+    spool_dir: str = "var/spool"
+    spool_max_mb: Annotated[int, Field(ge=1)] = 1024
+
+
+class DatabaseSettings(_Model):
+    url: str = "sqlite+aiosqlite:///var/ehswatch.db"
+
+
+class ApiSettings(_Model):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+
+
+class User(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    role: Role
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class TierSet(_Model):
+    """Setpoints of one side (high or low). Severity grows warning → alarm → interlock."""
+
+    warning: Setpoint | None = None
+    alarm: Setpoint | None = None
+    interlock: Setpoint | None = None
+
+    def items(self) -> list[tuple[TierName, float]]:
+        """The tiers that are set, least severe first."""
+        return [(name, v) for name in TIER_NAMES if (v := getattr(self, name)) is not None]
+
+    def merged(self, override: TierSet | None) -> TierSet:
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+def tier_order_error(side: Literal["high", "low"], setpoints: list[tuple[str, float]]) -> str | None:
+    """Why a side's setpoints are not in order of severity, or None when they are.
+
+    High side: each more severe tier has a strictly greater setpoint; low side: smaller.
+    """
+    for (n1, v1), (n2, v2) in zip(setpoints, setpoints[1:], strict=False):
+        if side == "high" and not v1 < v2:
+            return f"tiers out of order: high {n1} {v1:g} must be below {n2} {v2:g}"
+        if side == "low" and not v1 > v2:
+            return f"tiers out of order: low {n1} {v1:g} must be above {n2} {v2:g}"
+    return None
+
+
+def sides_overlap_error(high: TierSet | None, low: TierSet | None) -> str | None:
+    if high is None or low is None or not high.items() or not low.items():
+        return None
+    top_low = max(v for _, v in low.items())
+    bottom_high = min(v for _, v in high.items())
+    if not top_low < bottom_high:
+        return f"low setpoints ({top_low:g}) must all be below high setpoints ({bottom_high:g})"
+    return None
+
+
+class _ThresholdFields(_Model):
+    """Keys a sensor type defines and a sensor may override."""
+
+    high: TierSet | None = None
+    low: TierSet | None = None
+    deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    on_delay_s: Seconds | None = None
+    off_delay_s: Seconds | None = None
+    stale_after_s: PositiveSeconds | None = None
+
+
+class SensorType(_ThresholdFields):
+    unit: str
+    deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    on_delay_s: Seconds = 0.0
+    off_delay_s: Seconds = 0.0
+    stale_after_s: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SensorType:
+        problems = [
+            err
+            for side, tiers in (("high", self.high), ("low", self.low))
+            if tiers is not None and (err := tier_order_error(side, tiers.items()))  # type: ignore[arg-type]
+        ]
+        if (err := sides_overlap_error(self.high, self.low)) is not None:
+            problems.append(err)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ModbusDevice(_Model):
+    id: Id
+    host: str
+    port: Port = 502
+    unit: Annotated[int, Field(ge=0, le=247)] = 1
+    framer: Literal["tcp", "rtu"] = "tcp"
+    poll_interval_s: PositiveSeconds = 1.0
+    timeout_s: PositiveSeconds = 0.5
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+
+
+class Heartbeat(_Model):
+    # `register` is the config key; pydantic models inherit ABC.register, hence the alias.
+    address: Register = Field(alias="register")
+    period_s: PositiveSeconds = 1.0
+
+
+class Plc(_Model):
+    id: Id
+    host: str
+    port: Port = 502
+    unit: Annotated[int, Field(ge=0, le=247)] = 1
+    heartbeat: Heartbeat | None = None
+    confirm_timeout_s: PositiveSeconds = 2.0
+
+
+class InterlockSettings(_Model):
+    plc: Id
+    coil: Register | None = None
+    address: Register | None = Field(default=None, alias="register")
+    trip_value: bool | int = True
+    voting: str = "1oo1"
+    sensor_types: Annotated[list[str], Field(min_length=1)]
+    fault_counts_as_trip: bool = True
+    max_bypass_h: Annotated[float, Field(gt=0, le=MAX_BYPASS_HOURS)] = 8.0
+
+    @field_validator("voting")
+    @classmethod
+    def _voting_form(cls, value: str) -> str:
+        m = VOTING_RE.match(value)
+        if m is None:
+            raise ValueError(f"voting {value!r} is not of the form MooN, e.g. 1oo2 or 2oo3")
+        if int(m.group(1)) > int(m.group(2)):
+            raise ValueError(f"voting {value!r}: M must not exceed N")
+        return value
+
+    @model_validator(mode="after")
+    def _one_output(self) -> InterlockSettings:
+        if (self.coil is None) == (self.address is None):
+            raise ValueError("give exactly one of coil or register for the trip output")
+        if self.coil is not None and not isinstance(self.trip_value, bool):
+            raise ValueError("a coil output takes trip_value true or false")
+        return self
+
+    @property
+    def votes_needed(self) -> int:
+        return int(self.voting.split("oo")[0])
+
+    @property
+    def voters(self) -> int:
+        return int(self.voting.split("oo")[1])
+
+
+class Zone(_Model):
+    id: Id
+    name: str = ""
+    interlock: InterlockSettings | None = None
+
+
+class ModbusPoint(_Model):
+    device: Id
+    address: Register = Field(alias="register")
+    kind: Literal["holding", "input", "coil", "discrete"] = "holding"
+    dtype: Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "bool"] = "float32"
+    word_order: Literal["big", "little"] = "big"
+    byte_order: Literal["big", "little"] = "big"
+    scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+    offset: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _bits_are_bool(self) -> ModbusPoint:
+        is_bit = self.kind in ("coil", "discrete")
+        if is_bit != (self.dtype == "bool"):
+            raise ValueError("coil and discrete points take dtype bool; registers take a numeric dtype")
+        return self
+
+
+class MqttPoint(_Model):
+    topic: Annotated[str, Field(pattern=r"^[^#+]+$", min_length=1)]
+
+
+class Sensor(_ThresholdFields):
+    id: Id
+    type: str
+    zone: Id
+    name: str = ""
+    modbus: ModbusPoint | None = None
+    mqtt: MqttPoint | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Sensor:
+        if self.modbus is not None and self.mqtt is not None:
+            raise ValueError("a sensor reads from modbus or mqtt, not both")
+        return self
+
+
+class WebhookChannel(_Model):
+    id: Id
+    type: Literal["webhook"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+
+
+class DingTalkChannel(_Model):
+    id: Id
+    type: Literal["dingtalk"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret: str | None = None
+
+
+class WeComChannel(_Model):
+    id: Id
+    type: Literal["wecom"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+
+
+class Smtp(_Model):
+    host: str
+    port: Port = 25
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+
+class EmailChannel(_Model):
+    id: Id
+    type: Literal["email"]
+    smtp: Smtp
+    to: Annotated[list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]], Field(min_length=1)]
+    sender: str = "ehswatch@localhost"
+
+
+Channel = Annotated[
+    WebhookChannel | DingTalkChannel | WeComChannel | EmailChannel, Field(discriminator="type")
+]
+
+
+class RouteMatch(_Model):
+    zones: list[str] | None = None
+    tiers: list[Literal["warning", "alarm", "interlock", "fault"]] | None = None
+    sensor_types: list[str] | None = None
+
+
+class Route(_Model):
+    match: RouteMatch = RouteMatch()
+    notify: Annotated[list[str], Field(min_length=1)]
+    escalate_after_s: PositiveSeconds | None = None
+    escalate_to: list[str] = []
+
+
+class Flood(_Model):
+    count: Annotated[int, Field(ge=1)] = 10
+    window_s: PositiveSeconds = 60.0
+
+
+class Notifications(_Model):
+    channels: list[Channel] = []
+    routes: list[Route] = []
+    flood: Flood = Flood()
+
+
+class GradeRule(_Model):
+    deadline_h: PositiveSeconds
+    stop_work: bool = False
+    approvers: Annotated[list[Approver], Field(min_length=1)]
+
+
+def _default_grades() -> dict[Grade, GradeRule]:
+    return {
+        "A": GradeRule(deadline_h=2, stop_work=True, approvers=["gm", "safety_director"]),
+        "B": GradeRule(deadline_h=24, approvers=["dept_head"]),
+        "C": GradeRule(deadline_h=72, approvers=["team_leader"]),
+    }
+
+
+class Hazards(_Model):
+    tier_grade: dict[Literal["warning", "alarm", "interlock", "fault"], Grade] = {
+        "interlock": "A", "alarm": "B", "warning": "C", "fault": "C",
+    }
+    grades: dict[Grade, GradeRule] = Field(default_factory=_default_grades)
+
+
+class PlantConfig(_Model):
+    site: Site
+    mqtt: MqttSettings | None = None
+    influxdb: InfluxSettings | None = None
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    users: list[User] = []
+    sensor_types: dict[Id, SensorType]
+    modbus_devices: list[ModbusDevice] = []
+    plcs: list[Plc] = []
+    zones: Annotated[list[Zone], Field(min_length=1)]
+    sensors: Annotated[list[Sensor], Field(min_length=1)]
+    notifications: Notifications = Notifications()
+    hazards: Hazards = Hazards()
+
+    def summary(self) -> str:
+        interlocks = sum(1 for z in self.zones if z.interlock is not None)
+        return (
+            f"{self.site.id}: {len(self.zones)} zones, {len(self.sensors)} sensors, "
+            f"{interlocks} interlocks, {len(self.modbus_devices)} Modbus devices, "
+            f"{len(self.plcs)} PLCs"
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> PlantConfig:
+    """Read, substitute, validate and cross-check a plant config; see the module docstring."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{p}: not UTF-8 text"]) from None
+    return parse_config(text, env=os.environ if env is None else env, source=str(p))
+
+
+def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") -> PlantConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the file must hold a mapping of sections (site, zones, …)"])
+
+    errors: list[str] = []
+    raw = _substitute_env(raw, env, (), errors)
+    try:
+        config: PlantConfig | None = PlantConfig.model_validate(raw)
+    except ValidationError as exc:
+        config = None
+        errors.extend(_format_pydantic(exc, raw))
+    errors.extend(_cross_check(raw))
+    if errors:
+        raise ConfigError(list(dict.fromkeys(errors)))
+    assert config is not None
+    return config
+
+
+def _substitute_env(node: Any, env: Mapping[str, str], loc: tuple[Any, ...], errors: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute_env(v, env, (*loc, k), errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute_env(v, env, (*loc, i), errors) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def replace(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append(f"{'.'.join(map(str, loc))}: environment variable {name} is not set")
+            return ""
+
+        return ENV_RE.sub(replace, node)
+    return node
+
+
+def _name_loc(loc: tuple[Any, ...], raw: Any) -> str:
+    """Turn a location into ``a.b.c``, naming list items by their id where they have one."""
+    parts: list[str] = []
+    node = raw
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list) and 0 <= key < len(node):
+            item = node[key]
+            ident = item.get("id") if isinstance(item, dict) else None
+            parts.append(str(ident) if isinstance(ident, str | int) and ident != "" else str(key))
+            node = item
+        else:
+            parts.append(str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+_CHANNEL_TAGS = {"webhook", "dingtalk", "wecom", "email"}
+
+
+def _format_pydantic(exc: ValidationError, raw: Any) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # A discriminated union puts the tag into the location; the user never wrote it.
+        loc = tuple(k for i, k in enumerate(loc) if not (k in _CHANNEL_TAGS and i >= 3 and loc[0] == "notifications"))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against SPEC §4)"
+        out.append(f"{_name_loc(loc, raw) or '(top level)'}: {msg}")
+    return out
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def _items(raw: Mapping[str, Any], section: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, item) for the dict items of a list section, tolerant of a malformed document."""
+    seq = raw.get(section)
+    if not isinstance(seq, list):
+        return
+    for i, item in enumerate(seq):
+        if isinstance(item, dict):
+            yield f"{section}.{_name_loc((i,), seq)}", item
+
+
+def _ids(raw: Mapping[str, Any], section: str) -> set[str]:
+    return {str(item["id"]) for _, item in _items(raw, section) if isinstance(item.get("id"), str)}
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _cross_check(raw: dict[str, Any]) -> list[str]:
+    errors: list[str] = []
+    for section in ("sensors", "zones", "modbus_devices", "plcs"):
+        counts = Counter(str(item.get("id")) for _, item in _items(raw, section) if "id" in item)
+        errors += [f"{section}.{i}: duplicate id" for i, n in counts.items() if n > 1]
+    channels = raw.get("notifications", {}).get("channels") if isinstance(raw.get("notifications"), dict) else None
+    channel_ids = {str(c.get("id")) for c in channels or [] if isinstance(c, dict)}
+    if channels and len(channel_ids) < len(channels):
+        errors.append("notifications.channels: duplicate channel id")
+
+    types = raw.get("sensor_types") if isinstance(raw.get("sensor_types"), dict) else {}
+    assert isinstance(types, dict)
+    zones, devices, plcs = _ids(raw, "zones"), _ids(raw, "modbus_devices"), _ids(raw, "plcs")
+
+    topics: Counter[str] = Counter()
+    for path, s in _items(raw, "sensors"):
+        stype = s.get("type")
+        if isinstance(stype, str) and stype not in types:
+            errors.append(f"{path}.type: unknown sensor type {stype!r}; known: {_known(types)}")
+        zone = s.get("zone")
+        if isinstance(zone, str) and zone not in zones:
+            errors.append(f"{path}.zone: unknown zone {zone!r}; known: {_known(zones)}")
+        mb = s.get("modbus")
+        if isinstance(mb, dict) and isinstance(mb.get("device"), str) and mb["device"] not in devices:
+            errors.append(f"{path}.modbus.device: unknown Modbus device {mb['device']!r}; known: {_known(devices)}")
+        mq = s.get("mqtt")
+        if isinstance(mq, dict) and isinstance(mq.get("topic"), str):
+            topics[mq["topic"]] += 1
+            if mq["topic"] in {t for t, n in topics.items() if n > 1}:
+                errors.append(f"{path}.mqtt.topic: topic {mq['topic']!r} is used by another sensor")
+        if isinstance(stype, str) and isinstance(types.get(stype), dict):
+            errors += _override_order(path, types[stype], s)
+
+    coils: dict[tuple[str, str, int], str] = {}
+    for path, z in _items(raw, "zones"):
+        il = z.get("interlock")
+        if not isinstance(il, dict):
+            continue
+        plc = il.get("plc")
+        if isinstance(plc, str) and plc not in plcs:
+            errors.append(f"{path}.interlock.plc: unknown PLC {plc!r}; known: {_known(plcs)}")
+        for kind in ("coil", "register"):
+            addr = il.get(kind)
+            if isinstance(plc, str) and isinstance(addr, int):
+                other = coils.setdefault((plc, kind, addr), path)
+                if other != path:
+                    errors.append(f"{path}.interlock.{kind}: {plc} {kind} {addr} is already the output of {other}")
+        vtypes = il.get("sensor_types")
+        if isinstance(vtypes, list):
+            errors += [
+                f"{path}.interlock.sensor_types: unknown sensor type {t!r}"
+                for t in vtypes if isinstance(t, str) and t not in types
+            ]
+            voters = [
+                s.get("id") for _, s in _items(raw, "sensors")
+                if s.get("zone") == z.get("id") and s.get("type") in vtypes
+            ]
+            m = VOTING_RE.match(str(il.get("voting", "1oo1")))
+            if m is not None:
+                need, n = int(m.group(1)), int(m.group(2))
+                if need > len(voters):
+                    errors.append(
+                        f"{path}.interlock.voting: {il.get('voting')} needs {need} votes but zone "
+                        f"{z.get('id')} has only {len(voters)} sensors of types {vtypes}"
+                    )
+                elif n != len(voters):
+                    errors.append(
+                        f"{path}.interlock.voting: {il.get('voting')} names {n} voters but zone "
+                        f"{z.get('id')} has {len(voters)} sensors of types {vtypes} ({', '.join(map(str, voters))})"
+                    )
+
+    notifications = raw.get("notifications")
+    if isinstance(notifications, dict) and isinstance(notifications.get("routes"), list):
+        for i, route in enumerate(notifications["routes"]):
+            if not isinstance(route, dict):
+                continue
+            for key in ("notify", "escalate_to"):
+                targets = route.get(key)
+                if isinstance(targets, list):
+                    errors += [
+                        f"notifications.routes.{i}.{key}: unknown channel {c!r}; known: {_known(channel_ids)}"
+                        for c in targets if isinstance(c, str) and c not in channel_ids
+                    ]
+            match = route.get("match")
+            if isinstance(match, dict) and isinstance(match.get("zones"), list):
+                errors += [
+                    f"notifications.routes.{i}.match.zones: unknown zone {zz!r}"
+                    for zz in match["zones"] if isinstance(zz, str) and zz not in zones
+                ]
+    return errors
+
+
+def _override_order(path: str, stype: dict[str, Any], sensor: dict[str, Any]) -> list[str]:
+    """Tier order of the type's setpoints with this sensor's overrides applied."""
+    errors = []
+    merged_sides: dict[str, list[tuple[str, float]]] = {}
+    for side in ("high", "low"):
+        base = stype.get(side) if isinstance(stype.get(side), dict) else {}
+        over = sensor.get(side) if isinstance(sensor.get(side), dict) else {}
+        assert isinstance(base, dict) and isinstance(over, dict)
+        merged = {**base, **{k: v for k, v in over.items() if v is not None}}
+        values = [(n, _num(merged.get(n))) for n in TIER_NAMES if merged.get(n) is not None]
+        if any(v is None for _, v in values):
+            continue  # a malformed number is reported by the type check
+        merged_sides[side] = [(n, v) for n, v in values if v is not None]
+        if over and (err := tier_order_error(side, merged_sides[side])):  # type: ignore[arg-type]
+            errors.append(f"{path}.{side}: {err} (after the override of type {sensor.get('type')})")
+    if (sensor.get("high") or sensor.get("low")) and "high" in merged_sides and "low" in merged_sides:
+        err = sides_overlap_error(
+            TierSet(**dict(merged_sides["high"])), TierSet(**dict(merged_sides["low"]))
+        )
+        if err:
+            errors.append(f"{path}: {err}")
+    return errors
+
+
+def _known(ids: Any) -> str:
+    names = sorted(map(str, ids))
+    return ", ".join(names) if names else "(none defined)"
