@@ -14,12 +14,13 @@ Contract (SPEC §4):
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 import zoneinfo
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,7 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Role = Literal["viewer", "operator", "supervisor", "dept_head", "safety_director", "gm", "admin"]
 ROLES: tuple[Role, ...] = (
-    "viewer", "operator", "supervisor", "dept_head", "safety_director", "gm", "admin",
+    "viewer",
+    "operator",
+    "supervisor",
+    "dept_head",
+    "safety_director",
+    "gm",
+    "admin",
 )
 TierName = Literal["warning", "alarm", "interlock"]
 TIER_NAMES: tuple[TierName, ...] = ("warning", "alarm", "interlock")
@@ -36,7 +43,12 @@ Grade = Literal["A", "B", "C"]
 # Who may approve a hazard ticket: the roles, plus the shop-floor team leader of SPEC §4
 # (it acts at supervisor level, see docs/configuration.md).
 Approver = Literal[
-    "team_leader", "supervisor", "dept_head", "safety_director", "gm", "admin",
+    "team_leader",
+    "supervisor",
+    "dept_head",
+    "safety_director",
+    "gm",
+    "admin",
 ]
 
 # Ids end up in MQTT topics, InfluxDB tags and URLs: keep them to a safe alphabet.
@@ -75,12 +87,16 @@ class Site(_Model):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)")
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)"
+            ) from None
         return value
 
 
 class MqttSettings(_Model):
-    url: Annotated[str, Field(pattern=r"^mqtts?://[^/:]+(:[0-9]{1,5})?/?$")] = "mqtt://127.0.0.1:1883"
+    url: Annotated[str, Field(pattern=r"^mqtts?://[^/:]+(:[0-9]{1,5})?/?$")] = (
+        "mqtt://127.0.0.1:1883"
+    )
     username: str | None = None
     password: str | None = None
     topic_prefix: Annotated[str, Field(pattern=r"^[^#+/][^#+]*$")] = "ehs"
@@ -131,12 +147,30 @@ class TierSet(_Model):
         return self.model_copy(update=override.model_dump(exclude_none=True))
 
 
-def tier_order_error(side: Literal["high", "low"], setpoints: list[tuple[str, float]]) -> str | None:
+class HighTiers(TierSet):
+    @model_validator(mode="after")
+    def _ordered(self) -> HighTiers:
+        if (err := tier_order_error("high", self.items())) is not None:
+            raise ValueError(err)
+        return self
+
+
+class LowTiers(TierSet):
+    @model_validator(mode="after")
+    def _ordered(self) -> LowTiers:
+        if (err := tier_order_error("low", self.items())) is not None:
+            raise ValueError(err)
+        return self
+
+
+def tier_order_error(
+    side: Literal["high", "low"], setpoints: Sequence[tuple[str, float]]
+) -> str | None:
     """Why a side's setpoints are not in order of severity, or None when they are.
 
     High side: each more severe tier has a strictly greater setpoint; low side: smaller.
     """
-    for (n1, v1), (n2, v2) in zip(setpoints, setpoints[1:], strict=False):
+    for (n1, v1), (n2, v2) in itertools.pairwise(setpoints):
         if side == "high" and not v1 < v2:
             return f"tiers out of order: high {n1} {v1:g} must be below {n2} {v2:g}"
         if side == "low" and not v1 > v2:
@@ -157,8 +191,8 @@ def sides_overlap_error(high: TierSet | None, low: TierSet | None) -> str | None
 class _ThresholdFields(_Model):
     """Keys a sensor type defines and a sensor may override."""
 
-    high: TierSet | None = None
-    low: TierSet | None = None
+    high: HighTiers | None = None
+    low: LowTiers | None = None
     deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     on_delay_s: Seconds | None = None
     off_delay_s: Seconds | None = None
@@ -173,16 +207,9 @@ class SensorType(_ThresholdFields):
     stale_after_s: PositiveSeconds = 30.0
 
     @model_validator(mode="after")
-    def _ordered(self) -> SensorType:
-        problems = [
-            err
-            for side, tiers in (("high", self.high), ("low", self.low))
-            if tiers is not None and (err := tier_order_error(side, tiers.items()))  # type: ignore[arg-type]
-        ]
+    def _sides_apart(self) -> SensorType:
         if (err := sides_overlap_error(self.high, self.low)) is not None:
-            problems.append(err)
-        if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(err)
         return self
 
 
@@ -269,7 +296,9 @@ class ModbusPoint(_Model):
     def _bits_are_bool(self) -> ModbusPoint:
         is_bit = self.kind in ("coil", "discrete")
         if is_bit != (self.dtype == "bool"):
-            raise ValueError("coil and discrete points take dtype bool; registers take a numeric dtype")
+            raise ValueError(
+                "coil and discrete points take dtype bool; registers take a numeric dtype"
+            )
         return self
 
 
@@ -372,7 +401,10 @@ def _default_grades() -> dict[Grade, GradeRule]:
 
 class Hazards(_Model):
     tier_grade: dict[Literal["warning", "alarm", "interlock", "fault"], Grade] = {
-        "interlock": "A", "alarm": "B", "warning": "C", "fault": "C",
+        "interlock": "A",
+        "alarm": "B",
+        "warning": "C",
+        "fault": "C",
     }
     grades: dict[Grade, GradeRule] = Field(default_factory=_default_grades)
 
@@ -441,7 +473,9 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") ->
     return config
 
 
-def _substitute_env(node: Any, env: Mapping[str, str], loc: tuple[Any, ...], errors: list[str]) -> Any:
+def _substitute_env(
+    node: Any, env: Mapping[str, str], loc: tuple[Any, ...], errors: list[str]
+) -> Any:
     if isinstance(node, dict):
         return {k: _substitute_env(v, env, (*loc, k), errors) for k, v in node.items()}
     if isinstance(node, list):
@@ -485,12 +519,18 @@ def _format_pydantic(exc: ValidationError, raw: Any) -> list[str]:
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         # A discriminated union puts the tag into the location; the user never wrote it.
-        loc = tuple(k for i, k in enumerate(loc) if not (k in _CHANNEL_TAGS and i >= 3 and loc[0] == "notifications"))
+        loc = tuple(
+            k
+            for i, k in enumerate(loc)
+            if not (k in _CHANNEL_TAGS and i >= 3 and loc[0] == "notifications")
+        )
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against SPEC §4)"
+        elif err["type"].endswith(("_type", "_parsing")) and "input" in err:
+            msg = f"{msg} (got {err['input']!r})"
         out.append(f"{_name_loc(loc, raw) or '(top level)'}: {msg}")
     return out
 
@@ -523,7 +563,11 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
     for section in ("sensors", "zones", "modbus_devices", "plcs"):
         counts = Counter(str(item.get("id")) for _, item in _items(raw, section) if "id" in item)
         errors += [f"{section}.{i}: duplicate id" for i, n in counts.items() if n > 1]
-    channels = raw.get("notifications", {}).get("channels") if isinstance(raw.get("notifications"), dict) else None
+    channels = (
+        raw.get("notifications", {}).get("channels")
+        if isinstance(raw.get("notifications"), dict)
+        else None
+    )
     channel_ids = {str(c.get("id")) for c in channels or [] if isinstance(c, dict)}
     if channels and len(channel_ids) < len(channels):
         errors.append("notifications.channels: duplicate channel id")
@@ -541,8 +585,15 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
         if isinstance(zone, str) and zone not in zones:
             errors.append(f"{path}.zone: unknown zone {zone!r}; known: {_known(zones)}")
         mb = s.get("modbus")
-        if isinstance(mb, dict) and isinstance(mb.get("device"), str) and mb["device"] not in devices:
-            errors.append(f"{path}.modbus.device: unknown Modbus device {mb['device']!r}; known: {_known(devices)}")
+        if (
+            isinstance(mb, dict)
+            and isinstance(mb.get("device"), str)
+            and mb["device"] not in devices
+        ):
+            errors.append(
+                f"{path}.modbus.device: unknown Modbus device {mb['device']!r}; "
+                f"known: {_known(devices)}"
+            )
         mq = s.get("mqtt")
         if isinstance(mq, dict) and isinstance(mq.get("topic"), str):
             topics[mq["topic"]] += 1
@@ -564,15 +615,20 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             if isinstance(plc, str) and isinstance(addr, int):
                 other = coils.setdefault((plc, kind, addr), path)
                 if other != path:
-                    errors.append(f"{path}.interlock.{kind}: {plc} {kind} {addr} is already the output of {other}")
+                    errors.append(
+                        f"{path}.interlock.{kind}: {plc} {kind} {addr} "
+                        f"is already the output of {other}"
+                    )
         vtypes = il.get("sensor_types")
         if isinstance(vtypes, list):
             errors += [
                 f"{path}.interlock.sensor_types: unknown sensor type {t!r}"
-                for t in vtypes if isinstance(t, str) and t not in types
+                for t in vtypes
+                if isinstance(t, str) and t not in types
             ]
             voters = [
-                s.get("id") for _, s in _items(raw, "sensors")
+                s.get("id")
+                for _, s in _items(raw, "sensors")
                 if s.get("zone") == z.get("id") and s.get("type") in vtypes
             ]
             m = VOTING_RE.match(str(il.get("voting", "1oo1")))
@@ -586,7 +642,8 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                 elif n != len(voters):
                     errors.append(
                         f"{path}.interlock.voting: {il.get('voting')} names {n} voters but zone "
-                        f"{z.get('id')} has {len(voters)} sensors of types {vtypes} ({', '.join(map(str, voters))})"
+                        f"{z.get('id')} has {len(voters)} sensors of types {vtypes} "
+                        f"({', '.join(map(str, voters))})"
                     )
 
     notifications = raw.get("notifications")
@@ -598,14 +655,17 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                 targets = route.get(key)
                 if isinstance(targets, list):
                     errors += [
-                        f"notifications.routes.{i}.{key}: unknown channel {c!r}; known: {_known(channel_ids)}"
-                        for c in targets if isinstance(c, str) and c not in channel_ids
+                        f"notifications.routes.{i}.{key}: unknown channel {c!r}; "
+                        f"known: {_known(channel_ids)}"
+                        for c in targets
+                        if isinstance(c, str) and c not in channel_ids
                     ]
             match = route.get("match")
             if isinstance(match, dict) and isinstance(match.get("zones"), list):
                 errors += [
                     f"notifications.routes.{i}.match.zones: unknown zone {zz!r}"
-                    for zz in match["zones"] if isinstance(zz, str) and zz not in zones
+                    for zz in match["zones"]
+                    if isinstance(zz, str) and zz not in zones
                 ]
     return errors
 
@@ -623,9 +683,13 @@ def _override_order(path: str, stype: dict[str, Any], sensor: dict[str, Any]) ->
         if any(v is None for _, v in values):
             continue  # a malformed number is reported by the type check
         merged_sides[side] = [(n, v) for n, v in values if v is not None]
-        if over and (err := tier_order_error(side, merged_sides[side])):  # type: ignore[arg-type]
+        if over and (err := tier_order_error(side, merged_sides[side])):
             errors.append(f"{path}.{side}: {err} (after the override of type {sensor.get('type')})")
-    if (sensor.get("high") or sensor.get("low")) and "high" in merged_sides and "low" in merged_sides:
+    if (
+        (sensor.get("high") or sensor.get("low"))
+        and "high" in merged_sides
+        and "low" in merged_sides
+    ):
         err = sides_overlap_error(
             TierSet(**dict(merged_sides["high"])), TierSet(**dict(merged_sides["low"]))
         )

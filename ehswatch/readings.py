@@ -41,11 +41,17 @@ class ReadingBatch:
         for name in ("sensor", "value", "ts", "quality"):
             col = getattr(self, name)
             if col.ndim != 1 or col.shape[0] != n:
-                raise ValueError(f"ReadingBatch.{name}: expected 1-d length {n}, got shape {col.shape}")
+                raise ValueError(
+                    f"ReadingBatch.{name}: expected 1-d length {n}, got shape {col.shape}"
+                )
         if self.sensor.dtype != SENSOR_DTYPE or self.value.dtype != np.float64:
-            raise TypeError("ReadingBatch: sensor must be int32 and value float64 (use ReadingBatch.of)")
+            raise TypeError(
+                "ReadingBatch: sensor must be int32 and value float64 (use ReadingBatch.of)"
+            )
         if self.ts.dtype != np.float64 or self.quality.dtype != QUALITY_DTYPE:
-            raise TypeError("ReadingBatch: ts must be float64 and quality uint8 (use ReadingBatch.of)")
+            raise TypeError(
+                "ReadingBatch: ts must be float64 and quality uint8 (use ReadingBatch.of)"
+            )
 
     def __len__(self) -> int:
         return int(self.sensor.shape[0])

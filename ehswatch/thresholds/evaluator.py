@@ -103,11 +103,12 @@ class Evaluator:
         idx = batch.sensor
         if idx.min() < 0 or idx.max() >= self.table.size:
             raise IndexError("ReadingBatch names a sensor index outside the threshold table")
-        if n > 1 and not bool((idx[1:] > idx[:-1]).all()) and self._has_repeats(idx):
+        ascending = n == 1 or bool((idx[1:] > idx[:-1]).all())
+        if not ascending and self._has_repeats(idx):
             order = np.argsort(idx, kind="stable")
             self._process_in_rounds(batch, order, idx[order], out)
         else:
-            self._process_unique(batch, out)
+            self._process_unique(batch, ascending, out)
         return out.build()
 
     def tick(self, now: float) -> Evaluation:
@@ -127,23 +128,29 @@ class Evaluator:
         return bool((self._stamp[idx] != positions).any())
 
     def _process_in_rounds(
-        self, batch: ReadingBatch, order: Rows, idx_sorted: NDArray[np.int32], out: EvaluationBuilder
+        self,
+        batch: ReadingBatch,
+        order: Rows,
+        idx_sorted: NDArray[np.int32],
+        out: EvaluationBuilder,
     ) -> None:
         """Round r holds each sensor's r-th reading of the batch: unique within a round."""
         first = np.r_[True, idx_sorted[1:] != idx_sorted[:-1]]
         starts = np.flatnonzero(first)
         rank = np.arange(idx_sorted.size) - starts[np.cumsum(first) - 1]
         for r in range(int(rank.max()) + 1):
-            self._process_unique(batch.take(order[rank == r]), out)
+            self._process_unique(batch.take(order[rank == r]), True, out)
 
-    def _process_unique(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
-        """Readings of distinct sensors, in any order."""
+    def _process_unique(self, b: ReadingBatch, ascending: bool, out: EvaluationBuilder) -> None:
+        """Readings of distinct sensors, in any order (`ascending`: by sensor index)."""
         idx = b.sensor
         # A collector's batch is usually a run of consecutive indices: then the state is
         # read and written through slices (views), not gathered.
         first = int(idx[0])
         at: slice | NDArray[np.int32] = (
-            slice(first, first + idx.size) if int(idx[-1]) - first + 1 == idx.size else idx
+            slice(first, first + idx.size)
+            if ascending and int(idx[-1]) - first + 1 == idx.size
+            else idx
         )
         lo = self._lo[at]
         hi = self._hi[at]
@@ -196,12 +203,19 @@ class Evaluator:
             self._pending[s] = False
             self._refresh_band(s)
             out.faults(
-                s, np.ones(s.size, dtype=bool), np.full(s.size, FaultReason.STALE, dtype=np.int8),
-                self._last_value[s], stale_at[stale],
+                s,
+                np.ones(s.size, dtype=bool),
+                np.full(s.size, FaultReason.STALE, dtype=np.int8),
+                self._last_value[s],
+                stale_at[stale],
             )
 
     def _mature(
-        self, r: Rows, mask0: NDArray[np.uint8], due: NDArray[np.bool_], matures: F64,
+        self,
+        r: Rows,
+        mask0: NDArray[np.uint8],
+        due: NDArray[np.bool_],
+        matures: F64,
         out: EvaluationBuilder,
     ) -> None:
         """Flip the due latches of rows `r` in time order, one transition per instant."""
@@ -252,10 +266,14 @@ class Evaluator:
         if raised.any():
             s = rows[raised]
             self._reason[s] = FaultReason.BAD
-            out.faults(s, np.ones(s.size, dtype=bool), self._reason[s], b.value[raised], b.ts[raised])
+            out.faults(
+                s, np.ones(s.size, dtype=bool), self._reason[s], b.value[raised], b.ts[raised]
+            )
         if cleared.any():
             s = rows[cleared]
-            out.faults(s, np.zeros(s.size, dtype=bool), self._reason[s], b.value[cleared], b.ts[cleared])
+            out.faults(
+                s, np.zeros(s.size, dtype=bool), self._reason[s], b.value[cleared], b.ts[cleared]
+            )
             self._reason[s] = FaultReason.NONE
         self._faulted[rows] = bad
         self._last_ts[rows] = b.ts
@@ -263,8 +281,13 @@ class Evaluator:
         self._refresh_band(rows)
 
     def _emit(
-        self, sensors: Rows, before: NDArray[np.uint8], after: NDArray[np.uint8], value: F64,
-        ts: F64, out: EvaluationBuilder,
+        self,
+        sensors: Rows,
+        before: NDArray[np.uint8],
+        after: NDArray[np.uint8],
+        value: F64,
+        ts: F64,
+        out: EvaluationBuilder,
     ) -> None:
         t0, t1 = _TIER_OF_MASK[before], _TIER_OF_MASK[after]
         changed = t0 != t1
@@ -289,11 +312,13 @@ class Evaluator:
         rise, fall = self._rise_at[rows], self._fall_below[rows]
         high, low = ~LATCH_IS_LOW, LATCH_IS_LOW
         upper = np.where(
-            high & ~active, rise,
+            high & ~active,
+            rise,
             np.where(low & active, np.nextafter(-fall, np.inf), np.inf),
         )
         lower = np.where(
-            high & active, np.nextafter(fall, -np.inf),
+            high & active,
+            np.nextafter(fall, -np.inf),
             np.where(low & ~active, -rise, -np.inf),
         )
         # An unset latch (NaN setpoint) never changes: it bounds nothing.

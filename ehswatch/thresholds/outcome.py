@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,7 +45,12 @@ class TierTransitions:
         return [
             (int(s), int(a), int(b), _opt(v), _opt(t), float(ts))
             for s, a, b, v, t, ts in zip(
-                self.sensor, self.from_tier, self.to_tier, self.value, self.threshold, self.ts,
+                self.sensor,
+                self.from_tier,
+                self.to_tier,
+                self.value,
+                self.threshold,
+                self.ts,
                 strict=True,
             )
         ]
@@ -127,7 +133,7 @@ class EvaluationBuilder:
 
 def _columns(
     parts: list[tuple[NDArray[np.generic], ...]], dtypes: tuple[type[np.generic], ...]
-) -> list[NDArray[np.generic]]:
+) -> list[NDArray[Any]]:
     if not parts:
         return [np.empty(0, dtype=d) for d in dtypes]
     cols = [

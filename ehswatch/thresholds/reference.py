@@ -92,9 +92,14 @@ class ReferenceEvaluator:
         self._sensors = [
             _Sensor(
                 latches=[
-                    _Latch(level=int(LATCH_LEVEL[k]), low=bool(LATCH_IS_LOW[k]), setpoint=sp,
-                           deadband=s.deadband)
-                    for k, sp in enumerate(s.setpoints()) if sp is not None
+                    _Latch(
+                        level=int(LATCH_LEVEL[k]),
+                        low=bool(LATCH_IS_LOW[k]),
+                        setpoint=sp,
+                        deadband=s.deadband,
+                    )
+                    for k, sp in enumerate(s.setpoints())
+                    if sp is not None
                 ],
                 on_delay=s.on_delay_s,
                 off_delay=s.off_delay_s,
@@ -131,8 +136,11 @@ class ReferenceEvaluator:
         stale_at = s.last_ts + s.stale_after
         horizon = min(t, stale_at)
         due = sorted(
-            ((la.since + s.delay(la), k) for k, la in enumerate(s.latches)
-             if la.since is not None and la.since + s.delay(la) < horizon),
+            (
+                (la.since + s.delay(la), k)
+                for k, la in enumerate(s.latches)
+                if la.since is not None and la.since + s.delay(la) < horizon
+            ),
         )
         while due:
             instant = due[0][0]
@@ -149,7 +157,9 @@ class ReferenceEvaluator:
                 la.since = None
             _fault(out, i, True, FaultReason.STALE, s.last_value, stale_at)
 
-    def _reading(self, i: int, value: float, ts: float, quality: int, out: EvaluationBuilder) -> None:
+    def _reading(
+        self, i: int, value: float, ts: float, quality: int, out: EvaluationBuilder
+    ) -> None:
         s = self._sensors[i]
         if ts < s.last_ts:
             out.out_of_order += 1
@@ -177,7 +187,12 @@ class ReferenceEvaluator:
 
     @staticmethod
     def _report(
-        i: int, s: _Sensor, before_tier: int, before_sp: float, value: float, ts: float,
+        i: int,
+        s: _Sensor,
+        before_tier: int,
+        before_sp: float,
+        value: float,
+        ts: float,
         out: EvaluationBuilder,
     ) -> None:
         after = s.tier()
@@ -185,10 +200,18 @@ class ReferenceEvaluator:
             return
         threshold = s.top_setpoint() if after > before_tier else before_sp
         out.transitions(
-            np.array([i]), np.array([before_tier]), np.array([after]), np.array([value]),
-            np.array([threshold]), np.array([ts]),
+            np.array([i]),
+            np.array([before_tier]),
+            np.array([after]),
+            np.array([value]),
+            np.array([threshold]),
+            np.array([ts]),
         )
 
 
-def _fault(out: EvaluationBuilder, i: int, on: bool, reason: FaultReason, value: float, ts: float) -> None:
-    out.faults(np.array([i]), np.array([on]), np.array([int(reason)]), np.array([value]), np.array([ts]))
+def _fault(
+    out: EvaluationBuilder, i: int, on: bool, reason: FaultReason, value: float, ts: float
+) -> None:
+    out.faults(
+        np.array([i]), np.array([on]), np.array([int(reason)]), np.array([value]), np.array([ts])
+    )

@@ -31,5 +31,10 @@ LATCH_LEVEL = np.array([1, 2, 3, 1, 2, 3], dtype=np.int8)
 LATCH_IS_LOW = np.array([False, False, False, True, True, True])
 N_LATCHES = 6
 LATCH_NAMES = (
-    "high.warning", "high.alarm", "high.interlock", "low.warning", "low.alarm", "low.interlock",
+    "high.warning",
+    "high.alarm",
+    "high.interlock",
+    "low.warning",
+    "low.alarm",
+    "low.interlock",
 )

@@ -1,0 +1,272 @@
+"""SPEC §4: a bad config is refused at start with every error as `path.to.key: message`."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ehswatch.config import ConfigError, PlantConfig, load_config, parse_config
+from ehswatch.thresholds import ThresholdTable
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "example.yaml"
+CLI = [sys.executable, "-m", "ehswatch"]
+
+
+@pytest.fixture
+def plant() -> dict[str, Any]:
+    """The example plant as a plain document, to be broken one way per test."""
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return copy.deepcopy(doc)
+
+
+def errors_of(doc: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml.safe_dump(doc, allow_unicode=True), env=env or {})
+    return info.value.errors
+
+
+def sensor(doc: dict[str, Any], sensor_id: str) -> dict[str, Any]:
+    return next(s for s in doc["sensors"] if s["id"] == sensor_id)
+
+
+def zone(doc: dict[str, Any], zone_id: str) -> dict[str, Any]:
+    return next(z for z in doc["zones"] if z["id"] == zone_id)
+
+
+def test_example_plant_is_valid_and_realistic() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert len(config.zones) >= 3
+    assert len(config.sensors) >= 14
+    units = {config.sensor_types[s.type].unit for s in config.sensors}
+    assert {"mg/m3", "%MEC", "°C", "%", "%LEL", "%vol"} <= units
+    assert config.influxdb is not None and config.influxdb.token == "ehswatch-dev-token"
+
+
+def test_check_config_prints_a_summary_and_exits_0() -> None:
+    done = subprocess.run(
+        [*CLI, "check-config", str(EXAMPLE)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == "ok: plant-1: 4 zones, 15 sensors, 4 interlocks, 3 Modbus devices, 3 PLCs"
+    )
+
+
+def test_check_config_names_a_wrong_type_an_unknown_zone_and_a_disordered_tier_set(
+    plant: dict[str, Any], tmp_path: Path
+) -> None:
+    plant["modbus_devices"][0]["poll_interval_s"] = "fast"
+    sensor(plant, "G-303")["zone"] = "tank-farmm"
+    plant["sensor_types"]["dust_wood"]["high"] = {"warning": 18, "alarm": 15, "interlock": 30}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(plant, allow_unicode=True), encoding="utf-8")
+    done = subprocess.run(
+        [*CLI, "check-config", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert any(
+        line.strip().startswith("modbus_devices.dm-polish.poll_interval_s: ") for line in lines
+    )
+    assert any(
+        line.strip().startswith("sensors.G-303.zone: unknown zone 'tank-farmm'") for line in lines
+    )
+    assert any(
+        line.strip().startswith("sensor_types.dust_wood.high: tiers out of order") for line in lines
+    )
+
+
+def test_unreadable_or_broken_yaml_is_one_clear_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("site: {id: plant-1\nzones: []\n", encoding="utf-8")
+    done = subprocess.run(
+        [*CLI, "check-config", str(broken)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert f"{broken}:" in done.stderr and "YAML syntax error" in done.stderr
+    missing = subprocess.run(
+        [*CLI, "check-config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert "Traceback" not in done.stderr + missing.stderr
+
+
+def test_secrets_come_from_the_environment(plant: dict[str, Any]) -> None:
+    plant["influxdb"]["token"] = "${INFLUX_TOKEN}"
+    config = parse_config(yaml.safe_dump(plant), env={"INFLUX_TOKEN": "s3cret"})
+    assert config.influxdb is not None and config.influxdb.token == "s3cret"
+
+
+def test_unset_secret_without_default_is_an_error_at_its_key(plant: dict[str, Any]) -> None:
+    plant["influxdb"]["token"] = "${INFLUX_TOKEN}"
+    assert errors_of(plant) == ["influxdb.token: environment variable INFLUX_TOKEN is not set"]
+
+
+def test_unknown_key_is_refused(plant: dict[str, Any]) -> None:
+    sensor(plant, "D-101")["setpoint"] = 12
+    assert errors_of(plant) == [
+        "sensors.D-101.setpoint: unknown key (check the spelling against SPEC §4)"
+    ]
+
+
+def test_ids_are_unique(plant: dict[str, Any]) -> None:
+    sensor(plant, "D-102")["id"] = "D-101"
+    assert "sensors.D-101: duplicate id" in errors_of(plant)
+
+
+def test_sensor_type_must_exist(plant: dict[str, Any]) -> None:
+    sensor(plant, "D-101")["type"] = "dust_mg"
+    assert any(
+        e.startswith("sensors.D-101.type: unknown sensor type 'dust_mg'") for e in errors_of(plant)
+    )
+
+
+def test_modbus_device_must_exist(plant: dict[str, Any]) -> None:
+    sensor(plant, "D-101")["modbus"]["device"] = "dm-9"
+    assert any(
+        e.startswith("sensors.D-101.modbus.device: unknown Modbus device 'dm-9'")
+        for e in errors_of(plant)
+    )
+
+
+def test_interlock_plc_must_exist(plant: dict[str, Any]) -> None:
+    zone(plant, "polishing-1")["interlock"]["plc"] = "plc-9"
+    assert any(
+        e.startswith("zones.polishing-1.interlock.plc: unknown PLC 'plc-9'")
+        for e in errors_of(plant)
+    )
+
+
+def test_modbus_sensor_needs_a_device_and_mqtt_sensor_a_topic(plant: dict[str, Any]) -> None:
+    del sensor(plant, "D-101")["modbus"]["device"]
+    sensor(plant, "G-301")["mqtt"] = {}
+    errs = errors_of(plant)
+    assert "sensors.D-101.modbus.device: Field required" in errs
+    assert "sensors.G-301.mqtt.topic: Field required" in errs
+
+
+def test_low_tier_set_must_descend(plant: dict[str, Any]) -> None:
+    plant["sensor_types"]["o2"]["low"] = {"warning": 18.0, "alarm": 19.5}
+    assert any(
+        e.startswith(
+            "sensor_types.o2.low: tiers out of order: low warning 18 must be above alarm 19.5"
+        )
+        for e in errors_of(plant)
+    )
+
+
+def test_low_and_high_sets_must_not_overlap(plant: dict[str, Any]) -> None:
+    plant["sensor_types"]["o2"]["high"] = {"warning": 19.0}
+    assert any(e.startswith("sensor_types.o2: low setpoints") for e in errors_of(plant))
+
+
+def test_per_sensor_override_is_checked_after_merging(plant: dict[str, Any]) -> None:
+    sensor(plant, "D-102")["high"] = {"interlock": 15}
+    assert any(
+        e.startswith(
+            "sensors.D-102.high: tiers out of order: high alarm 20 must be below interlock 15"
+        )
+        for e in errors_of(plant)
+    )
+
+
+def test_per_sensor_override_replaces_only_the_keys_it_names() -> None:
+    config = load_config(EXAMPLE, env={})
+    table = ThresholdTable.from_config(config)
+    d102 = table.setpoint[table.index["D-102"]]
+    assert d102[:3].tolist() == [10.0, 20.0, 35.0]
+    o2 = table.setpoint[table.index["O2-301"]]
+    assert o2[:2].tolist() == [23.5, 25.0] and o2[3:].tolist() == [19.5, 18.0, 16.0]
+
+
+def test_voting_cannot_need_more_votes_than_sensors(plant: dict[str, Any]) -> None:
+    zone(plant, "polishing-1")["interlock"]["voting"] = "3oo3"
+    assert any(
+        e.startswith(
+            "zones.polishing-1.interlock.voting: 3oo3 needs 3 votes but zone polishing-1 has only 2"
+        )
+        for e in errors_of(plant)
+    )
+
+
+def test_voting_names_exactly_the_sensors_of_its_types(plant: dict[str, Any]) -> None:
+    zone(plant, "woodworking-1")["interlock"]["voting"] = "2oo2"
+    assert any(
+        e.startswith(
+            "zones.woodworking-1.interlock.voting: 2oo2 names 2 voters but zone woodworking-1 has 3"
+        )
+        for e in errors_of(plant)
+    )
+
+
+def test_voting_form_is_m_oo_n_with_m_at_most_n(plant: dict[str, Any]) -> None:
+    zone(plant, "polishing-1")["interlock"]["voting"] = "2of2"
+    zone(plant, "tank-farm")["interlock"]["voting"] = "3oo2"
+    errs = errors_of(plant)
+    assert any(
+        e.startswith("zones.polishing-1.interlock.voting: voting '2of2' is not of the form MooN")
+        for e in errs
+    )
+    assert any(
+        e.startswith("zones.tank-farm.interlock.voting: voting '3oo2': M must not exceed N")
+        for e in errs
+    )
+
+
+def test_two_zones_cannot_drive_one_output(plant: dict[str, Any]) -> None:
+    zone(plant, "collector-1")["interlock"]["coil"] = 0
+    assert any(
+        e.startswith(
+            "zones.collector-1.interlock.coil: plc-1 coil 0 is already the output of "
+            "zones.polishing-1"
+        )
+        for e in errors_of(plant)
+    )
+
+
+def test_bypass_is_capped_at_24_hours(plant: dict[str, Any]) -> None:
+    zone(plant, "polishing-1")["interlock"]["max_bypass_h"] = 48
+    assert any(e.startswith("zones.polishing-1.interlock.max_bypass_h: ") for e in errors_of(plant))
+
+
+def test_route_channels_must_exist(plant: dict[str, Any]) -> None:
+    plant["notifications"]["routes"][0]["escalate_to"] = ["pager"]
+    assert any(
+        e.startswith("notifications.routes.0.escalate_to: unknown channel 'pager'")
+        for e in errors_of(plant)
+    )
+
+
+def test_token_is_stored_only_as_sha256(plant: dict[str, Any]) -> None:
+    plant["users"][0]["token_sha256"] = "plain-token"
+    assert any(e.startswith("users.0.token_sha256: ") for e in errors_of(plant))
+
+
+def test_every_error_is_reported_at_once(plant: dict[str, Any]) -> None:
+    sensor(plant, "D-101")["type"] = "nope"
+    sensor(plant, "D-102")["zone"] = "nowhere"
+    plant["plcs"][0]["port"] = 70000
+    plant["site"]["timezone"] = "Mars/Olympus"
+    errs = errors_of(plant)
+    prefixes = ["sensors.D-101.type", "sensors.D-102.zone", "plcs.plc-1.port", "site.timezone"]
+    assert all(any(e.startswith(p + ": ") for e in errs) for p in prefixes), errs
+
+
+def test_config_is_immutable() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert isinstance(config, PlantConfig)
+    with pytest.raises(ValueError, match="frozen"):
+        config.site.id = "other"  # type: ignore[misc]
