@@ -465,7 +465,7 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") ->
         config: PlantConfig | None = PlantConfig.model_validate(raw)
     except ValidationError as exc:
         config = None
-        errors.extend(_format_pydantic(exc, raw))
+        errors.extend(format_validation_error(exc, raw))
     errors.extend(_cross_check(raw))
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
@@ -514,7 +514,7 @@ def _name_loc(loc: tuple[Any, ...], raw: Any) -> str:
 _CHANNEL_TAGS = {"webhook", "dingtalk", "wecom", "email"}
 
 
-def _format_pydantic(exc: ValidationError, raw: Any) -> list[str]:
+def format_validation_error(exc: ValidationError, raw: Any) -> list[str]:
     out = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])

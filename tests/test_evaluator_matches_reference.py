@@ -92,7 +92,7 @@ def streams(draw: st.DrawFn, n_sensors: int, monotonic: bool) -> list[Step]:
     steps = []
     for _ in range(draw(st.integers(1, 10))):
         batch = []
-        for _ in range(draw(st.integers(0, 8))):
+        for _ in range(draw(st.integers(0, 16))):
             t += draw(st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.5, 6.0]))
             ts = t
             if not monotonic and draw(st.integers(0, 19)) == 0:

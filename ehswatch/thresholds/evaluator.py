@@ -10,8 +10,9 @@ and value, and a fault flag. Most readings change nothing, so each sensor also k
 *quiet band* (lo, hi): while no delay is pending and the sensor is healthy, a good
 reading strictly inside the band can neither start a delay nor change a latch. A batch
 is first screened against the bands with a few whole-array comparisons; only the
-readings outside their band go through the full latch logic, and a sensor that appears
-several times in one batch is taken one reading per round, in arrival order.
+readings outside their band go through the full latch logic. A sensor that appears
+several times in one batch is taken in arrival order: its calm readings in bulk, each
+loud one through the full rules (see `_process_sequences`).
 """
 
 from __future__ import annotations
@@ -105,8 +106,7 @@ class Evaluator:
             raise IndexError("ReadingBatch names a sensor index outside the threshold table")
         ascending = n == 1 or bool((idx[1:] > idx[:-1]).all())
         if not ascending and self._has_repeats(idx):
-            order = np.argsort(idx, kind="stable")
-            self._process_in_rounds(batch, order, idx[order], out)
+            self._process_sequences(batch.take(np.argsort(idx, kind="stable")), out)
         else:
             self._process_unique(batch, ascending, out)
         return out.build()
@@ -127,19 +127,41 @@ class Evaluator:
         self._stamp[idx] = positions
         return bool((self._stamp[idx] != positions).any())
 
-    def _process_in_rounds(
-        self,
-        batch: ReadingBatch,
-        order: Rows,
-        idx_sorted: NDArray[np.int32],
-        out: EvaluationBuilder,
-    ) -> None:
-        """Round r holds each sensor's r-th reading of the batch: unique within a round."""
-        first = np.r_[True, idx_sorted[1:] != idx_sorted[:-1]]
-        starts = np.flatnonzero(first)
-        rank = np.arange(idx_sorted.size) - starts[np.cumsum(first) - 1]
-        for r in range(int(rank.max()) + 1):
-            self._process_unique(batch.take(order[rank == r]), True, out)
+    def _process_sequences(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
+        """Batches where a sensor has several readings, sorted by sensor (arrival order
+        kept within one sensor).
+
+        Each pass settles, for every sensor, the run of quiet readings at the head of its
+        sequence in one sweep (they change nothing but the last reading), then takes the
+        first loud reading of each sensor through the full rules. The number of passes
+        is the most loud readings any one sensor has, not the most readings: a busy but
+        calm sensor costs one pass.
+        """
+        while len(b):
+            idx = b.sensor
+            first = np.r_[True, idx[1:] != idx[:-1]]
+            prev_ts = np.where(first, self._last_ts[idx], np.r_[np.nan, b.ts[:-1]])
+            quiet = (b.value > self._lo[idx]) & (b.value < self._hi[idx])
+            quiet &= b.quality == 0
+            quiet &= b.ts >= prev_ts
+            quiet &= b.ts <= prev_ts + self._stale[idx]
+            loud: NDArray[np.bool_] = ~quiet
+            loud_before: NDArray[np.intp] = (
+                np.cumsum(loud) - loud
+            )  # loud readings before this one, overall
+            group_start = np.flatnonzero(first)[np.cumsum(first) - 1]
+            loud_before = loud_before - loud_before[group_start]  # ... within its sensor
+            head: NDArray[np.bool_] = loud_before == 0
+            settled = head & quiet
+            same_next = np.r_[idx[1:] == idx[:-1], False]
+            last_settled = settled & ~(same_next & np.r_[settled[1:], False])
+            s = idx[last_settled]
+            self._last_ts[s] = b.ts[last_settled]
+            self._last_value[s] = b.value[last_settled]
+            first_loud = head & loud
+            if first_loud.any():
+                self._step(b.take(first_loud), out)
+            b = b.take(loud_before > 0)
 
     def _process_unique(self, b: ReadingBatch, ascending: bool, out: EvaluationBuilder) -> None:
         """Readings of distinct sensors, in any order (`ascending`: by sensor index)."""

@@ -1,0 +1,1 @@
+"""Bringing readings in: Modbus and MQTT collectors feeding `ReadingBatch`es to a queue."""

@@ -1,0 +1,192 @@
+"""`ModbusCollector`: dust monitors and other Modbus devices into the `ReadingQueue`.
+
+One polling task per device, at its `poll_interval_s`, reading each `RegisterPlan` span
+with one request. Failures are translated here, at the boundary, into quality codes the
+evaluator understands — never into a 0 that looks like clean air:
+
+- no answer (timeout after `retries`), or a lost connection: every sensor of the device
+  gets a COMM_LOST reading at once, and the device is reconnected with backoff (from the
+  poll interval, doubling, at most 5 s) in its own task, so other devices keep flowing;
+- a Modbus exception response (the device answered "illegal address", "device
+  failure"…): the sensors of that span get a BAD reading; the rest of the device is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+
+from ehswatch.config import ModbusDevice, PlantConfig
+from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.ingest.registers import RegisterPlan, Span
+from ehswatch.readings import Quality, ReadingBatch
+from ehswatch.thresholds.table import ThresholdTable
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class DeviceStats:
+    polls: int = 0
+    errors: int = 0  # polls that lost the device (timeout, connection)
+    exceptions: int = 0  # Modbus exception responses
+    connected: bool = False
+    last_success: float | None = None
+    last_error: str = ""
+
+
+class DeviceLost(Exception):
+    """The device did not answer or the connection broke."""
+
+
+class ModbusCollector:
+    """Async context manager owning one polling task per device."""
+
+    def __init__(
+        self,
+        *,
+        devices: Sequence[tuple[ModbusDevice, RegisterPlan]],
+        queue: ReadingQueue,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._devices = list(devices)
+        self.queue = queue
+        self.stats = {d.id: DeviceStats() for d, _ in self._devices}
+        self._clock = clock
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_config(cls, config: PlantConfig, table: ThresholdTable, queue: ReadingQueue) -> Self:
+        devices = []
+        for d in config.modbus_devices:
+            points = [
+                (table.index[s.id], s.modbus)
+                for s in config.sensors
+                if s.modbus is not None and s.modbus.device == d.id
+            ]
+            if points:
+                devices.append((d, RegisterPlan.build(points)))
+        return cls(devices=devices, queue=queue)
+
+    async def __aenter__(self) -> Self:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._tasks = [
+            self._tg.create_task(self._poll_device(d, plan), name=f"modbus-collector:{d.id}")
+            for d, plan in self._devices
+        ]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None
+        for t in self._tasks:
+            t.cancel()
+        await self._tg.__aexit__(et, e, tb)
+
+    async def _poll_device(self, device: ModbusDevice, plan: RegisterPlan) -> None:
+        stats = self.stats[device.id]
+        loop = asyncio.get_running_loop()
+        backoff = device.poll_interval_s
+        while True:
+            client = AsyncModbusTcpClient(
+                device.host,
+                port=device.port,
+                framer=FramerType.RTU if device.framer == "rtu" else FramerType.SOCKET,
+                timeout=device.timeout_s,
+                retries=device.retries,
+                reconnect_delay=0,  # we reconnect ourselves, with our own backoff
+                name=f"modbus:{device.id}",
+            )
+            try:
+                if not await client.connect():
+                    raise DeviceLost(f"cannot connect to {device.host}:{device.port}")
+                stats.connected = True
+                backoff = device.poll_interval_s
+                next_poll = loop.time()
+                while True:
+                    await self._poll_once(device, plan, client, stats)
+                    next_poll = max(next_poll + device.poll_interval_s, loop.time())
+                    await asyncio.sleep(next_poll - loop.time())
+            except (DeviceLost, ModbusException, OSError, TimeoutError) as exc:
+                stats.errors += 1
+                stats.connected = False
+                stats.last_error = str(exc) or type(exc).__name__
+                log.warning(
+                    "Modbus %s: %s; sensors marked lost, retry in %.1f s",
+                    device.id,
+                    stats.last_error,
+                    backoff,
+                )
+                await self.queue.put(self._lost(plan))
+            finally:
+                client.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _poll_once(
+        self,
+        device: ModbusDevice,
+        plan: RegisterPlan,
+        client: AsyncModbusTcpClient,
+        stats: DeviceStats,
+    ) -> None:
+        registers: list[list[int] | None] = []
+        bits: list[list[bool] | None] = []
+        for span in plan.spans:
+            answer = await _read(client, span, device.unit)
+            if answer.isError():
+                stats.exceptions += 1
+                stats.last_error = (
+                    f"exception response to {span.kind} {span.start}+{span.count}: {answer}"
+                )
+                (bits if span.is_bits else registers).append(None)
+            elif span.is_bits:
+                bits.append(list(answer.bits[: span.count]))
+            else:
+                registers.append(list(answer.registers))
+        now = self._clock()
+        values, ok = plan.decode(registers, bits)
+        quality = np.where(ok, Quality.GOOD, Quality.BAD).astype(np.uint8)
+        stats.polls += 1
+        stats.last_success = now
+        await self.queue.put(
+            ReadingBatch.of(plan.sensor, values, np.full(values.size, now), quality)
+        )
+
+    def _lost(self, plan: RegisterPlan) -> ReadingBatch:
+        n = plan.sensor.size
+        return ReadingBatch.of(
+            plan.sensor,
+            np.full(n, np.nan),
+            np.full(n, self._clock()),
+            np.full(n, Quality.COMM_LOST),
+        )
+
+
+async def _read(client: AsyncModbusTcpClient, span: Span, unit: int) -> Any:
+    """One read request; a missing answer raises `DeviceLost`."""
+    read = {
+        "holding": client.read_holding_registers,
+        "input": client.read_input_registers,
+        "coil": client.read_coils,
+        "discrete": client.read_discrete_inputs,
+    }[span.kind]
+    try:
+        return await read(span.start, count=span.count, device_id=unit)
+    except ModbusException as exc:
+        # pymodbus raises ModbusIOException / ConnectionException when nothing came back.
+        raise DeviceLost(f"no answer to {span.kind} {span.start}+{span.count}: {exc}") from exc

@@ -1,0 +1,173 @@
+"""`MqttCollector`: gas detectors and other MQTT sensors into the `ReadingQueue`.
+
+One session task keeps a persistent MQTT session (clean_session false, a stable client
+id, QoS 1), so that while ehswatch restarts the broker keeps the detectors' messages. It
+reconnects with exponential backoff (0.2 s doubling to 10 s) after any failure. Messages
+arrive in bulk (see `mqtt_wire`); each bulk is decoded into one `ReadingBatch`, handed to
+the queue, and only then acknowledged. Bad payloads are counted by reason (`rejects`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+from ehswatch.config import PlantConfig
+from ehswatch.ingest.mqtt_wire import (
+    PINGREQ,
+    MqttWireError,
+    SessionOptions,
+    SubscriberProtocol,
+    open_subscriber,
+    puback_packets,
+)
+from ehswatch.ingest.payloads import Rejects, TelemetryDecoder
+from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.thresholds.table import ThresholdTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MqttStats:
+    connected: bool = False
+    connects: int = 0
+    connection_failures: int = 0
+    messages: int = 0
+    readings: int = 0
+    last_error: str = ""
+    last_message_at: float | None = None
+    rejects: Rejects = field(default_factory=Rejects)
+
+
+def session_options(config: PlantConfig) -> SessionOptions:
+    if config.mqtt is None:
+        raise ValueError("no mqtt section in the config")
+    url = urlsplit(config.mqtt.url)
+    secure = url.scheme == "mqtts"
+    ctx = None
+    if secure:
+        ctx = ssl.create_default_context(cafile=config.mqtt.ca_file)
+    return SessionOptions(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or (8883 if secure else 1883),
+        client_id=config.mqtt.client_id or f"ehswatch-{config.site.id}-ingest",
+        username=config.mqtt.username,
+        password=config.mqtt.password,
+        ssl_context=ctx,
+    )
+
+
+class MqttCollector:
+    """Async context manager owning the session task; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        options: SessionOptions,
+        decoder: TelemetryDecoder,
+        queue: ReadingQueue,
+        clock: Callable[[], float] = time.time,
+        backoff: tuple[float, float] = (0.2, 10.0),
+    ) -> None:
+        self.options = options
+        self.decoder = decoder
+        self.queue = queue
+        self.stats = MqttStats(rejects=decoder.rejects)
+        self._clock = clock
+        self._backoff = backoff
+        self._tg: asyncio.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: PlantConfig, table: ThresholdTable, queue: ReadingQueue) -> Self:
+        assert config.mqtt is not None
+        topics = {s.mqtt.topic: table.index[s.id] for s in config.sensors if s.mqtt is not None}
+        # Sensors with no source of their own publish on {prefix}/telemetry/{id}; a
+        # sensor read over Modbus may still be published there by a gateway.
+        decoder = TelemetryDecoder(topics, table.index, config.mqtt.topic_prefix)
+        return cls(options=session_options(config), decoder=decoder, queue=queue)
+
+    async def __aenter__(self) -> Self:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._task = self._tg.create_task(self._run(), name="mqtt-collector:session")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None and self._task is not None
+        self._task.cancel()
+        await self._tg.__aexit__(et, e, tb)
+
+    async def _run(self) -> None:
+        delay = self._backoff[0]
+        while True:
+            try:
+                protocol = await open_subscriber(self.options, self.decoder.subscriptions())
+            except (OSError, MqttWireError, TimeoutError) as exc:
+                self.stats.connection_failures += 1
+                self.stats.last_error = f"connect to {self.options.host}:{self.options.port}: {exc}"
+                log.warning("MQTT: %s; retrying in %.1f s", self.stats.last_error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            delay = self._backoff[0]
+            self.stats.connected = True
+            self.stats.connects += 1
+            log.info("MQTT: connected to %s:%d", self.options.host, self.options.port)
+            try:
+                await self._pump(protocol)
+            finally:
+                self.stats.connected = False
+                if protocol.transport is not None:
+                    protocol.transport.close()
+            self.stats.last_error = "connection lost"
+            log.warning("MQTT: connection lost; reconnecting")
+            await asyncio.sleep(delay)
+
+    async def _pump(self, protocol: SubscriberProtocol) -> None:
+        keepalive = asyncio.create_task(self._keepalive(protocol), name="mqtt-collector:keepalive")
+        try:
+            while not protocol.closed.done():
+                await protocol.arrived.wait()
+                topics, payloads, packet_ids = protocol.take()
+                if not topics:
+                    continue
+                now = self._clock()
+                batch = self.decoder.decode(topics, payloads, now)
+                await self.queue.put(batch)
+                # Acknowledge only now that the readings are handed on.
+                acks = [p for p in packet_ids if p]
+                if acks:
+                    protocol.send(puback_packets(acks))
+                self.stats.messages += len(topics)
+                self.stats.readings += len(batch)
+                self.stats.last_message_at = now
+        finally:
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
+
+    async def _keepalive(self, protocol: SubscriberProtocol) -> None:
+        """Ping at half the keepalive; a broker silent for 1.5 keepalives is gone."""
+        period = self.options.keepalive_s / 2
+        loop = asyncio.get_running_loop()
+        while not protocol.closed.done():
+            await asyncio.sleep(period)
+            if loop.time() - protocol.last_rx > 1.5 * self.options.keepalive_s:
+                log.warning(
+                    "MQTT: broker silent for %.0f s, dropping the connection",
+                    loop.time() - protocol.last_rx,
+                )
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+                return
+            protocol.send(PINGREQ)

@@ -1,0 +1,1 @@
+"""Sensor and PLC simulators that speak the real protocols, driven by scenario files."""
