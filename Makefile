@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests start as real servers. None yet: the ingest issue adds
-# mosquitto, the storage issue victoria-metrics, the board chromium.
-APT_PACKAGES :=
+# Debian packages the tests start as real servers (mosquitto-clients: the benchmark's
+# C publisher and subscriber). Still to come:
+# victoria-metrics with the storage issue, chromium with the board.
+APT_PACKAGES := mosquitto mosquitto-clients
 
 .PHONY: test demo lint deps apt bench clean
 

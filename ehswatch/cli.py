@@ -7,8 +7,12 @@ one per line, as ``path.to.key: message``), 1 anything else that went wrong.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from ehswatch import __version__
 from ehswatch.config import ConfigError, PlantConfig, load_config
@@ -39,6 +43,76 @@ def _load_or_report(path: str) -> PlantConfig | None:
     return config
 
 
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    # pymodbus narrates every connection at INFO; our collectors report what matters.
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)
+
+
+def _serve(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
+    """Run until SIGINT or SIGTERM, then stop cleanly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+    return 0
+
+
+def _run(path: str, verbose: bool) -> int:
+    config = _load_or_report(path)
+    if config is None:
+        return EXIT_CONFIG
+    _setup_logging(verbose)
+    from ehswatch.service import run
+
+    return _serve(lambda stop: run(config, stop))
+
+
+def _simulate(scenario_path: str, config_path: str | None, verbose: bool) -> int:
+    from ehswatch.config import ConfigError
+    from ehswatch.simulators.runner import Simulation
+    from ehswatch.simulators.scenario import Scenario
+
+    try:
+        scenario = Scenario.load(scenario_path)
+    except ConfigError as exc:
+        print(f"{scenario_path}: {len(exc.errors)} error(s):", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load_or_report(config_path or scenario.plant)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        sim = Simulation(config, scenario)
+    except ValueError as exc:
+        print(f"{scenario_path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(verbose)
+    log = logging.getLogger("ehswatch.simulate")
+
+    async def main(stop: asyncio.Event) -> None:
+        async with sim:
+            log.info("scenario %r on plant %s", scenario.name, config.site.id)
+            for line in sim.describe():
+                log.info("  %s", line)
+            try:
+                await asyncio.wait_for(stop.wait(), scenario.duration_s)
+            except TimeoutError:
+                log.info("scenario finished after %g s", scenario.duration_s)
+
+    return _serve(main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ehswatch",
@@ -48,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate a plant config and exit (2 if invalid)")
     check.add_argument("file", help="the plant's YAML config")
+    run = sub.add_parser("run", help="run the service: collectors and evaluator")
+    run.add_argument("--config", required=True, help="the plant's YAML config")
+    run.add_argument("-v", "--verbose", action="store_true")
+    sim = sub.add_parser("simulate", help="serve simulated dust monitors, gas detectors, PLCs")
+    sim.add_argument(
+        "--scenario", required=True, help="scenario YAML (see ehswatch/simulators/scenarios)"
+    )
+    sim.add_argument("--config", help="plant config (default: the scenario's `plant`)")
+    sim.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -55,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "run":
+        return _run(args.config, args.verbose)
+    if args.command == "simulate":
+        return _simulate(args.scenario, args.config, args.verbose)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 

@@ -602,6 +602,15 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
         if isinstance(stype, str) and isinstance(types.get(stype), dict):
             errors += _override_order(path, types[stype], s)
 
+    has_mqtt = isinstance(raw.get("mqtt"), dict)
+    if not has_mqtt:
+        errors += [
+            f"{path}: reads over MQTT ({'its topic' if s.get('mqtt') else 'no modbus source'}) "
+            "but the config has no mqtt section"
+            for path, s in _items(raw, "sensors")
+            if not isinstance(s.get("modbus"), dict)
+        ]
+
     coils: dict[tuple[str, str, int], str] = {}
     for path, z in _items(raw, "zones"):
         il = z.get("interlock")

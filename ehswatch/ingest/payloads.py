@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ehswatch.readings import Quality, ReadingBatch
 
 MAX_SINGLE_BYTES = 4 * 1024
@@ -73,6 +75,7 @@ class TelemetryDecoder:
         self._per_sensor_prefix = f"{prefix}/telemetry/".encode()
         self._batch_topic = f"{prefix}/telemetry".encode()
         self._ids = dict(sensor_index)
+        self._batch_seq: list[int] = []
         self.rejects = Rejects()
 
     def subscriptions(self) -> list[str]:
@@ -101,15 +104,27 @@ class TelemetryDecoder:
                 singles.append(k)
                 single_sensor.append(i)
             elif topic == self._batch_topic:
+                before = len(sensors)
                 self._decode_batch(topic, payloads[k], now, sensors, values, stamps, quality)
+                self._batch_seq.extend([k] * (len(sensors) - before))
             elif topic.startswith(self._per_sensor_prefix):
                 rejects.add("unknown_sensor", topic)
             else:
                 rejects.add("unknown_topic", topic)
+        batch_part = len(sensors)  # readings from batch messages come first, for now
+        batch_seq = self._batch_seq
+        self._batch_seq = []
         if singles:
             parsed = _parse_all([payloads[k] for k in singles])
+            seq: list[int] = []
             for k, i, obj in zip(singles, single_sensor, parsed, strict=True):
-                self._take(topics[k], i, obj, now, sensors, values, stamps, quality)
+                if self._take(topics[k], i, obj, now, sensors, values, stamps, quality):
+                    seq.append(k)
+            if batch_part:
+                # Put readings back in message order: the evaluator takes a sensor's
+                # readings in the order they arrive.
+                order = np.argsort(np.array(batch_seq + seq), kind="stable")
+                return ReadingBatch.of(sensors, values, stamps, quality).take(order)
         return ReadingBatch.of(sensors, values, stamps, quality)
 
     def _decode_batch(
@@ -155,7 +170,8 @@ class TelemetryDecoder:
         values: list[float],
         stamps: list[float],
         quality: list[int],
-    ) -> None:
+    ) -> bool:
+        """Append one reading; False (and counted) if it is not one."""
         t = type(obj)
         if t is float or t is int:
             v, ts, q = obj, None, 0
@@ -168,27 +184,28 @@ class TelemetryDecoder:
                 self.rejects.add(
                     "bad_type", topic, "v must be a number and q a non-negative integer"
                 )
-                return
+                return False
         elif obj is _INVALID:
             self.rejects.add("not_json", topic)
-            return
+            return False
         else:
             self.rejects.add("bad_type", topic, f"payload is a JSON {t.__name__}")
-            return
+            return False
         if ts is None:
             stamp = now
         elif type(ts) is int or type(ts) is float:
             stamp = ts / 1000.0
             if not (0 < stamp <= now + MAX_FUTURE_S) or math.isnan(stamp):
                 self.rejects.add("bad_timestamp", topic, f"ts {ts} is not milliseconds up to now")
-                return
+                return False
         else:
             self.rejects.add("bad_timestamp", topic, "ts must be milliseconds since the epoch")
-            return
+            return False
         sensors.append(i)
         values.append(float(v))  # type: ignore[arg-type]
         stamps.append(stamp)
         quality.append(Quality.GOOD if q == 0 else min(q, 255))
+        return True
 
 
 class _Invalid:

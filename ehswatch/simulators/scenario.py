@@ -79,6 +79,7 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
+    plant: str = "config/example.yaml"  # the plant config it scripts (relative to cwd)
     seed: int = 0
     rate_hz: Annotated[float, Field(gt=0, le=1000)] = 1.0
     duration_s: Annotated[float, Field(gt=0)] | None = None

@@ -17,17 +17,15 @@ import argparse
 import csv
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ehswatch.config import ConfigError, PlantConfig, load_config
 from ehswatch.readings import ReadingBatch
+from ehswatch.thresholds.describe import describe
 from ehswatch.thresholds.evaluator import Evaluator
-from ehswatch.thresholds.outcome import Evaluation
 from ehswatch.thresholds.table import ThresholdTable
-from ehswatch.thresholds.tier import FaultReason, Tier
 
 
 def normal_value(setpoints: np.ndarray) -> float:
@@ -96,31 +94,6 @@ class ReplayError(Exception):
     """Input the replay cannot use; the message names the place."""
 
 
-def describe(ev: Evaluation, table: ThresholdTable, config: PlantConfig) -> list[str]:
-    """One line per transition or fault change, in time order, clock in the site's zone."""
-    names = {s.id: s.name for s in config.sensors}
-    tz = ZoneInfo(config.site.timezone)
-
-    def when(ts: float) -> str:
-        return datetime.fromtimestamp(ts, tz).strftime("%H:%M:%S")
-
-    lines: list[tuple[float, str]] = []
-    for i, a, b, value, threshold, ts in ev.transitions.rows():
-        sid = table.sensor_ids[i]
-        lines.append(
-            (
-                ts,
-                f"{when(ts)}  {sid:<8} {Tier(a).name:>9} → {Tier(b).name:<9}  "
-                f"value {value:<8.4g} setpoint {threshold:<6g} {names[sid]}",
-            )
-        )
-    for i, on, reason, _, ts in ev.faults.rows():
-        sid = table.sensor_ids[i]
-        state = f"{'FAULT' if on else 'fault cleared'} ({FaultReason(reason).name.lower()})"
-        lines.append((ts, f"{when(ts)}  {sid:<8} {state:<37}{names[sid]}"))
-    return [line for _, line in sorted(lines, key=lambda x: x[0])]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m ehswatch.thresholds.replay",
@@ -146,12 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     first = min(float(b.ts.min()) for b in batches if len(b))
+    names = {s.id: s.name for s in config.sensors}
+    tz = ZoneInfo(config.site.timezone)
     evaluator = Evaluator(table, start_ts=first)
     for b in batches:
-        for line in describe(evaluator.process(b), table, config):
+        for line in describe(evaluator.process(b), table.sensor_ids, names, tz):
             print(line)
         if len(b):
-            for line in describe(evaluator.tick(float(b.ts.max()) + 1.0), table, config):
+            for line in describe(
+                evaluator.tick(float(b.ts.max()) + 1.0), table.sensor_ids, names, tz
+            ):
                 print(line)
     return 0
 

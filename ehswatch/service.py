@@ -1,0 +1,73 @@
+"""Wiring: the components of one ehswatch process, started and stopped together.
+
+`Service` is an async context manager: entering starts the evaluator stage, then the
+collectors that the config calls for; leaving stops them in reverse order (collectors
+first, so nothing is left half-handed to the evaluator). `run()` serves until `stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Self
+
+from ehswatch.config import PlantConfig
+from ehswatch.ingest.modbus import ModbusCollector
+from ehswatch.ingest.mqtt import MqttCollector
+from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.thresholds.stage import EvaluatorStage
+from ehswatch.thresholds.table import ThresholdTable
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, config: PlantConfig, *, tick_s: float = 1.0) -> None:
+        self.config = config
+        self.table = ThresholdTable.from_config(config)
+        self.queue = ReadingQueue()
+        self.stage = EvaluatorStage(
+            table=self.table,
+            queue=self.queue,
+            names={s.id: s.name for s in config.sensors},
+            timezone=config.site.timezone,
+            tick_s=tick_s,
+        )
+        self.modbus = (
+            ModbusCollector.from_config(config, self.table, self.queue)
+            if config.modbus_devices
+            else None
+        )
+        self.mqtt = (
+            MqttCollector.from_config(config, self.table, self.queue)
+            if config.mqtt is not None
+            else None
+        )
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        await self._stack.__aenter__()
+        try:
+            await self._stack.enter_async_context(self.stage)
+            if self.modbus is not None:
+                await self._stack.enter_async_context(self.modbus)
+            if self.mqtt is not None:
+                await self._stack.enter_async_context(self.mqtt)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        log.info("ehswatch running: %s", self.config.summary())
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.__aexit__(et, e, tb)
+        log.info("ehswatch stopped")
+
+
+async def run(config: PlantConfig, stop: asyncio.Event) -> None:
+    async with Service(config):
+        await stop.wait()

@@ -1,0 +1,124 @@
+"""`EvaluatorStage`: the long-lived job that runs the evaluator (SPEC §2).
+
+It drains the `ReadingQueue` — everything that has arrived, as one micro-batch — into
+`Evaluator.process`, and ticks the evaluator once a `tick_s` (default 1 s) so that delays
+mature and silent sensors go stale when nothing arrives. Every evaluation is logged
+(one line per transition or fault) and handed to the listeners registered with
+`listen()`; listeners must not block (storage, alarms and interlocks queue their own
+work), since evaluation never waits on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from zoneinfo import ZoneInfo
+
+from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.readings import ReadingBatch
+from ehswatch.thresholds.describe import describe
+from ehswatch.thresholds.evaluator import Evaluator
+from ehswatch.thresholds.outcome import Evaluation
+from ehswatch.thresholds.table import ThresholdTable
+
+log = logging.getLogger("ehswatch.transitions")
+
+Listener = Callable[[ReadingBatch, Evaluation], None]
+
+
+@dataclass
+class StageStats:
+    readings: int = 0
+    batches: int = 0
+    ticks: int = 0
+    transitions: int = 0
+    fault_changes: int = 0
+    out_of_order: int = 0
+    last_batch_ms: float = 0.0
+    max_batch_ms: float = 0.0
+
+
+class EvaluatorStage:
+    def __init__(
+        self,
+        *,
+        table: ThresholdTable,
+        queue: ReadingQueue,
+        names: dict[str, str] | None = None,
+        timezone: str = "UTC",
+        tick_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.queue = queue
+        self.evaluator = Evaluator(table, start_ts=clock())
+        self.stats = StageStats()
+        self._names = names or {}
+        self._tz = ZoneInfo(timezone)
+        self._tick_s = tick_s
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def __aenter__(self) -> Self:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._task = self._tg.create_task(self._run(), name="evaluator-stage:drain")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None and self._task is not None
+        self._task.cancel()
+        await self._tg.__aexit__(et, e, tb)
+
+    def evaluate(self, batch: ReadingBatch) -> Evaluation:
+        t0 = time.perf_counter()
+        ev = self.evaluator.process(batch)
+        ms = (time.perf_counter() - t0) * 1e3
+        s = self.stats
+        s.readings += len(batch)
+        s.batches += 1
+        s.last_batch_ms = ms
+        s.max_batch_ms = max(s.max_batch_ms, ms)
+        self._publish(batch, ev)
+        return ev
+
+    def tick(self, now: float) -> Evaluation:
+        ev = self.evaluator.tick(now)
+        self.stats.ticks += 1
+        self._publish(ReadingBatch.empty(), ev)
+        return ev
+
+    def _publish(self, batch: ReadingBatch, ev: Evaluation) -> None:
+        self.stats.out_of_order += ev.out_of_order
+        if ev.out_of_order:
+            log.warning("dropped %d readings older than their sensor's latest", ev.out_of_order)
+        if ev:
+            self.stats.transitions += len(ev.transitions)
+            self.stats.fault_changes += len(ev.faults)
+            for line in describe(ev, self.table.sensor_ids, self._names, self._tz):
+                log.info("%s", line)
+        for listener in self._listeners:
+            listener(batch, ev)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick_s
+        while True:
+            batch = await self.queue.drain(timeout=max(0.0, next_tick - loop.time()))
+            if len(batch):
+                self.evaluate(batch)
+            if loop.time() >= next_tick:
+                self.tick(self._clock())
+                next_tick = max(next_tick + self._tick_s, loop.time())

@@ -1,0 +1,178 @@
+"""The MQTT collector against a real mosquitto broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from ehswatch.ingest.mqtt import MqttCollector
+from ehswatch.ingest.mqtt_wire import SessionOptions
+from ehswatch.ingest.payloads import TelemetryDecoder
+from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.readings import ReadingBatch
+from ehswatch.simulators.gas_detector import GARBAGE
+from tests.aio import eventually, run
+from tests.servers import Mosquitto, free_port
+
+IDS = {"G-201": 0, "O2-301": 1, "CH4-1": 2}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path) as b:
+        yield b
+
+
+def collector(port: int, queue: ReadingQueue, client_id: str = "ehswatch-test") -> MqttCollector:
+    decoder = TelemetryDecoder({"plant1/gas/O2-301": 1}, IDS, "ehs")
+    options = SessionOptions(host="127.0.0.1", port=port, client_id=client_id, keepalive_s=10)
+    return MqttCollector(options=options, decoder=decoder, queue=queue, backoff=(0.05, 0.5))
+
+
+class Received:
+    def __init__(self, queue: ReadingQueue) -> None:
+        self.queue = queue
+        self.batches: list[ReadingBatch] = []
+
+    def values(self) -> list[tuple[int, float]]:
+        b = self.queue.drain_nowait()
+        if len(b):
+            self.batches.append(b)
+        return [
+            (int(s), float(v)) for b in self.batches for s, v in zip(b.sensor, b.value, strict=True)
+        ]
+
+
+async def publish(port: int, messages: list[tuple[str, bytes | str]], qos: int = 1) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=qos)
+
+
+def test_readings_arrive_from_sensor_topics_the_telemetry_tree_and_batches(
+    broker: Mosquitto,
+) -> None:
+    async def main() -> None:
+        queue = ReadingQueue()
+        got = Received(queue)
+        async with collector(broker.port, queue) as c:
+            await eventually(lambda: c.stats.connected, what="connected")
+            await publish(
+                broker.port,
+                [
+                    ("plant1/gas/O2-301", json.dumps({"v": 20.9, "ts": 1764000000000, "q": 0})),
+                    ("ehs/telemetry/G-201", "1.25"),
+                    (
+                        "ehs/telemetry",
+                        json.dumps([{"id": "CH4-1", "v": 3.5}, {"id": "G-201", "v": 2.5}]),
+                    ),
+                ],
+            )
+            await eventually(lambda: len(got.values()) == 4, what="4 readings")
+        assert got.values() == [(1, 20.9), (0, 1.25), (2, 3.5), (0, 2.5)]
+        assert c.stats.messages == 3 and c.stats.rejects.total == 0
+
+    run(main())
+
+
+def test_every_kind_of_garbage_is_counted_and_the_collector_keeps_going(broker: Mosquitto) -> None:
+    async def main() -> None:
+        queue = ReadingQueue()
+        got = Received(queue)
+        async with collector(broker.port, queue) as c:
+            await eventually(lambda: c.stats.connected, what="connected")
+            garbage = [("ehs/telemetry/G-201", p) for p in GARBAGE]
+            garbage += [
+                ("ehs/telemetry/UNKNOWN", b"1.0"),
+                ("ehs/telemetry", b"[{]"),
+                ("ehs/telemetry", b'[{"id": 5, "v": 1}]'),
+            ]
+            await publish(broker.port, [*garbage, ("ehs/telemetry/G-201", b"7.5")])
+            await eventually(
+                lambda: got.values() == [(0, 7.5)], what="the good reading after the garbage"
+            )
+            assert c.stats.rejects.total == len(garbage)
+            assert set(c.stats.rejects.by_reason) == {
+                "not_json",
+                "bad_type",
+                "bad_timestamp",
+                "too_large",
+                "unknown_sensor",
+            }
+            assert c.stats.connected  # nothing crashed or disconnected
+
+    run(main())
+
+
+def test_broker_restart_the_collector_reconnects_and_readings_continue(broker: Mosquitto) -> None:
+    async def main() -> None:
+        queue = ReadingQueue()
+        got = Received(queue)
+        async with collector(broker.port, queue) as c:
+            await eventually(lambda: c.stats.connected, what="connected")
+            await publish(broker.port, [("ehs/telemetry/G-201", "1.0")])
+            await eventually(lambda: got.values() == [(0, 1.0)], what="before the restart")
+            broker.restart()
+            await eventually(
+                lambda: c.stats.connects >= 2 and c.stats.connected, timeout=15, what="reconnected"
+            )
+            await publish(broker.port, [("ehs/telemetry/G-201", "2.0")])
+            await eventually(lambda: got.values() == [(0, 1.0), (0, 2.0)], what="after the restart")
+        assert c.stats.last_error == "connection lost"
+
+    run(main())
+
+
+def test_persistent_session_delivers_what_arrived_while_the_collector_was_away(
+    broker: Mosquitto,
+) -> None:
+    async def main() -> None:
+        first = ReadingQueue()
+        async with collector(broker.port, first, client_id="plant-ingest") as c:
+            await eventually(lambda: c.stats.connected, what="session created")
+        await publish(broker.port, [("ehs/telemetry/G-201", str(v)) for v in (1.0, 2.0, 3.0)])
+        second = ReadingQueue()
+        got = Received(second)
+        async with collector(broker.port, second, client_id="plant-ingest"):
+            await eventually(lambda: len(got.values()) == 3, what="the backlog")
+        assert got.values() == [(0, 1.0), (0, 2.0), (0, 3.0)]
+
+    run(main())
+
+
+def test_messages_not_yet_handed_on_are_not_acknowledged_and_come_again(broker: Mosquitto) -> None:
+    async def main() -> None:
+        # A queue that is full: the collector cannot hand anything on, so it must not
+        # acknowledge; when it dies the broker still holds the messages.
+        stuck = ReadingQueue(high_water=1)
+        await stuck.put(ReadingBatch.of([0], [0.0], [0.0]))
+        async with collector(broker.port, stuck, client_id="plant-ingest") as c:
+            await eventually(lambda: c.stats.connected, what="connected")
+            await publish(
+                broker.port, [("ehs/telemetry/G-201", "4.0"), ("ehs/telemetry/G-201", "5.0")]
+            )
+            await eventually(
+                lambda: c.stats.messages == 0 and c.stats.connects == 1, what="blocked"
+            )
+        fresh = ReadingQueue()
+        got = Received(fresh)
+        async with collector(broker.port, fresh, client_id="plant-ingest"):
+            await eventually(lambda: len(got.values()) >= 2, what="redelivery")
+        assert [v for _, v in got.values()] == [4.0, 5.0]
+
+    run(main())
+
+
+def test_unreachable_broker_is_retried_with_backoff_and_counted() -> None:
+    async def main() -> None:
+        queue = ReadingQueue()
+        async with collector(free_port(), queue) as c:
+            await eventually(lambda: c.stats.connection_failures >= 3, what="retries")
+        assert not c.stats.connected
+        assert "connect to 127.0.0.1" in c.stats.last_error
+
+    run(main())
