@@ -19,7 +19,7 @@ from ehswatch.config import ConfigError, load_config, parse_config
 from ehswatch.readings import ReadingBatch
 from ehswatch.service import Service
 from ehswatch.simulators.runner import Simulation
-from ehswatch.simulators.scenario import Scenario, Script, SensorScript, compile_scripts
+from ehswatch.simulators.scenario import Scenario, Script, SensorScript
 from ehswatch.thresholds import Evaluation, Tier
 from tests.aio import eventually, run
 from tests.servers import Mosquitto, free_port
@@ -81,7 +81,8 @@ def test_scenario_errors_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         Scenario.load(bad)
     assert info.value.errors == [
-        "sensors.D-101.events.0: an event is exactly one of ramp_to, spike, flatline, dropout, garbage"
+        "sensors.D-101.events.0: "
+        "an event is exactly one of ramp_to, spike, flatline, dropout, garbage"
     ]
 
 
