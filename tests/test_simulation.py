@@ -98,8 +98,7 @@ def test_shipped_scenarios_script_the_example_plant(name: str) -> None:
 
 def plant_on_free_ports(broker_port: int) -> dict[str, Any]:
     """The example plant, its devices and PLCs moved to free loopback ports."""
-    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    doc = copy.deepcopy(doc)
+    doc: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")))
     doc["mqtt"]["url"] = f"mqtt://127.0.0.1:{broker_port}"
     doc["mqtt"]["client_id"] = f"ehswatch-test-{broker_port}"
     for section in ("modbus_devices", "plcs"):
