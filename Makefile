@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the tests start as real servers (mosquitto-clients: the benchmark's
-# C publisher and subscriber). Still to come:
+# Debian packages the tests use: real servers, and tools (mosquitto-clients: the benchmark's
+# C publisher and subscriber; openssl: test certificates). Still to come:
 # victoria-metrics with the storage issue, chromium with the board.
-APT_PACKAGES := mosquitto mosquitto-clients
+APT_PACKAGES := mosquitto mosquitto-clients openssl
 
 .PHONY: test demo lint deps apt bench clean
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -50,17 +51,107 @@ def find_binary(name: str, package: str) -> str:
     )
 
 
-class Mosquitto:
-    """A mosquitto broker on a free loopback port; `restart()` keeps the port."""
+@dataclass(frozen=True)
+class TestCertificates:
+    ca: Path
+    cert: Path
+    key: Path
 
-    def __init__(self, workdir: Path, *, persistence: bool = False) -> None:
+
+def make_certificates(workdir: Path) -> TestCertificates:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    openssl = find_binary("openssl", "openssl")
+
+    def sh(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=workdir, check=True, capture_output=True)
+
+    sh(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ehswatch test CA",
+    )
+    sh(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
+    sh(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
+    return TestCertificates(
+        ca=workdir / "ca.crt", cert=workdir / "server.crt", key=workdir / "server.key"
+    )
+
+
+class Mosquitto:
+    """A mosquitto broker on a free loopback port; `restart()` keeps the port.
+
+    With `users`, anonymous clients are refused and these name/password pairs accepted;
+    with `tls`, the listener speaks TLS with that server certificate.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        persistence: bool = False,
+        users: dict[str, str] | None = None,
+        tls: TestCertificates | None = None,
+    ) -> None:
         self.binary = find_binary("mosquitto", "mosquitto")
         self.port = free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+        # As root, mosquitto would switch to its own user and lose access to these files.
+        lines = [f"listener {self.port} 127.0.0.1"] + (["user root"] if os.geteuid() == 0 else [])
+        if users:
+            passwd = workdir / "passwd"
+            tool = find_binary("mosquitto_passwd", "mosquitto")
+            for k, (name, password) in enumerate(users.items()):
+                flags = ["-c"] if k == 0 else []
+                subprocess.run(
+                    [tool, *flags, "-b", str(passwd), name, password],
+                    check=True,
+                    capture_output=True,
+                )
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        if tls is not None:
+            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
+        lines += [
             # Let a persistent session hold a real backlog while the collector is away.
             "max_queued_messages 100000",
             f"persistence {'true' if persistence else 'false'}",

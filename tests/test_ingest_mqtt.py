@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from ehswatch.ingest.mqtt import MqttCollector
+from ehswatch.config import MqttSettings
+from ehswatch.ingest.mqtt import MqttCollector, session_options
 from ehswatch.ingest.mqtt_wire import SessionOptions
 from ehswatch.ingest.payloads import TelemetryDecoder
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.readings import ReadingBatch
 from ehswatch.simulators.gas_detector import GARBAGE
 from tests.aio import eventually, run
-from tests.servers import Mosquitto, free_port
+from tests.servers import Mosquitto, free_port, make_certificates
 
 IDS = {"G-201": 0, "O2-301": 1, "CH4-1": 2}
 
@@ -176,3 +178,55 @@ def test_unreachable_broker_is_retried_with_backoff_and_counted() -> None:
         assert "connect to 127.0.0.1" in c.stats.last_error
 
     run(main())
+
+
+def test_tls_and_credentials_from_config_reach_an_authenticating_broker(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    with Mosquitto(tmp_path, users={"ingest": "s3cret"}, tls=certs) as broker:
+        settings = MqttSettings(
+            url=f"mqtts://127.0.0.1:{broker.port}",
+            username="ingest",
+            password="s3cret",
+            ca_file=str(certs.ca),
+        )
+        wrong = settings.model_copy(update={"password": "guess"})
+
+        async def main() -> None:
+            queue = ReadingQueue()
+            got = Received(queue)
+            decoder = TelemetryDecoder({}, IDS, "ehs")
+            async with MqttCollector(
+                options=session_options(settings, "plant-1"), decoder=decoder, queue=queue
+            ) as c:
+                await eventually(lambda: c.stats.connected, what="connected over TLS")
+                tls = ssl.create_default_context(cafile=str(certs.ca))
+                async with aiomqtt.Client(
+                    "127.0.0.1", broker.port, username="ingest", password="s3cret", tls_context=tls
+                ) as pub:
+                    await pub.publish("ehs/telemetry/G-201", "3.25", qos=1)
+                await eventually(lambda: got.values() == [(0, 3.25)], what="the reading")
+            refused = MqttCollector(
+                options=session_options(wrong, "plant-1"),
+                decoder=TelemetryDecoder({}, IDS, "ehs"),
+                queue=ReadingQueue(),
+                backoff=(0.05, 0.2),
+            )
+            async with refused:
+                await eventually(lambda: refused.stats.connection_failures >= 1, what="refusal")
+            assert not refused.stats.connected
+            assert "broker refused" in refused.stats.last_error
+
+        run(main())
+
+
+def test_plain_client_cannot_reach_a_tls_listener_and_is_counted(tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    with Mosquitto(tmp_path, tls=certs) as broker:
+
+        async def main() -> None:
+            c = collector(broker.port, ReadingQueue())
+            async with c:
+                await eventually(lambda: c.stats.connection_failures >= 1, what="failure")
+            assert not c.stats.connected
+
+        run(main())

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-from ehswatch.config import PlantConfig
+from ehswatch.config import MqttSettings, PlantConfig
 from ehswatch.ingest.mqtt_wire import (
     PINGREQ,
     MqttWireError,
@@ -47,21 +47,17 @@ class MqttStats:
     rejects: Rejects = field(default_factory=Rejects)
 
 
-def session_options(config: PlantConfig) -> SessionOptions:
-    if config.mqtt is None:
-        raise ValueError("no mqtt section in the config")
-    url = urlsplit(config.mqtt.url)
+def session_options(mqtt: MqttSettings, site_id: str) -> SessionOptions:
+    """Broker address, identity, credentials and TLS from the `mqtt` config section."""
+    url = urlsplit(mqtt.url)
     secure = url.scheme == "mqtts"
-    ctx = None
-    if secure:
-        ctx = ssl.create_default_context(cafile=config.mqtt.ca_file)
     return SessionOptions(
         host=url.hostname or "127.0.0.1",
         port=url.port or (8883 if secure else 1883),
-        client_id=config.mqtt.client_id or f"ehswatch-{config.site.id}-ingest",
-        username=config.mqtt.username,
-        password=config.mqtt.password,
-        ssl_context=ctx,
+        client_id=mqtt.client_id or f"ehswatch-{site_id}-ingest",
+        username=mqtt.username,
+        password=mqtt.password,
+        ssl_context=ssl.create_default_context(cafile=mqtt.ca_file) if secure else None,
     )
 
 
@@ -93,7 +89,9 @@ class MqttCollector:
         # Sensors with no source of their own publish on {prefix}/telemetry/{id}; a
         # sensor read over Modbus may still be published there by a gateway.
         decoder = TelemetryDecoder(topics, table.index, config.mqtt.topic_prefix)
-        return cls(options=session_options(config), decoder=decoder, queue=queue)
+        return cls(
+            options=session_options(config.mqtt, config.site.id), decoder=decoder, queue=queue
+        )
 
     async def __aenter__(self) -> Self:
         self._tg = asyncio.TaskGroup()
