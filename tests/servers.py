@@ -11,8 +11,8 @@ import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
