@@ -52,13 +52,13 @@ def find_binary(name: str, package: str) -> str:
 
 
 @dataclass(frozen=True)
-class TestCertificates:
+class Certificates:
     ca: Path
     cert: Path
     key: Path
 
 
-def make_certificates(workdir: Path) -> TestCertificates:
+def make_certificates(workdir: Path) -> Certificates:
     """A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI)."""
     openssl = find_binary("openssl", "openssl")
 
@@ -110,7 +110,7 @@ def make_certificates(workdir: Path) -> TestCertificates:
         "-extfile",
         "san.ext",
     )
-    return TestCertificates(
+    return Certificates(
         ca=workdir / "ca.crt", cert=workdir / "server.crt", key=workdir / "server.key"
     )
 
@@ -128,7 +128,7 @@ class Mosquitto:
         *,
         persistence: bool = False,
         users: dict[str, str] | None = None,
-        tls: TestCertificates | None = None,
+        tls: Certificates | None = None,
     ) -> None:
         self.binary = find_binary("mosquitto", "mosquitto")
         self.port = free_port()
