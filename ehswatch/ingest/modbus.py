@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
@@ -26,6 +25,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
+from ehswatch.component import Component
 from ehswatch.config import ModbusDevice, PlantConfig
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.ingest.registers import RegisterPlan, Span
@@ -50,7 +50,9 @@ class DeviceLost(Exception):
     """The device did not answer or the connection broke."""
 
 
-class ModbusCollector:
+class ModbusCollector(Component):
+    component_name = "modbus-collector"
+
     """Async context manager owning one polling task per device."""
 
     def __init__(
@@ -64,8 +66,6 @@ class ModbusCollector:
         self.queue = queue
         self.stats = {d.id: DeviceStats() for d, _ in self._devices}
         self._clock = clock
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     def from_config(cls, config: PlantConfig, table: ThresholdTable, queue: ReadingQueue) -> Self:
@@ -80,22 +80,9 @@ class ModbusCollector:
                 devices.append((d, RegisterPlan.build(points)))
         return cls(devices=devices, queue=queue)
 
-    async def __aenter__(self) -> Self:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._tasks = [
-            self._tg.create_task(self._poll_device(d, plan), name=f"modbus-collector:{d.id}")
-            for d, plan in self._devices
-        ]
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._tg is not None
-        for t in self._tasks:
-            t.cancel()
-        await self._tg.__aexit__(et, e, tb)
+    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+        for device, plan in self._devices:
+            yield device.id, self._poll_device(device, plan)
 
     async def _poll_device(self, device: ModbusDevice, plan: RegisterPlan) -> None:
         stats = self.stats[device.id]

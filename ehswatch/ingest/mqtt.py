@@ -13,12 +13,12 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
+from ehswatch.component import Component
 from ehswatch.config import MqttSettings, PlantConfig
 from ehswatch.ingest.mqtt_wire import (
     PINGREQ,
@@ -61,7 +61,9 @@ def session_options(mqtt: MqttSettings, site_id: str) -> SessionOptions:
     )
 
 
-class MqttCollector:
+class MqttCollector(Component):
+    component_name = "mqtt-collector"
+
     """Async context manager owning the session task; see the module docstring."""
 
     def __init__(
@@ -79,8 +81,6 @@ class MqttCollector:
         self.stats = MqttStats(rejects=decoder.rejects)
         self._clock = clock
         self._backoff = backoff
-        self._tg: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: PlantConfig, table: ThresholdTable, queue: ReadingQueue) -> Self:
@@ -93,18 +93,8 @@ class MqttCollector:
             options=session_options(config.mqtt, config.site.id), decoder=decoder, queue=queue
         )
 
-    async def __aenter__(self) -> Self:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._task = self._tg.create_task(self._run(), name="mqtt-collector:session")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._tg is not None and self._task is not None
-        self._task.cancel()
-        await self._tg.__aexit__(et, e, tb)
+    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+        yield "session", self._run()
 
     async def _run(self) -> None:
         delay = self._backoff[0]

@@ -14,12 +14,12 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Literal, Self
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Literal
 
 import aiomqtt
 
+from ehswatch.component import Component
 from ehswatch.simulators.scenario import Script
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ GARBAGE: tuple[bytes, ...] = (
 )
 
 
-class GasDetectorSim:
+class GasDetectorSim(Component):
+    component_name = "gas-detector-sim"
+
     def __init__(
         self,
         *,
@@ -61,21 +63,9 @@ class GasDetectorSim:
         self.t0 = clock() if start is None else start
         self.published = 0
         self._garbage = itertools.cycle(GARBAGE)
-        self._tg: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Self:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._task = self._tg.create_task(self._run(), name="gas-detector-sim:publish")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._tg is not None and self._task is not None
-        self._task.cancel()
-        await self._tg.__aexit__(et, e, tb)
+    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+        yield "publish", self._run()
 
     def messages(self) -> list[tuple[str, bytes]]:
         """What one tick publishes now: (topic, payload) pairs."""

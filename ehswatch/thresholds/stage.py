@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from ehswatch.component import Component
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds.describe import describe
@@ -43,7 +43,9 @@ class StageStats:
     max_batch_ms: float = 0.0
 
 
-class EvaluatorStage:
+class EvaluatorStage(Component):
+    component_name = "evaluator-stage"
+
     def __init__(
         self,
         *,
@@ -63,24 +65,12 @@ class EvaluatorStage:
         self._tick_s = tick_s
         self._clock = clock
         self._listeners: list[Listener] = []
-        self._tg: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def __aenter__(self) -> Self:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._task = self._tg.create_task(self._run(), name="evaluator-stage:drain")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._tg is not None and self._task is not None
-        self._task.cancel()
-        await self._tg.__aexit__(et, e, tb)
+    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+        yield "drain", self._run()
 
     def evaluate(self, batch: ReadingBatch) -> Evaluation:
         t0 = time.perf_counter()
