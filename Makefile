@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests use: real servers, and tools (mosquitto-clients: the benchmark's
-# C publisher and subscriber; openssl: test certificates). Still to come:
-# victoria-metrics with the storage issue, chromium with the board.
-APT_PACKAGES := mosquitto mosquitto-clients openssl
+# C publisher and subscriber; openssl: test certificates; victoria-metrics: the server
+# behind the InfluxDB write API). Still to come:
+# chromium with the board.
+APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics
 
 .PHONY: test demo lint deps apt bench clean
 

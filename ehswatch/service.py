@@ -1,8 +1,9 @@
 """Wiring: the components of one ehswatch process, started and stopped together.
 
-`Service` is an async context manager: entering starts the evaluator stage, then the
-collectors that the config calls for; leaving stops them in reverse order (collectors
-first, so nothing is left half-handed to the evaluator). `run()` serves until `stop`.
+`Service` is an async context manager: entering starts the storage sink, the evaluator
+stage, then the collectors that the config calls for; leaving stops them in reverse
+order (collectors first, so nothing is left half-handed to the evaluator, and the sink
+last, so it spools whatever it still holds). `run()` serves until `stop`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import Self
 
 from ehswatch.config import PlantConfig
+from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
 from ehswatch.ingest.mqtt import MqttCollector
 from ehswatch.ingest.queue import ReadingQueue
@@ -35,6 +37,13 @@ class Service:
             timezone=config.site.timezone,
             tick_s=tick_s,
         )
+        self.sink = (
+            InfluxSink.from_config(config, self.table.sensor_ids)
+            if config.influxdb is not None
+            else None
+        )
+        if self.sink is not None:
+            self.stage.listen(self.sink.submit)
         self.modbus = (
             ModbusCollector.from_config(config, self.table, self.queue)
             if config.modbus_devices
@@ -50,6 +59,9 @@ class Service:
     async def __aenter__(self) -> Self:
         await self._stack.__aenter__()
         try:
+            # Storage first and out last: it takes what the stage hands it until the end.
+            if self.sink is not None:
+                await self._stack.enter_async_context(self.sink)
             await self._stack.enter_async_context(self.stage)
             if self.modbus is not None:
                 await self._stack.enter_async_context(self.modbus)

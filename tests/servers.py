@@ -6,15 +6,18 @@ installs the Debian packages (as root), and CI must prove the real thing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 
 class ServerMissing(RuntimeError):
@@ -186,6 +189,82 @@ class Mosquitto:
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class VictoriaMetrics:
+    """VictoriaMetrics on a free loopback port: the server behind the InfluxDB v2 write
+    API in our tests, read back through its export API. `restart()` keeps port and data."""
+
+    def __init__(self, workdir: Path, *, max_line_size: int | None = None) -> None:
+        self.binary = find_binary("victoria-metrics", "victoria-metrics")
+        self.port = free_port()
+        self.data = workdir / "vm-data"
+        self.args = [
+            self.binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.data}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=ERROR",
+        ]
+        if max_line_size is not None:
+            self.args.append(f"-influx.maxLineSize={max_line_size}")
+        self._log = workdir / "victoria-metrics.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(self.args, stdout=log, stderr=log)
+        wait_listening(self.port, timeout=20)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def export(self, selector: str, settle_s: float = 5.0) -> list[dict[str, Any]]:
+        """Every series matching a PromQL selector, as VictoriaMetrics exports them.
+
+        A series written for the first time shows in queries only about a second later
+        (its index entry is flushed on a timer), so this asks until two answers half a
+        second apart agree, for at most `settle_s`.
+        """
+        # `end` a day ahead: by default the export stops at "now" and would miss points a
+        # test stamped a moment in the future.
+        query = urllib.parse.urlencode({"match[]": selector, "end": int(time.time()) + 86400})
+        deadline = time.monotonic() + settle_s
+        previous: list[dict[str, Any]] | None = None
+        while True:
+            urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+            with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as resp:
+                got = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+            got.sort(key=lambda s: sorted(s["metric"].items()))
+            if (got and got == previous) or time.monotonic() > deadline:
+                return got
+            previous = got
+            time.sleep(0.5)
 
     def __enter__(self) -> Self:
         self.start()

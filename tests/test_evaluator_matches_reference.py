@@ -143,11 +143,16 @@ def test_vectorized_equals_reference_for_any_batching(data: st.DataObject) -> No
     ev, vec = _run_vectorized(sensors, steps)
     ref = ReferenceEvaluator(sensors, start_ts=0.0)
     one_by_one = []
+    ref_tiers: list[int] = []
     for step in steps:
-        one_by_one += [ref.process([r]) for r in step.readings]
+        for r in step.readings:
+            one_by_one.append(ref.process([r]))
+            ref_tiers += one_by_one[-1].reading_tier.tolist()
         if step.tick_after is not None:
             one_by_one.append(ref.tick(step.tick_after))
     assert _events(vec) == _events(one_by_one)
+    # Each reading is stored with its sensor's tier just after it: the same in both.
+    assert [t for e in vec for t in e.reading_tier.tolist()] == ref_tiers
     assert sum(e.out_of_order for e in vec) == sum(e.out_of_order for e in one_by_one)
     assert ev.tier.tolist() == ref.tiers()
     assert ev.faulted.tolist() == ref.faulted()

@@ -104,12 +104,15 @@ class Evaluator:
         idx = batch.sensor
         if idx.min() < 0 or idx.max() >= self.table.size:
             raise IndexError("ReadingBatch names a sensor index outside the threshold table")
+        # The tier of each reading's sensor just after the reading was taken, for storage.
+        tiers = np.empty(n, dtype=np.int8)
         ascending = n == 1 or bool((idx[1:] > idx[:-1]).all())
         if not ascending and self._has_repeats(idx):
-            self._process_sequences(batch.take(np.argsort(idx, kind="stable")), out)
+            order = np.argsort(idx, kind="stable")
+            self._process_sequences(batch.take(order), order, tiers, out)
         else:
-            self._process_unique(batch, ascending, out)
-        return out.build()
+            self._process_unique(batch, ascending, tiers, out)
+        return out.build(reading_tier=tiers)
 
     def tick(self, now: float) -> Evaluation:
         """Let time pass to `now`: mature due delays, fault sensors gone stale."""
@@ -127,7 +130,9 @@ class Evaluator:
         self._stamp[idx] = positions
         return bool((self._stamp[idx] != positions).any())
 
-    def _process_sequences(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
+    def _process_sequences(
+        self, b: ReadingBatch, pos: Rows, tiers: NDArray[np.int8], out: EvaluationBuilder
+    ) -> None:
         """Batches where a sensor has several readings, sorted by sensor (arrival order
         kept within one sensor).
 
@@ -158,13 +163,19 @@ class Evaluator:
             s = idx[last_settled]
             self._last_ts[s] = b.ts[last_settled]
             self._last_value[s] = b.value[last_settled]
+            tiers[pos[settled]] = _TIER_OF_MASK[self._mask[idx[settled]]]
             first_loud = head & loud
             if first_loud.any():
                 self._step(b.take(first_loud), out)
-            b = b.take(loud_before > 0)
+                tiers[pos[first_loud]] = _TIER_OF_MASK[self._mask[idx[first_loud]]]
+            rest = loud_before > 0
+            b, pos = b.take(rest), pos[rest]
 
-    def _process_unique(self, b: ReadingBatch, ascending: bool, out: EvaluationBuilder) -> None:
-        """Readings of distinct sensors, in any order (`ascending`: by sensor index)."""
+    def _process_unique(
+        self, b: ReadingBatch, ascending: bool, tiers: NDArray[np.int8], out: EvaluationBuilder
+    ) -> None:
+        """Readings of distinct sensors, in any order (`ascending`: by sensor index); the
+        batch is the whole input, so `tiers` is filled position for position."""
         idx = b.sensor
         # A collector's batch is usually a run of consecutive indices: then the state is
         # read and written through slices (views), not gathered.
@@ -185,6 +196,7 @@ class Evaluator:
         if bool(quiet.all()):
             self._last_ts[at] = b.ts
             self._last_value[at] = b.value
+            tiers[:] = _TIER_OF_MASK[self._mask[at]]
             return
         # Record every reading as the latest in one sweep, then put back the previous
         # reading of the few that need the full rules (they start from it). Cheaper than
@@ -197,6 +209,7 @@ class Evaluator:
         self._last_ts[loud_sensors] = prev_ts
         self._last_value[loud_sensors] = prev_value
         self._step(b.take(loud), out)
+        tiers[:] = _TIER_OF_MASK[self._mask[at]]
 
     def _step(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
         """The full rules for one reading each of distinct sensors."""

@@ -8,7 +8,7 @@ they are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,9 @@ class Evaluation:
     transitions: TierTransitions
     faults: FaultChanges
     out_of_order: int = 0  # readings older than the sensor's last one, dropped and counted
+    # For `process`: the tier of each reading's sensor just after that reading was taken,
+    # aligned with the input batch (what storage writes as the reading's `tier`).
+    reading_tier: NDArray[np.int8] = field(default_factory=lambda: np.empty(0, dtype=np.int8))
 
     def __bool__(self) -> bool:
         return len(self.transitions) > 0 or len(self.faults) > 0
@@ -119,7 +122,7 @@ class EvaluationBuilder:
         if sensor.shape[0]:
             self._f.append((sensor, faulted, reason, value, ts))
 
-    def build(self) -> Evaluation:
+    def build(self, reading_tier: NDArray[np.int8] | None = None) -> Evaluation:
         t = _columns(self._t, (np.int32, np.int8, np.int8, np.float64, np.float64, np.float64))
         f = _columns(self._f, (np.int32, np.bool_, np.int8, np.float64, np.float64))
         return Evaluation(
@@ -128,6 +131,7 @@ class EvaluationBuilder:
             ),
             faults=FaultChanges(sensor=f[0], faulted=f[1], reason=f[2], value=f[3], ts=f[4]),
             out_of_order=self.out_of_order,
+            reading_tier=np.empty(0, dtype=np.int8) if reading_tier is None else reading_tier,
         )
 
 

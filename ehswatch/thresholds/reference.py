@@ -117,9 +117,11 @@ class ReferenceEvaluator:
 
     def process(self, readings: Iterable[Reading]) -> Evaluation:
         out = EvaluationBuilder()
+        tiers = []
         for index, value, ts, quality in readings:
             self._reading(index, value, ts, quality, out)
-        return out.build()
+            tiers.append(self._sensors[index].tier())
+        return out.build(reading_tier=np.array(tiers, dtype=np.int8))
 
     def tick(self, now: float) -> Evaluation:
         out = EvaluationBuilder()

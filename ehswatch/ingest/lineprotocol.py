@@ -1,0 +1,129 @@
+"""InfluxDB line protocol, built in bulk from numpy columns (never a `Point` per reading).
+
+Measurements (SPEC §9):
+
+    reading,site=…,zone=…,sensor=…,type=…  value=<float>,tier=<int>i,quality=<int>i  <ns>
+    alarm_event,site=…,zone=…,sensor=…,type=…,kind=tier
+        tier=…i,from_tier=…i,value=…,threshold=…  <ns>
+    alarm_event,site=…,zone=…,sensor=…,type=…,kind=fault
+        fault=1i|0i,reason=…i,value=…  <ns>
+    interlock,site=…,zone=…  <fields given by the interlock component>  <ns>
+
+Every field is numeric: states are written as numbers (VictoriaMetrics, our test server,
+turns strings into 0, and Grafana colours numbers more easily anyway). A value that is
+NaN or infinite is left out of its line — line protocol has no NaN — while tier and
+quality still record the reading. Timestamps are nanoseconds, rounded to the
+microsecond (float seconds carry no more).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ehswatch.thresholds.outcome import Evaluation
+
+
+def escape_tag(value: str) -> str:
+    """Tag keys and values: backslash before comma, equals sign and space."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def nanoseconds(ts: NDArray[np.float64]) -> list[int]:
+    return (np.rint(ts * 1e6).astype(np.int64) * 1000).tolist()  # type: ignore[no-any-return]
+
+
+def _float(v: float) -> str:
+    return repr(v)
+
+
+class LineEncoder:
+    """Per-sensor line prefixes computed once; `readings` and `events` encode columns."""
+
+    def __init__(self, site: str, sensors: Sequence[tuple[str, str, str]]) -> None:
+        """`sensors`: (sensor id, zone id, sensor type) in dense index order."""
+        tags = [
+            f"site={escape_tag(site)},zone={escape_tag(z)},sensor={escape_tag(s)},type={escape_tag(t)}"
+            for s, z, t in sensors
+        ]
+        self._reading = [f"reading,{t} " for t in tags]
+        self._tier_event = [f"alarm_event,{t},kind=tier " for t in tags]
+        self._fault_event = [f"alarm_event,{t},kind=fault " for t in tags]
+        self._site = escape_tag(site)
+
+    def readings(
+        self,
+        sensor: NDArray[np.int32],
+        value: NDArray[np.float64],
+        tier: NDArray[np.int8],
+        quality: NDArray[np.uint8],
+        ts: NDArray[np.float64],
+    ) -> bytes:
+        prefix = self._reading
+        ns = nanoseconds(ts)
+        finite = np.isfinite(value)
+        rows = zip(
+            sensor.tolist(), value.tolist(), tier.tolist(), quality.tolist(), ns, strict=True
+        )
+        if bool(finite.all()):
+            text = "".join(
+                [f"{prefix[s]}value={v!r},tier={t}i,quality={q}i {n}\n" for s, v, t, q, n in rows]
+            )
+        else:
+            text = "".join(
+                [
+                    f"{prefix[s]}value={v!r},tier={t}i,quality={q}i {n}\n"
+                    if f
+                    else f"{prefix[s]}tier={t}i,quality={q}i {n}\n"
+                    for (s, v, t, q, n), f in zip(rows, finite.tolist(), strict=True)
+                ]
+            )
+        return text.encode()
+
+    def events(self, ev: Evaluation) -> bytes:
+        """`alarm_event` lines for an evaluation's tier transitions and fault changes."""
+        lines = []
+        tr = ev.transitions
+        for s, a, b, v, thr, n in zip(
+            tr.sensor.tolist(),
+            tr.from_tier.tolist(),
+            tr.to_tier.tolist(),
+            tr.value.tolist(),
+            tr.threshold.tolist(),
+            nanoseconds(tr.ts),
+            strict=True,
+        ):
+            fields = f"tier={b}i,from_tier={a}i"
+            if np.isfinite(v):
+                fields += f",value={v!r}"
+            if np.isfinite(thr):
+                fields += f",threshold={thr!r}"
+            lines.append(f"{self._tier_event[s]}{fields} {n}\n")
+        fc = ev.faults
+        for s, on, r, v, n in zip(
+            fc.sensor.tolist(),
+            fc.faulted.tolist(),
+            fc.reason.tolist(),
+            fc.value.tolist(),
+            nanoseconds(fc.ts),
+            strict=True,
+        ):
+            fields = f"fault={int(on)}i,reason={r}i"
+            if np.isfinite(v):
+                fields += f",value={v!r}"
+            lines.append(f"{self._fault_event[s]}{fields} {n}\n")
+        return "".join(lines).encode()
+
+    def interlock(self, zone: str, fields: Mapping[str, int | float], ts: float) -> bytes:
+        """One `interlock` line for a zone (fields are numeric states)."""
+        body = ",".join(
+            f"{k}={v}i" if isinstance(v, int) else f"{k}={v!r}" for k, v in fields.items()
+        )
+        ns = nanoseconds(np.array([ts]))[0]
+        return f"interlock,site={self._site},zone={escape_tag(zone)} {body} {ns}\n".encode()
+
+
+def count_lines(chunk: bytes) -> int:
+    return chunk.count(b"\n")
