@@ -22,7 +22,7 @@ from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario, Script, SensorScript
 from ehswatch.thresholds import Evaluation, Tier
 from tests.aio import eventually, run
-from tests.servers import Mosquitto, free_port
+from tests.servers import Mosquitto, VictoriaMetrics, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "ehswatch" / "simulators" / "scenarios"
@@ -131,11 +131,19 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def test_scenario_drives_zones_from_normal_through_warning_and_alarm_to_interlock(
-    broker: Mosquitto,
+    broker: Mosquitto, tmp_path: Path
 ) -> None:
-    config = parse_config(
-        yaml.safe_dump(plant_on_free_ports(broker.port), allow_unicode=True), env={}
-    )
+    doc = plant_on_free_ports(broker.port)
+    vm = VictoriaMetrics(tmp_path)
+    doc["influxdb"] = {
+        "url": vm.url,
+        "token": "t",
+        "org": "ehs",
+        "bucket": "telemetry",
+        "flush_interval_ms": 100,
+        "spool_dir": str(tmp_path / "spool"),
+    }
+    config = parse_config(yaml.safe_dump(doc, allow_unicode=True), env={})
     scenario = Scenario.model_validate(BUILD_UP)
 
     async def main() -> list[tuple[str, int, int]]:
@@ -160,7 +168,16 @@ def test_scenario_drives_zones_from_normal_through_warning_and_alarm_to_interloc
             assert service.mqtt.stats.rejects.total == 0
         return steps
 
-    steps = run(main())
+    with vm:
+        steps = run(main())
+        # The readings reached storage with their tiers (G-301 has no on-delay: the
+        # reading that crossed carries tier 3), and every transition as an alarm event
+        # (D-101's interlock matured on its 2 s delay, possibly after its last reading).
+        (tiers,) = vm.export('{__name__="reading_tier",sensor="G-301"}')
+        assert max(tiers["values"]) == Tier.INTERLOCK
+        for sensor in ("D-101", "G-301"):
+            (rises,) = vm.export(f'{{__name__="alarm_event_tier",sensor="{sensor}"}}')
+            assert rises["values"] == [Tier.WARNING, Tier.ALARM, Tier.INTERLOCK]
     for sensor in ("D-101", "G-301"):
         assert [(a, b) for s, a, b in steps if s == sensor] == [
             (Tier.NORMAL, Tier.WARNING),

@@ -127,7 +127,7 @@ class InfluxSink(Component):
         self.encoder = encoder
         self.spool = spool
         self.stats = SinkStats()
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self._interval = flush_interval_s
         self._backoff = backoff_s
         self._clock = clock
@@ -165,7 +165,7 @@ class InfluxSink(Component):
             self._pending_points += len(batch)
         if evaluation:
             self._pending_events.append(self.encoder.events(evaluation))
-        if self._pending_points >= self._batch_size or self._pending_events:
+        if self._pending_points >= self.batch_size or self._pending_events:
             self._wake.set()
 
     def submit_lines(self, chunk: bytes) -> None:
@@ -207,7 +207,7 @@ class InfluxSink(Component):
         for item in pending:
             group.append(item)
             size += len(item[0])
-            if size >= self._batch_size:
+            if size >= self.batch_size:
                 chunks.append((READINGS, self._encode(group)))
                 group, size = [], 0
         if group:
