@@ -244,6 +244,10 @@ class InterlockSettings(_Model):
     coil: Register | None = None
     address: Register | None = Field(default=None, alias="register")
     trip_value: bool | int = True
+    # For a register output: the value a reset writes (a coil resets to `not trip_value`).
+    normal_value: Annotated[int, Field(ge=0, le=65535)] = 0
+    # Optional register where each command's sequence number is written after the output.
+    seq_register: Register | None = None
     voting: str = "1oo1"
     sensor_types: Annotated[list[str], Field(min_length=1)]
     fault_counts_as_trip: bool = True
@@ -635,6 +639,14 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                 for t in vtypes
                 if isinstance(t, str) and t not in types
             ]
+            errors += [
+                f"{path}.interlock.sensor_types: sensor type {t!r} has no interlock setpoint, "
+                "so its sensors could never vote"
+                for t in vtypes
+                if isinstance(t, str)
+                and isinstance(types.get(t), dict)
+                and not _has_interlock_setpoint(types[t])
+            ]
             voters = [
                 s.get("id")
                 for _, s in _items(raw, "sensors")
@@ -705,6 +717,13 @@ def _override_order(path: str, stype: dict[str, Any], sensor: dict[str, Any]) ->
         if err:
             errors.append(f"{path}: {err}")
     return errors
+
+
+def _has_interlock_setpoint(stype: dict[str, Any]) -> bool:
+    return any(
+        isinstance(stype.get(side), dict) and stype[side].get("interlock") is not None
+        for side in ("high", "low")
+    )
 
 
 def _known(ids: Any) -> str:

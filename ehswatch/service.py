@@ -15,10 +15,13 @@ from types import TracebackType
 from typing import Self
 
 from ehswatch.config import PlantConfig
+from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
 from ehswatch.ingest.mqtt import MqttCollector
 from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.interlock.controller import InterlockController
+from ehswatch.publisher import RetainedPublisher
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 
@@ -44,6 +47,23 @@ class Service:
         )
         if self.sink is not None:
             self.stage.listen(self.sink.submit)
+        self.db = Database(config.database.url)
+        self.publisher = (
+            RetainedPublisher(config.mqtt, config.site.id) if config.mqtt is not None else None
+        )
+        self.interlock = (
+            InterlockController(
+                config=config,
+                evaluator=self.stage.evaluator,
+                db=self.db,
+                publisher=self.publisher,
+                sink=self.sink,
+            )
+            if any(z.interlock is not None for z in config.zones)
+            else None
+        )
+        if self.interlock is not None:
+            self.stage.listen(self.interlock.on_evaluation)
         self.modbus = (
             ModbusCollector.from_config(config, self.table, self.queue)
             if config.modbus_devices
@@ -59,9 +79,15 @@ class Service:
     async def __aenter__(self) -> Self:
         await self._stack.__aenter__()
         try:
-            # Storage first and out last: it takes what the stage hands it until the end.
+            await self._stack.enter_async_context(self.db)
+            if self.publisher is not None:
+                await self._stack.enter_async_context(self.publisher)
+            # Storage before and out after the stage: it takes what the stage hands it.
             if self.sink is not None:
                 await self._stack.enter_async_context(self.sink)
+            # Interlocks before the evaluator feeds them; out after it, heartbeats last.
+            if self.interlock is not None:
+                await self._stack.enter_async_context(self.interlock)
             await self._stack.enter_async_context(self.stage)
             if self.modbus is not None:
                 await self._stack.enter_async_context(self.modbus)

@@ -96,8 +96,9 @@ def test_shipped_scenarios_script_the_example_plant(name: str) -> None:
 # ------------------------------------------------------------------ the whole intake path
 
 
-def plant_on_free_ports(broker_port: int) -> dict[str, Any]:
-    """The example plant, its devices and PLCs moved to free loopback ports."""
+def plant_on_free_ports(broker_port: int, workdir: Path) -> dict[str, Any]:
+    """The example plant, its devices and PLCs moved to free loopback ports, its database
+    and spool into `workdir`."""
     doc: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")))
     doc["mqtt"]["url"] = f"mqtt://127.0.0.1:{broker_port}"
     doc["mqtt"]["client_id"] = f"ehswatch-test-{broker_port}"
@@ -107,6 +108,7 @@ def plant_on_free_ports(broker_port: int) -> dict[str, Any]:
     for d in doc["modbus_devices"]:
         d["poll_interval_s"] = 0.25
     del doc["influxdb"]
+    doc["database"]["url"] = f"sqlite+aiosqlite:///{workdir}/ehswatch.db"
     return doc
 
 
@@ -133,7 +135,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def test_scenario_drives_zones_from_normal_through_warning_and_alarm_to_interlock(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    doc = plant_on_free_ports(broker.port)
+    doc = plant_on_free_ports(broker.port, tmp_path)
     vm = VictoriaMetrics(tmp_path)
     doc["influxdb"] = {
         "url": vm.url,
@@ -194,7 +196,8 @@ def test_run_and_simulate_commands_end_to_end_and_stop_cleanly_on_ctrl_c(
 ) -> None:
     plant = tmp_path / "plant.yaml"
     plant.write_text(
-        yaml.safe_dump(plant_on_free_ports(broker.port), allow_unicode=True), encoding="utf-8"
+        yaml.safe_dump(plant_on_free_ports(broker.port, tmp_path), allow_unicode=True),
+        encoding="utf-8",
     )
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(yaml.safe_dump({**BUILD_UP, "plant": str(plant)}), encoding="utf-8")

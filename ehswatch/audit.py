@@ -1,0 +1,57 @@
+"""The append-only audit log (SPEC §6, §8): who did what, when, to what, and why.
+
+Every interlock trip, reset, refusal and bypass, and (later) every hazard-ticket action,
+is one row. Rows are only ever inserted (on SQLite, triggers refuse UPDATE and DELETE).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Float, Integer, String, Text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ehswatch.db import Base
+from ehswatch.roles import Actor
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(128), index=True)  # e.g. "zone:polishing-1"
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+    def details(self) -> dict[str, Any]:
+        return dict(json.loads(self.detail))
+
+
+def record(
+    session: AsyncSession,
+    *,
+    ts: float,
+    actor: Actor,
+    action: str,
+    subject: str,
+    detail: dict[str, Any] | None = None,
+    comment: str = "",
+) -> AuditEntry:
+    """Add one entry to the session (committed with the change it records)."""
+    entry = AuditEntry(
+        ts=ts,
+        actor=actor.name,
+        role=actor.role,
+        action=action,
+        subject=subject,
+        detail=json.dumps(detail or {}, ensure_ascii=False, sort_keys=True),
+        comment=comment,
+    )
+    session.add(entry)
+    return entry

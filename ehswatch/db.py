@@ -1,0 +1,71 @@
+"""The project's database: SQLAlchemy 2 async, SQLite by default (`database.url`).
+
+`Database` is an async context manager: entering creates the schema that is missing and,
+on SQLite, turns on write-ahead logging (a committed row survives `kill -9`) and makes the
+audit log append-only with triggers. PostgreSQL works by URL
+(``postgresql+asyncpg://…``); there the audit log's append-only rule is the application's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+APPEND_ONLY_TRIGGERS = [
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+]
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_async_engine(url)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def __aenter__(self) -> Self:
+        # Import the models so that their tables are part of the metadata.
+        from ehswatch import audit  # noqa: F401
+        from ehswatch.interlock import store  # noqa: F401
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            if self.is_sqlite:
+                for ddl in APPEND_ONLY_TRIGGERS:
+                    await conn.execute(text(ddl))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.engine.dispose()
+
+    def new_session(self) -> AsyncSession:
+        return self.session()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,242 @@
+"""`PlcLink`: one task per PLC that owns its Modbus connection and writes the outputs.
+
+- **Commands** (a trip, or a reset's normal value): written at once, then read back;
+  retried with backoff (20 ms doubling) until the readback matches. If it has not matched
+  within the PLC's `confirm_timeout_s`, the zone's output is reported unconfirmed (an
+  interlock output fault); the link keeps trying, and reports the confirmation when it
+  comes.
+- **Re-assert**: after every (re)connection, and every `reconcile_s`, the link reads back
+  every output that should be tripped and writes the trip again where the PLC lost it (a
+  PLC restart comes up with its outputs off). It never writes an output back to normal on
+  its own: only an authorised reset does that.
+- **Heartbeat**: a counter (1…65535, wrapping) written to the PLC's heartbeat register
+  every `period_s`, so the PLC's watchdog can stop the line when ehswatch dies.
+- With `seq_register` set, a command's sequence number is written there after the output,
+  so the PLC (and its logs) can tell commands apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from ehswatch.component import Component
+from ehswatch.config import InterlockSettings, Plc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputPoint:
+    zone: str
+    table: str  # "coil" or "register"
+    address: int
+    trip_value: int
+    normal_value: int
+    seq_register: int | None = None
+
+    @classmethod
+    def of(cls, zone: str, il: InterlockSettings) -> OutputPoint:
+        if il.coil is not None:
+            trip = int(bool(il.trip_value))
+            return cls(
+                zone=zone,
+                table="coil",
+                address=il.coil,
+                trip_value=trip,
+                normal_value=1 - trip,
+                seq_register=il.seq_register,
+            )
+        assert il.address is not None
+        return cls(
+            zone=zone,
+            table="register",
+            address=il.address,
+            trip_value=int(il.trip_value),
+            normal_value=il.normal_value,
+            seq_register=il.seq_register,
+        )
+
+
+# zone → (should the output be tripped, command sequence number)
+Desired = Callable[[str], tuple[bool, int]]
+# (zone, confirmed, detail)
+Report = Callable[[str, bool, str], None]
+
+
+class LinkDown(Exception):
+    pass
+
+
+@dataclass
+class _Command:
+    given: float  # loop time the command was given
+    next_try: float
+    backoff: float = 0.02
+    reported: bool = False  # an unconfirmed report went out for it
+
+
+class PlcLink(Component):
+    component_name = "plc-link"
+
+    def __init__(
+        self,
+        plc: Plc,
+        outputs: Iterable[OutputPoint],
+        desired: Desired,
+        report: Report,
+        *,
+        reconcile_s: float = 1.0,
+    ) -> None:
+        self.plc = plc
+        self.outputs = {o.zone: o for o in outputs}
+        self._desired = desired
+        self._report = report
+        self._reconcile_s = reconcile_s
+        self._commands: dict[str, _Command] = {}
+        self._wake = asyncio.Event()
+        self._client: AsyncModbusTcpClient | None = None
+        self.heartbeat = 0
+        self.connected = False
+        self.writes = 0
+        self.last_error = ""
+
+    def command(self, zone: str) -> None:
+        """Write the zone's desired output now, and confirm it by reading it back."""
+        now = asyncio.get_running_loop().time()
+        if zone not in self._commands:
+            self._commands[zone] = _Command(given=now, next_try=now)
+        else:
+            self._commands[zone].next_try = now
+        self._wake.set()
+
+    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+        yield self.plc.id, self._run()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.2
+        while True:
+            client = AsyncModbusTcpClient(
+                self.plc.host,
+                port=self.plc.port,
+                timeout=min(0.5, self.plc.confirm_timeout_s / 3),
+                retries=0,
+                reconnect_delay=0,
+                name=f"plc:{self.plc.id}",
+            )
+            self._client = client
+            try:
+                if not await client.connect():
+                    raise LinkDown(f"cannot connect to {self.plc.host}:{self.plc.port}")
+                self.connected, delay = True, 0.2
+                log.info("PLC %s: connected", self.plc.id)
+                await self._serve(loop)
+            except (LinkDown, ModbusException, OSError, TimeoutError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                if self.connected:
+                    log.warning("PLC %s: %s; reconnecting", self.plc.id, self.last_error)
+                self.connected = False
+            finally:
+                client.close()
+            self._report_overdue(loop.time(), f"PLC {self.plc.id} unreachable: {self.last_error}")
+            await self._sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        hb = self.plc.heartbeat
+        next_beat = loop.time()
+        next_reconcile = loop.time()  # re-assert at once after (re)connecting
+        while True:
+            now = loop.time()
+            for zone in [z for z, c in self._commands.items() if c.next_try <= now]:
+                await self._attempt(zone, loop)
+            if hb is not None and now >= next_beat:
+                self.heartbeat = self.heartbeat % 65535 + 1
+                await self._write("register", hb.address, self.heartbeat)
+                next_beat = max(next_beat + hb.period_s, now)
+            if now >= next_reconcile:
+                await self._reassert()
+                next_reconcile = now + self._reconcile_s
+            wake_at = min(
+                [next_reconcile, *[c.next_try for c in self._commands.values()]]
+                + ([next_beat] if hb is not None else [])
+            )
+            await self._sleep(max(0.0, wake_at - loop.time()))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake for a new command."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _attempt(self, zone: str, loop: asyncio.AbstractEventLoop) -> None:
+        """One write-and-read-back of a zone's output. Errors propagate: reconnect."""
+        cmd = self._commands[zone]
+        out = self.outputs[zone]
+        tripped, seq = self._desired(zone)
+        value = out.trip_value if tripped else out.normal_value
+        await self._write(out.table, out.address, value)
+        if out.seq_register is not None:
+            await self._write("register", out.seq_register, seq % 65536)
+        now = loop.time()
+        if await self._read(out.table, out.address) == value:
+            del self._commands[zone]
+            self._report(zone, True, f"{out.table} {out.address} = {value} (seq {seq})")
+            return
+        cmd.next_try = now + cmd.backoff
+        cmd.backoff = min(cmd.backoff * 2, 0.5)
+        self._report_overdue(now, f"{out.table} {out.address} reads back other than {value}")
+
+    def _report_overdue(self, now: float, why: str) -> None:
+        for zone, cmd in self._commands.items():
+            if not cmd.reported and now - cmd.given > self.plc.confirm_timeout_s:
+                cmd.reported = True
+                self._report(
+                    zone, False, f"not confirmed within {self.plc.confirm_timeout_s:g} s: {why}"
+                )
+
+    async def _reassert(self) -> None:
+        for zone, out in self.outputs.items():
+            if zone in self._commands or not self._desired(zone)[0]:
+                continue
+            if await self._read(out.table, out.address) != out.trip_value:
+                log.warning(
+                    "PLC %s: the %s output (%s %d) lost its trip; re-asserting",
+                    self.plc.id,
+                    zone,
+                    out.table,
+                    out.address,
+                )
+                self.command(zone)
+
+    async def _write(self, table: str, address: int, value: int) -> None:
+        assert self._client is not None
+        unit = self.plc.unit
+        if table == "coil":
+            rr = await self._client.write_coil(address, bool(value), device_id=unit)
+        else:
+            rr = await self._client.write_register(address, value, device_id=unit)
+        self.writes += 1
+        if rr.isError():
+            raise ModbusException(f"PLC {self.plc.id} refused {table} {address} = {value}: {rr}")
+
+    async def _read(self, table: str, address: int) -> int:
+        assert self._client is not None
+        unit = self.plc.unit
+        if table == "coil":
+            rr = await self._client.read_coils(address, count=1, device_id=unit)
+            if rr.isError():
+                raise ModbusException(f"PLC {self.plc.id} refused reading coil {address}: {rr}")
+            return int(bool(rr.bits[0]))
+        rr = await self._client.read_holding_registers(address, count=1, device_id=unit)
+        if rr.isError():
+            raise ModbusException(f"PLC {self.plc.id} refused reading register {address}: {rr}")
+        return int(rr.registers[0])

@@ -1,0 +1,548 @@
+"""SPEC §6 interlocks, against the PLC simulator over real Modbus TCP."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from sqlalchemy import select
+
+from ehswatch.audit import AuditEntry
+from ehswatch.config import PlantConfig, parse_config
+from ehswatch.db import Database
+from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.interlock.controller import APPROVAL_WINDOW_S, InterlockController
+from ehswatch.interlock.voting import VotingTable, vote
+from ehswatch.readings import ReadingBatch
+from ehswatch.roles import Actor, Forbidden, Refused
+from ehswatch.simulators.plc import PlcSim
+from ehswatch.thresholds.stage import EvaluatorStage
+from ehswatch.thresholds.table import ThresholdTable
+from tests.aio import eventually, run
+from tests.servers import free_port
+
+OK, TRIP, FAULT = "ok", "trip", "fault"
+LI = Actor(name="li.wei", role="operator")
+ZHANG = Actor(name="zhang.min", role="supervisor")
+CHEN = Actor(name="chen.jie", role="safety_director")
+ZHAO = Actor(name="zhao.lei", role="gm")
+WU = Actor(name="wu.gang", role="safety_director")
+
+ZONES = {  # zone: (voting, voters, coil, fault_counts_as_trip)
+    "z1oo1": ("1oo1", ["A1"], 0, True),
+    "z1oo2": ("1oo2", ["B1", "B2"], 1, True),
+    "z2oo2": ("2oo2", ["C1", "C2"], 2, True),
+    "z2oo3": ("2oo3", ["D1", "D2", "D3"], 3, True),
+    "znofault": ("1oo2", ["E1", "E2"], 4, False),
+}
+
+
+def plant(plc_port: int, db: Path, confirm_timeout_s: float = 1.0) -> PlantConfig:
+    doc: dict[str, Any] = {
+        "site": {"id": "plant-1", "name": "test"},
+        "database": {"url": f"sqlite+aiosqlite:///{db}"},
+        "sensor_types": {
+            "dust": {
+                "unit": "mg/m3",
+                "high": {"warning": 10, "alarm": 20, "interlock": 40},
+                "deadband": 1.0,
+                "stale_after_s": 3600,
+            }
+        },
+        "modbus_devices": [{"id": "dm", "host": "127.0.0.1", "port": 1}],
+        "plcs": [
+            {
+                "id": "plc-1",
+                "host": "127.0.0.1",
+                "port": plc_port,
+                "confirm_timeout_s": confirm_timeout_s,
+                "heartbeat": {"register": 100, "period_s": 0.1},
+            }
+        ],
+        "zones": [
+            {
+                "id": z,
+                "interlock": {
+                    "plc": "plc-1",
+                    "coil": coil,
+                    "voting": v,
+                    "sensor_types": ["dust"],
+                    "fault_counts_as_trip": f,
+                    "max_bypass_h": 8,
+                },
+            }
+            for z, (v, _, coil, f) in ZONES.items()
+        ],
+        "sensors": [
+            {"id": s, "type": "dust", "zone": z, "modbus": {"device": "dm", "register": k * 2}}
+            for k, (z, s) in enumerate((z, s) for z, (_, ss, _, _) in ZONES.items() for s in ss)
+        ],
+    }
+    return parse_config(yaml.safe_dump(doc), env={})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Rig:
+    config: PlantConfig
+    plc: PlcSim
+    stage: EvaluatorStage
+    controller: InterlockController
+    db: Database
+    clock: Clock
+
+    def read(self, values: dict[str, float]) -> None:
+        """Readings at the clock's time, through the evaluator stage."""
+        self.clock.now += 1.0
+        idx = self.stage.table.index
+        self.stage.evaluate(
+            ReadingBatch.of(
+                [idx[s] for s in values], list(values.values()), [self.clock.now] * len(values)
+            )
+        )
+
+    def fault(self, sensor: str) -> None:
+        self.clock.now += 1.0
+        self.stage.evaluate(
+            ReadingBatch.of([self.stage.table.index[sensor]], [math.nan], [self.clock.now], [2])
+        )
+
+    def state(self, zone: str) -> Any:
+        return self.controller.states[zone]
+
+    async def audit(self) -> list[AuditEntry]:
+        async with self.db.new_session() as session:
+            return list(
+                (await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars()
+            )
+
+
+@asynccontextmanager
+async def rig(
+    tmp_path: Path,
+    *,
+    plc_port: int | None = None,
+    clock: Clock | None = None,
+    confirm_timeout_s: float = 1.0,
+) -> AsyncIterator[Rig]:
+    config = plant(plc_port or free_port(), tmp_path / "ehswatch.db", confirm_timeout_s)
+    clock = clock or Clock()
+    table = ThresholdTable.from_config(config)
+    stage = EvaluatorStage(table=table, queue=ReadingQueue(), clock=clock)
+    async with PlcSim(config.plcs[0]) as plc, Database(config.database.url) as db:
+        controller = InterlockController(
+            config=config, evaluator=stage.evaluator, db=db, clock=clock, reconcile_s=0.2
+        )
+        stage.listen(controller.on_evaluation)
+        async with controller:
+            await eventually(lambda: controller.links["plc-1"].connected, what="PLC link")
+            yield Rig(config, plc, stage, controller, db, clock)
+
+
+# ------------------------------------------------------------------ voting, pure
+
+
+def votes_for(voting: str, states: tuple[str, ...], fault_trips: bool = True) -> bool:
+    tv = VotingTable(
+        zone_ids=("z",),
+        voter=np.arange(len(states)),
+        zone_of=np.zeros(len(states), dtype=np.intp),
+        need=np.array([int(voting[0])]),
+        fault_trips=np.array([fault_trips]),
+    )
+    tier = np.array([3 if s == TRIP else (3 if s == FAULT else 0) for s in states], dtype=np.int8)
+    faulted = np.array([s == FAULT for s in states])
+    return bool(vote(tv, tier, faulted)[0][0])
+
+
+def test_voting_truth_table_1oo1() -> None:
+    assert [votes_for("1oo1", (s,)) for s in (OK, TRIP, FAULT)] == [False, True, True]
+
+
+def test_voting_truth_table_1oo2() -> None:
+    table = {
+        (OK, OK): False,
+        (OK, TRIP): True,
+        (TRIP, OK): True,
+        (TRIP, TRIP): True,
+        (OK, FAULT): True,
+        (FAULT, OK): True,
+        (FAULT, FAULT): True,
+        (TRIP, FAULT): True,
+        (FAULT, TRIP): True,
+    }
+    assert {k: votes_for("1oo2", k) for k in table} == table
+
+
+def test_voting_truth_table_2oo2() -> None:
+    table = {
+        (OK, OK): False,
+        (OK, TRIP): False,
+        (TRIP, OK): False,
+        (TRIP, TRIP): True,
+        (OK, FAULT): False,
+        (FAULT, OK): False,
+        (FAULT, FAULT): True,
+        (TRIP, FAULT): True,
+        (FAULT, TRIP): True,
+    }
+    assert {k: votes_for("2oo2", k) for k in table} == table
+
+
+def test_voting_truth_table_2oo3() -> None:
+    for states in itertools.product((OK, TRIP, FAULT), repeat=3):
+        assert votes_for("2oo3", states) == (sum(s != OK for s in states) >= 2), states
+
+
+def test_a_faulted_sensor_does_not_vote_when_the_zone_tolerates_a_lost_channel() -> None:
+    # fault_counts_as_trip: false — and its held tier 3 is never used either.
+    assert votes_for("1oo2", (FAULT, OK), fault_trips=False) is False
+    assert votes_for("1oo2", (FAULT, FAULT), fault_trips=False) is False
+    assert votes_for("1oo2", (FAULT, TRIP), fault_trips=False) is True
+    for states in itertools.product((OK, TRIP, FAULT), repeat=3):
+        assert votes_for("2oo3", states, fault_trips=False) == (sum(s == TRIP for s in states) >= 2)
+
+
+# ------------------------------------------------------------------ trips on real Modbus
+
+
+def test_a_holding_vote_latches_the_zone_and_the_plc_confirms_the_trip(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"B1": 5.0, "B2": 45.0})
+            await eventually(lambda: r.plc.coils.get(1) is True, what="coil 1 tripped")
+            await eventually(
+                lambda: r.state("z1oo2").tripped and not r.state("z1oo2").output_fault,
+                what="latched and confirmed",
+            )
+            s = r.state("z1oo2")
+            assert s.seq == 1 and s.trip_cause == ("B2",) and s.trip_votes == 1
+            assert [w.values for w in r.plc.writes if w.table == "coil" and w.address == 1] == [
+                (1,)
+            ]
+            assert r.plc.coils.get(0) is None  # other zones untouched
+            assert [e.action for e in await r.audit()] == ["trip"]
+
+    run(main())
+
+
+def test_2oo2_needs_both_and_2oo3_needs_two(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"C1": 45.0, "D1": 45.0})
+            await eventually(
+                lambda: r.state("z2oo2").votes == 1 and r.state("z2oo3").votes == 1,
+                what="one vote each",
+            )
+            assert not r.state("z2oo2").tripped and not r.state("z2oo3").tripped
+            r.read({"C2": 41.0, "D3": 50.0})
+            await eventually(
+                lambda: r.state("z2oo2").tripped and r.state("z2oo3").tripped, what="both tripped"
+            )
+            await eventually(
+                lambda: r.plc.coils.get(2) is True and r.plc.coils.get(3) is True, what="coils"
+            )
+
+    run(main())
+
+
+def test_a_lost_sensor_trips_a_fail_safe_zone(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.fault("A1")
+            r.fault("E1")
+            await eventually(lambda: r.state("z1oo1").tripped, what="fail-safe trip")
+            assert r.state("z1oo1").trip_cause == ("A1",)
+            assert not r.state("znofault").tripped  # it tolerates a lost channel
+            assert r.state("znofault").votes == 0
+
+    run(main())
+
+
+def test_the_latch_holds_after_the_values_fall(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            r.read({"A1": 3.0})
+            for _ in range(5):
+                r.read({"A1": 2.0})
+            await eventually(lambda: not r.state("z1oo1").vote_holds, what="vote gone")
+            assert r.state("z1oo1").tripped
+            assert r.plc.coils.get(0) is True
+
+    run(main())
+
+
+# ------------------------------------------------------------------ reset
+
+
+def test_reset_refused_while_the_vote_holds(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            with pytest.raises(Refused, match="vote still holds"):
+                await r.controller.reset("z1oo1", ZHANG)
+            assert r.state("z1oo1").tripped and r.plc.coils[0] is True
+            entries = await r.audit()
+            assert entries[-1].action == "reset refused" and entries[-1].actor == "zhang.min"
+            assert "vote still holds" in entries[-1].details()["why"]
+
+    run(main())
+
+
+def test_reset_refused_for_a_role_too_low(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            r.read({"A1": 2.0})
+            with pytest.raises(Forbidden):
+                await r.controller.reset("z1oo1", LI)
+            assert r.state("z1oo1").tripped
+            assert (await r.audit())[-1].action == "reset refused"
+
+    run(main())
+
+
+def test_reset_refused_until_the_value_is_back_past_setpoint_minus_deadband(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            r.read({"A1": 39.5})  # below 40, inside the 1.0 deadband: tier 3 holds, vote too
+            with pytest.raises(Refused):
+                await r.controller.reset("z1oo1", ZHANG)
+            r.fault("A1")  # no valid reading: never resettable
+            with pytest.raises(Refused, match="A1 has no valid reading"):
+                await r.controller.reset("z1oo1", ZHANG)
+
+    run(main())
+
+
+def test_reset_accepted_writes_the_normal_value_with_readback(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.plc.coils.get(0) is True, what="trip")
+            r.read({"A1": 2.0})
+            s = await r.controller.reset("z1oo1", ZHANG, comment="extraction repaired")
+            assert not s.tripped and s.seq == 2
+            await eventually(lambda: r.plc.coils.get(0) is False, what="coil back to normal")
+            last = (await r.audit())[-1]
+            assert (last.action, last.actor, last.role, last.comment) == (
+                "reset",
+                "zhang.min",
+                "supervisor",
+                "extraction repaired",
+            )
+            with pytest.raises(Refused, match="not tripped"):
+                await r.controller.reset("z1oo1", ZHANG)
+
+    run(main())
+
+
+def test_nothing_resets_by_itself(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.plc.coils.get(0) is True, what="trip")
+            for _ in range(10):
+                r.read({"A1": 1.0})
+            r.clock.now += 24 * 3600
+            await eventually(lambda: r.controller.links["plc-1"].heartbeat > 20, what="time passes")
+            assert r.state("z1oo1").tripped and r.plc.coils[0] is True
+
+    run(main())
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def test_a_plc_that_does_not_confirm_raises_an_output_fault(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, confirm_timeout_s=0.5) as r:
+            r.plc.silent = True
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").output_fault, timeout=10, what="output fault")
+            assert r.state("z1oo1").tripped
+            assert "output fault" in [e.action for e in await r.audit()]
+            r.plc.silent = False
+            await eventually(
+                lambda: not r.state("z1oo1").output_fault and r.plc.coils.get(0) is True,
+                timeout=10,
+                what="confirmed once the PLC answers",
+            )
+            assert (await r.audit())[-1].action == "output confirmed"
+
+    run(main())
+
+
+def test_a_restarted_plc_gets_its_trip_reasserted(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.plc.coils.get(0) is True, what="trip")
+            await r.plc.stop()
+            await r.plc.start()  # comes up with every output off
+            assert r.plc.coils == {}
+            await eventually(lambda: r.plc.coils.get(0) is True, timeout=10, what="re-asserted")
+            assert r.plc.coils.get(1) is None  # only latched zones are written
+
+    run(main())
+
+
+def test_the_heartbeat_increments(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await eventually(lambda: len(r.plc.heartbeats) >= 5, what="heartbeats")
+            beats = r.plc.heartbeats
+            assert beats == list(range(beats[0], beats[0] + len(beats)))
+
+    run(main())
+
+
+# ------------------------------------------------------------------ bypass
+
+
+async def bypass(r: Rig, zone: str = "z1oo1", hours: float = 2.0) -> None:
+    await r.controller.request_bypass(
+        zone, CHEN, reason="replace filter", measure="portable monitor + fire watch", hours=hours
+    )
+    await r.controller.request_bypass(zone, ZHAO, reason="", measure="", hours=hours)
+
+
+def test_a_bypass_needs_two_different_people_one_safety_director_one_gm(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            with pytest.raises(Forbidden):
+                await r.controller.request_bypass("z1oo1", ZHANG, reason="r", measure="m", hours=1)
+            with pytest.raises(Refused, match="reason and a compensating measure"):
+                await r.controller.request_bypass("z1oo1", CHEN, reason="r", measure=" ", hours=1)
+            s = await r.controller.request_bypass(
+                "z1oo1", CHEN, reason="replace filter", measure="fire watch", hours=2
+            )
+            assert s.pending is not None and not s.bypassed(r.clock())
+            with pytest.raises(Refused, match="different person"):
+                await r.controller.request_bypass("z1oo1", CHEN, reason="x", measure="y", hours=2)
+            with pytest.raises(Refused, match="from the gm"):
+                await r.controller.request_bypass("z1oo1", WU, reason="x", measure="y", hours=2)
+            s = await r.controller.request_bypass("z1oo1", ZHAO, reason="", measure="", hours=3)
+            assert s.bypassed(r.clock()) and s.bypass_by == ("chen.jie", "zhao.lei")
+            assert s.bypass_until == r.clock() + 2 * 3600  # the smaller of the two asks
+            assert s.bypass_reason == "replace filter"
+            actions = [e.action for e in await r.audit()]
+            assert actions.count("bypass refused") == 4 and actions[-1] == "bypass on"
+
+    run(main())
+
+
+def test_a_bypass_is_at_most_max_bypass_h_and_never_on_a_tripped_zone(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            with pytest.raises(Refused, match="at most 8 h"):
+                await r.controller.request_bypass("z1oo1", CHEN, reason="r", measure="m", hours=9)
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            with pytest.raises(Refused, match="tripped now"):
+                await r.controller.request_bypass("z1oo1", CHEN, reason="r", measure="m", hours=1)
+
+    run(main())
+
+
+def test_the_first_approval_lapses_after_the_window(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await r.controller.request_bypass("z1oo1", CHEN, reason="r", measure="m", hours=1)
+            r.clock.now += APPROVAL_WINDOW_S + 1
+            s = await r.controller.request_bypass("z1oo1", ZHAO, reason="r2", measure="m2", hours=1)
+            assert s.pending is not None and s.pending.by == "zhao.lei"  # a new first approval
+            assert not s.bypassed(r.clock())
+
+    run(main())
+
+
+def test_a_bypass_suppresses_the_output_while_alarms_still_raise(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await bypass(r)
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").vote_holds, what="vote")
+            assert r.stage.evaluator.tier[r.stage.table.index["A1"]] == 3  # the alarm is there
+            beats = len(r.plc.heartbeats)
+            await eventually(lambda: len(r.plc.heartbeats) > beats + 3, what="time passes")
+            assert not r.state("z1oo1").tripped
+            assert 0 not in r.plc.coils  # nothing written
+            assert "trip suppressed by bypass" in [e.action for e in await r.audit()]
+
+    run(main())
+
+
+def test_a_bypass_expires_by_itself_and_a_holding_vote_then_trips(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await bypass(r, hours=1)
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").vote_holds, what="vote")
+            r.clock.now += 3600
+            await eventually(lambda: r.state("z1oo1").tripped, timeout=5, what="trip after expiry")
+            await eventually(lambda: r.plc.coils.get(0) is True, what="coil")
+            actions = [e.action for e in await r.audit()]
+            assert actions[-2:] == ["bypass expired", "trip"]
+
+    run(main())
+
+
+# ------------------------------------------------------------------ persistence and audit
+
+
+def test_a_latched_zone_and_a_live_bypass_survive_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    clock = Clock()
+
+    async def before() -> None:
+        async with rig(tmp_path, plc_port=port, clock=clock) as r:
+            r.read({"A1": 45.0})
+            await bypass(r, zone="z1oo2", hours=4)
+            await eventually(lambda: r.plc.coils.get(0) is True, what="trip")
+
+    async def after() -> None:
+        async with rig(tmp_path, plc_port=port, clock=clock) as r:  # a fresh PLC: outputs off
+            assert r.state("z1oo1").tripped and r.state("z1oo1").seq == 1
+            assert r.state("z1oo2").bypass_until == clock.now + 4 * 3600
+            await eventually(lambda: r.plc.coils.get(0) is True, what="re-asserted after restart")
+
+    run(before())
+    run(after())
+
+
+def test_the_audit_log_is_append_only(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+
+    run(main())
+    con = sqlite3.connect(tmp_path / "ehswatch.db")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("UPDATE audit_log SET actor = 'someone else'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("DELETE FROM audit_log")
+    assert con.execute("SELECT action, actor FROM audit_log").fetchall() == [("trip", "ehswatch")]

@@ -1,0 +1,121 @@
+"""`kill -9` of the real service with a zone latched, then a start: still latched, output
+re-asserted; the broker announces the death (last will) and the latched state (retained)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import yaml
+
+from ehswatch.config import parse_config
+from ehswatch.simulators.plc import PlcSim
+from tests.aio import eventually, run
+from tests.servers import Mosquitto, free_port
+
+
+def plant(tmp_path: Path, broker_port: int, plc_port: int) -> dict[str, Any]:
+    return {
+        "site": {"id": "plant-1", "name": "test"},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "client_id": "ehswatch-kill-test"},
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db"},
+        "sensor_types": {
+            "ch4": {
+                "unit": "%LEL",
+                "high": {"warning": 10, "alarm": 25, "interlock": 50},
+                "deadband": 2,
+                "stale_after_s": 3600,
+            }
+        },
+        "plcs": [
+            {
+                "id": "plc-1",
+                "host": "127.0.0.1",
+                "port": plc_port,
+                "heartbeat": {"register": 100, "period_s": 0.2},
+            }
+        ],
+        "zones": [
+            {
+                "id": "tank-farm",
+                "interlock": {"plc": "plc-1", "coil": 0, "voting": "1oo1", "sensor_types": ["ch4"]},
+            }
+        ],
+        "sensors": [{"id": "G-301", "type": "ch4", "zone": "tank-farm"}],
+    }
+
+
+async def retained(port: int, topic: str) -> bytes:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                return message.payload
+    raise AssertionError("unreachable")
+
+
+def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_is_set(
+    tmp_path: Path,
+) -> None:
+    with Mosquitto(tmp_path) as broker:
+        doc = plant(tmp_path, broker.port, free_port())
+        config_file = tmp_path / "plant.yaml"
+        config_file.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        plc_cfg = parse_config(yaml.safe_dump(doc), env={}).plcs[0]
+        log = tmp_path / "service.log"
+
+        async def start() -> asyncio.subprocess.Process:
+            with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+                return await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "ehswatch",
+                    "run",
+                    "--config",
+                    str(config_file),
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+
+        async def main() -> None:
+            plc = PlcSim(plc_cfg)
+            async with plc:
+                service = await start()
+                await eventually(
+                    lambda: len(plc.heartbeats) >= 2, timeout=20, what="the service up"
+                )
+                async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+                    await pub.publish("ehs/telemetry/G-301", json.dumps({"v": 62.0}), qos=1)
+                await eventually(lambda: plc.coils.get(0) is True, timeout=10, what="the trip")
+                service.send_signal(signal.SIGKILL)
+                await service.wait()
+            # The broker tells everyone the service died.
+            assert await retained(broker.port, "ehs/status") == b"offline"
+
+            plc = PlcSim(plc_cfg)  # the PLC restarted too: its outputs are off
+            async with plc:
+                assert plc.coils == {}
+                service = await start()
+                await eventually(lambda: plc.coils.get(0) is True, timeout=20, what="re-asserted")
+                state = json.loads(await retained(broker.port, "ehs/interlock/tank-farm"))
+                assert state["tripped"] is True and state["seq"] == 1
+                assert await retained(broker.port, "ehs/status") == b"online"
+                service.send_signal(signal.SIGINT)
+                assert await service.wait() == 0
+
+        run(main(), timeout=90)
+        db = sqlite3.connect(tmp_path / "ehswatch.db")
+        assert db.execute("SELECT tripped, seq FROM interlock_zone").fetchall() == [(1, 1)]
+        assert [a for (a,) in db.execute("SELECT action FROM audit_log")] == ["trip"]
+        text = log.read_text(encoding="utf-8")
+        assert "still latched from before the restart" in text
+        assert "Traceback" not in text
