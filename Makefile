@@ -40,6 +40,7 @@ bench: deps
 	$(BIN)/python benchmarks/evaluator.py
 	$(BIN)/python benchmarks/ingest_mqtt.py
 	$(BIN)/python benchmarks/influx_sink.py
+	$(BIN)/python benchmarks/interlock_latency.py
 
 # The live demo (service, simulators, embedded broker, board on 127.0.0.1:8000) is built
 # by the service issue. Until then this validates the example plant and replays a dust

@@ -34,7 +34,12 @@ class PlcWrite:
 
 class PlcSim(ModbusServerSim):
     def __init__(
-        self, plc: Plc, *, size: int = 256, clock: Callable[[], float] = time.time
+        self,
+        plc: Plc,
+        *,
+        size: int = 256,
+        clock: Callable[[], float] = time.time,
+        on_write: Callable[[PlcWrite], None] | None = None,
     ) -> None:
         super().__init__(
             host=plc.host,
@@ -50,6 +55,7 @@ class PlcSim(ModbusServerSim):
         self.coils: dict[int, bool] = {}
         self.holding: dict[int, int] = {}
         self.silent = False
+        self._on_write = on_write  # called with every write as it arrives
 
     async def start(self) -> None:
         self.coils, self.holding = {}, {}  # a restarted PLC comes up with outputs off
@@ -78,11 +84,16 @@ class PlcSim(ModbusServerSim):
             return None
         now = self._clock()
         if fc in (WRITE_COIL, WRITE_COILS):
-            self.writes.append(PlcWrite(now, "coil", address, tuple(int(bool(v)) for v in values)))
+            write = PlcWrite(now, "coil", address, tuple(int(bool(v)) for v in values))
             for k, v in enumerate(values):
                 self.coils[address + k] = bool(v)
         elif fc in (WRITE_REGISTER, WRITE_REGISTERS):
-            self.writes.append(PlcWrite(now, "register", address, tuple(int(v) for v in values)))
+            write = PlcWrite(now, "register", address, tuple(int(v) for v in values))
             for k, v in enumerate(values):
                 self.holding[address + k] = int(v)
+        else:
+            return None
+        self.writes.append(write)
+        if self._on_write is not None:
+            self._on_write(write)
         return None
