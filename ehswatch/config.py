@@ -381,12 +381,22 @@ class Route(_Model):
 class Flood(_Model):
     count: Annotated[int, Field(ge=1)] = 10
     window_s: PositiveSeconds = 60.0
+    # Notifications wait this long so that a flood arriving at once goes out as one message.
+    group_wait_s: Seconds = 1.0
 
 
 class Notifications(_Model):
     channels: list[Channel] = []
     routes: list[Route] = []
     flood: Flood = Flood()
+
+
+class AlarmSettings(_Model):
+    """Alarm handling (an addition to SPEC §4; the defaults follow SPEC §7)."""
+
+    max_shelve_min: Annotated[float, Field(gt=0, le=24 * 60)] = 240.0
+    chatter_count: Annotated[int, Field(ge=2)] = 3
+    chatter_window_s: PositiveSeconds = 60.0
 
 
 class GradeRule(_Model):
@@ -426,6 +436,7 @@ class PlantConfig(_Model):
     zones: Annotated[list[Zone], Field(min_length=1)]
     sensors: Annotated[list[Sensor], Field(min_length=1)]
     notifications: Notifications = Notifications()
+    alarms: AlarmSettings = AlarmSettings()
     hazards: Hazards = Hazards()
 
     def summary(self) -> str:

@@ -1,9 +1,10 @@
 """The project's database: SQLAlchemy 2 async, SQLite by default (`database.url`).
 
-`Database` is an async context manager: entering creates the schema that is missing and,
-on SQLite, turns on write-ahead logging (a committed row survives `kill -9`) and makes the
-audit log append-only with triggers. PostgreSQL works by URL
-(``postgresql+asyncpg://…``); there the audit log's append-only rule is the application's.
+`Database` is an async context manager. Entering migrates the schema to the newest
+revision (alembic, `ehswatch/migrations/`) and, on SQLite, turns on write-ahead logging
+(a committed row survives `kill -9`) and makes the audit log append-only with triggers.
+PostgreSQL works by URL (``postgresql+asyncpg://…``, driver installed separately); there
+the audit log's append-only rule is the application's.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import event, text
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Base(DeclarativeBase):
@@ -42,12 +47,8 @@ class Database:
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def __aenter__(self) -> Self:
-        # Import the models so that their tables are part of the metadata.
-        from ehswatch import audit  # noqa: F401
-        from ehswatch.interlock import store  # noqa: F401
-
         async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(upgrade)
             if self.is_sqlite:
                 for ddl in APPEND_ONLY_TRIGGERS:
                     await conn.execute(text(ddl))
@@ -60,6 +61,25 @@ class Database:
 
     def new_session(self) -> AsyncSession:
         return self.session()
+
+
+def import_models() -> None:
+    """Import every module that defines tables, so that the metadata knows them all."""
+    from ehswatch import audit  # noqa: F401
+    from ehswatch.alarms import store as alarm_store  # noqa: F401
+    from ehswatch.interlock import store  # noqa: F401
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(connection: Connection) -> None:
+    """Bring the schema to the newest migration (alembic), on this connection."""
+    command.upgrade(alembic_config(connection), "head")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,216 @@
+"""Notification channels: what a message says, and how each kind of channel is sent to.
+
+- `webhook`: HTTP POST of JSON ``{"site", "kind", "title", "text", "alarms": […]}``; any
+  2xx is delivered.
+- `dingtalk`: a DingTalk group robot. Markdown message
+  ``{"msgtype": "markdown", "markdown": {"title", "text"}}``; with a `secret`, the URL
+  gets ``timestamp`` (ms) and ``sign`` = url-encoded base64 of HMAC-SHA256, keyed with
+  the secret, of ``"{timestamp}\\n{secret}"`` — the robot's signing rule. Delivered when
+  the answer's ``errcode`` is 0.
+- `wecom`: a WeCom group robot: ``{"msgtype": "markdown", "markdown": {"content"}}``;
+  delivered when ``errcode`` is 0.
+- `email`: SMTP (optionally STARTTLS and login), plain-text UTF-8.
+
+A failure raises `SendFailed` with the reason; the notifier retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import smtplib
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from ehswatch.config import (
+    DingTalkChannel,
+    EmailChannel,
+    PlantConfig,
+    WebhookChannel,
+    WeComChannel,
+)
+
+TIER_LABEL = {0: "正常 normal", 1: "预警 warning", 2: "报警 alarm", 3: "联锁 interlock"}
+TIMEOUT_S = 10.0
+
+
+class SendFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    kind: str  # alarm | escalation | flood
+    title: str
+    text: str  # markdown
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Sender(Protocol):
+    async def send(self, message: Message) -> None: ...
+
+
+class Renderer:
+    """Turns notification payloads into messages, with the plant's names and clock."""
+
+    def __init__(self, config: PlantConfig) -> None:
+        self.site = config.site
+        self.tz = ZoneInfo(config.site.timezone)
+        self.sensor_names = {s.id: s.name for s in config.sensors}
+        self.zone_names = {z.id: z.name or z.id for z in config.zones}
+        self.units = {s.id: config.sensor_types[s.type].unit for s in config.sensors}
+
+    def _line(self, event: dict[str, Any]) -> str:
+        a = event["alarm"]
+        when = datetime.fromtimestamp(event["ts"], self.tz).strftime("%m-%d %H:%M:%S")
+        zone = self.zone_names.get(a["zone"], a["zone"])
+        sensor = f"{a['sensor']} {self.sensor_names.get(a['sensor'], '')}".strip()
+        if a["kind"] == "fault":
+            what = "仪表故障 instrument FAULT"
+        else:
+            what = TIER_LABEL.get(a["peak_tier"], str(a["peak_tier"]))
+        unit = self.units.get(a["sensor"], "")
+        value = "" if a.get("value") is None else f" {a['value']:g} {unit}"
+        limit = "" if a.get("threshold") is None else f" (setpoint {a['threshold']:g})"
+        return f"{when} {zone} · {sensor} · {what}{value}{limit} · #{a['id']} {a['state']}"
+
+    def single(self, kind: str, event: dict[str, Any]) -> Message:
+        a = event["alarm"]
+        if kind == "escalation":
+            head = "升级 ESCALATION — unacknowledged"
+        elif a["kind"] == "fault":
+            head = "仪表故障 FAULT"
+        else:
+            head = TIER_LABEL.get(a["peak_tier"], "alarm")
+        zone = self.zone_names.get(a["zone"], a["zone"])
+        title = f"[{self.site.name}] {head}: {a['sensor']} @ {zone}"
+        text = f"### {title}\n\n- {self._line(event)}\n"
+        if kind == "escalation":
+            text += f"- escalation {a['escalations']}: nobody has acknowledged this alarm yet\n"
+        return Message(kind=kind, title=title, text=text, alarms=[a])
+
+    def flood(self, zone: str, events: Sequence[dict[str, Any]]) -> Message:
+        name = self.zone_names.get(zone, zone)
+        title = f"[{self.site.name}] 报警泛滥 FLOOD: {len(events)} alarms in {name}"
+        lines = "\n".join(f"- {self._line(e)}" for e in events)
+        return Message(
+            kind="flood",
+            title=title,
+            text=f"### {title}\n\n{lines}\n",
+            alarms=[e["alarm"] for e in events],
+        )
+
+
+class WebhookSender:
+    def __init__(self, channel: WebhookChannel, site: str, client: httpx.AsyncClient) -> None:
+        self.url, self.site, self.client = channel.url, site, client
+
+    async def send(self, message: Message) -> None:
+        body = {
+            "site": self.site,
+            "kind": message.kind,
+            "title": message.title,
+            "text": message.text,
+            "alarms": message.alarms,
+        }
+        await _post(self.client, self.url, body, expect_errcode=False)
+
+
+def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
+    """DingTalk robot signature: base64(HMAC-SHA256(secret, "ts\\nsecret")), url-encoded."""
+    digest = hmac.new(
+        secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256
+    ).digest()
+    return urllib.parse.quote_plus(base64.b64encode(digest).decode())
+
+
+class DingTalkSender:
+    def __init__(self, channel: DingTalkChannel, client: httpx.AsyncClient) -> None:
+        self.url, self.secret, self.client = channel.url, channel.secret, client
+
+    async def send(self, message: Message) -> None:
+        url = self.url
+        if self.secret:
+            ts = int(time.time() * 1000)
+            sep = "&" if "?" in url else "?"
+            url = f"{url}{sep}timestamp={ts}&sign={dingtalk_sign(self.secret, ts)}"
+        body = {"msgtype": "markdown", "markdown": {"title": message.title, "text": message.text}}
+        await _post(self.client, url, body, expect_errcode=True)
+
+
+class WeComSender:
+    def __init__(self, channel: WeComChannel, client: httpx.AsyncClient) -> None:
+        self.url, self.client = channel.url, client
+
+    async def send(self, message: Message) -> None:
+        body = {"msgtype": "markdown", "markdown": {"content": message.text}}
+        await _post(self.client, self.url, body, expect_errcode=True)
+
+
+class EmailSender:
+    def __init__(self, channel: EmailChannel) -> None:
+        self.channel = channel
+
+    async def send(self, message: Message) -> None:
+        await asyncio.to_thread(self._send, message)
+
+    def _send(self, message: Message) -> None:
+        c = self.channel
+        mail = EmailMessage()
+        mail["Subject"] = message.title
+        mail["From"] = c.sender
+        mail["To"] = ", ".join(c.to)
+        mail.set_content(message.text)
+        try:
+            with smtplib.SMTP(c.smtp.host, c.smtp.port, timeout=TIMEOUT_S) as smtp:
+                if c.smtp.starttls:
+                    smtp.starttls()
+                if c.smtp.username:
+                    smtp.login(c.smtp.username, c.smtp.password or "")
+                smtp.send_message(mail)
+        except (smtplib.SMTPException, OSError) as exc:
+            raise SendFailed(f"SMTP {c.smtp.host}:{c.smtp.port}: {exc}") from None
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], *, expect_errcode: bool
+) -> None:
+    try:
+        resp = await client.post(url, json=body, timeout=TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise SendFailed(f"{type(exc).__name__}: {exc}") from None
+    if not resp.is_success:
+        raise SendFailed(f"HTTP {resp.status_code}: {resp.text[:200]}")
+    if expect_errcode:
+        try:
+            answer = resp.json()
+        except ValueError:
+            raise SendFailed(f"not a robot answer: {resp.text[:200]}") from None
+        if answer.get("errcode", -1) != 0:
+            raise SendFailed(
+                f"robot refused: errcode {answer.get('errcode')} {answer.get('errmsg', '')}"
+            )
+
+
+def senders(config: PlantConfig, client: httpx.AsyncClient) -> dict[str, Sender]:
+    out: dict[str, Sender] = {}
+    for c in config.notifications.channels:
+        if isinstance(c, WebhookChannel):
+            out[c.id] = WebhookSender(c, config.site.id, client)
+        elif isinstance(c, DingTalkChannel):
+            out[c.id] = DingTalkSender(c, client)
+        elif isinstance(c, WeComChannel):
+            out[c.id] = WeComSender(c, client)
+        else:
+            out[c.id] = EmailSender(c)
+    return out

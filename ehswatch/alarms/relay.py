@@ -1,0 +1,190 @@
+"""`AlarmRelay`: publishes the alarm outbox, in event order, exactly once per effect.
+
+For each unpublished outbox event, oldest first:
+- MQTT ``{prefix}/alarms/{zone}/{sensor}``, retained, QoS 1: the sensor's current alarms
+  (``{"tier": …, "fault": …}``, each the alarm or null), with the event id;
+- the in-process `EventStream` (the API's SSE feed), with the event id;
+- the `alarm_event` measurement (kind=state) when InfluxDB is configured;
+- notification rows for the channels of the matching routes — on `raised`,
+  `reactivated`, `tier_raised` and `unshelved` into an unacknowledged state — and for
+  the escalation channels on `escalated`. A row is unique per (event, channel), so an
+  event relayed twice (a crash before it was marked published) never sends twice.
+
+The notification rows and the "published" mark are committed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Self
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ehswatch.alarms.events import EventStream
+from ehswatch.alarms.model import STATE_CODE, AlarmState
+from ehswatch.alarms.routing import Router
+from ehswatch.alarms.store import (
+    AlarmRecord,
+    NotificationRecord,
+    OutboxRecord,
+    alarm_dict,
+    to_alarm,
+)
+from ehswatch.component import Component
+from ehswatch.config import PlantConfig
+from ehswatch.db import Database
+from ehswatch.ingest.influx import InfluxSink
+from ehswatch.ingest.lineprotocol import escape_tag, nanoseconds
+from ehswatch.publisher import RetainedPublisher
+
+log = logging.getLogger(__name__)
+
+NOTIFY_EVENTS = {"raised", "reactivated", "tier_raised", "unshelved"}
+
+
+class AlarmRelay(Component):
+    component_name = "alarm-relay"
+
+    def __init__(
+        self,
+        *,
+        config: PlantConfig,
+        db: Database,
+        stream: EventStream,
+        publisher: RetainedPublisher | None = None,
+        sink: InfluxSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.stream = stream
+        self.publisher = publisher
+        self.sink = sink
+        self.router = Router(config.notifications)
+        self._clock = clock
+        self._prefix = config.mqtt.topic_prefix if config.mqtt else "ehs"
+        self._group_wait = config.notifications.flood.group_wait_s
+        self.wake = asyncio.Event()
+        self.notify_wake: asyncio.Event | None = None  # the notifier's
+        self._current: dict[str, dict[str, Any]] = {}  # sensor → {"tier": …, "fault": …}
+        self.relayed = 0
+
+    async def __aenter__(self) -> Self:
+        async with self.db.new_session() as session:
+            rows = (
+                await session.execute(select(AlarmRecord).where(AlarmRecord.closed_at.is_(None)))
+            ).scalars()
+            for r in rows:
+                d = alarm_dict(to_alarm(r))
+                self._current.setdefault(r.sensor, {"tier": None, "fault": None})[r.kind] = d
+        self.wake.set()  # relay what a crash left unpublished
+        return await super().__aenter__()
+
+    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+        yield "relay", self._loop()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            self.wake.clear()
+            while await self.relay_once():
+                pass
+
+    async def relay_once(self, limit: int = 500) -> int:
+        """Relay up to `limit` unpublished events; how many there were."""
+        async with self.db.new_session() as session, session.begin():
+            rows = list(
+                (
+                    await session.execute(
+                        select(OutboxRecord)
+                        .where(OutboxRecord.published_at.is_(None))
+                        .order_by(OutboxRecord.id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not rows:
+                return 0
+            now = self._clock()
+            notifications = []
+            for row in rows:
+                alarm = row.alarm()
+                self._publish(row, alarm)
+                channels: list[str] = []
+                kind = "alarm"
+                if row.event in NOTIFY_EVENTS and alarm["state"] == AlarmState.UNACK_ACTIVE:
+                    channels = self.router.channels(alarm)
+                elif row.event == "escalated":
+                    channels, kind = self.router.escalation_channels(alarm), "escalation"
+                payload = json.dumps(
+                    {"event_id": row.id, "event": row.event, "ts": row.ts, "alarm": alarm},
+                    ensure_ascii=False,
+                )
+                notifications += [
+                    {
+                        "event_id": row.id,
+                        "channel": c,
+                        "zone": alarm["zone"],
+                        "kind": kind,
+                        "payload": payload,
+                        "created_at": now,
+                        "next_try": now + self._group_wait,
+                        "attempts": 0,
+                        "status": "pending",
+                        "last_error": "",
+                    }
+                    for c in channels
+                ]
+            if notifications:
+                insert = sqlite_insert if self.db.is_sqlite else pg_insert
+                await session.execute(
+                    insert(NotificationRecord).values(notifications).on_conflict_do_nothing()
+                )
+            await session.execute(
+                update(OutboxRecord)
+                .where(OutboxRecord.id.in_([r.id for r in rows]))
+                .values(published_at=now)
+            )
+        self.relayed += len(rows)
+        if notifications and self.notify_wake is not None:
+            self.notify_wake.set()
+        return len(rows)
+
+    def _publish(self, row: OutboxRecord, alarm: dict[str, Any]) -> None:
+        sensor = alarm["sensor"]
+        current = self._current.setdefault(sensor, {"tier": None, "fault": None})
+        current[alarm["kind"]] = alarm if alarm["closed_at"] is None else None
+        event = {
+            "type": "alarm",
+            "event_id": row.id,
+            "event": row.event,
+            "ts": row.ts,
+            "actor": row.actor,
+            "alarm": alarm,
+        }
+        self.stream.publish(event)
+        if self.publisher is not None:
+            self.publisher.publish(
+                f"{self._prefix}/alarms/{alarm['zone']}/{sensor}",
+                {"sensor": sensor, "zone": alarm["zone"], "event_id": row.id, **current},
+            )
+        if self.sink is not None:
+            tags = (
+                f"site={escape_tag(self.config.site.id)},zone={escape_tag(alarm['zone'])},"
+                f"sensor={escape_tag(sensor)},type={escape_tag(alarm['sensor_type'])}"
+            )
+            ns = nanoseconds(np.array([row.ts]))[0]
+            self.sink.submit_lines(
+                f"alarm_event,{tags},kind=state state={STATE_CODE[AlarmState(alarm['state'])]}i,"
+                f"tier={alarm['tier']}i,peak_tier={alarm['peak_tier']}i,event_id={row.id}i,"
+                f"alarm_id={alarm['id']}i {ns}\n".encode()
+            )

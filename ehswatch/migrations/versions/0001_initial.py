@@ -1,0 +1,176 @@
+"""initial schema: audit log, interlock zones, alarms, outbox, notifications
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-24 00:47:54.219131
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+
+    op.create_table(
+        "alarm",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("sensor", sa.String(length=64), nullable=False),
+        sa.Column("zone", sa.String(length=64), nullable=False),
+        sa.Column("sensor_type", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("state", sa.String(length=32), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("tier", sa.Integer(), nullable=False),
+        sa.Column("peak_tier", sa.Integer(), nullable=False),
+        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("threshold", sa.Float(), nullable=True),
+        sa.Column("first_at", sa.Float(), nullable=False),
+        sa.Column("last_at", sa.Float(), nullable=False),
+        sa.Column("acked_at", sa.Float(), nullable=True),
+        sa.Column("acked_by", sa.String(length=128), nullable=False),
+        sa.Column("shelved_until", sa.Float(), nullable=True),
+        sa.Column("shelved_by", sa.String(length=128), nullable=False),
+        sa.Column("shelve_reason", sa.Text(), nullable=False),
+        sa.Column("closed_at", sa.Float(), nullable=True),
+        sa.Column("transitions", sa.Integer(), nullable=False),
+        sa.Column("chattering", sa.Boolean(), nullable=False),
+        sa.Column("escalations", sa.Integer(), nullable=False),
+        sa.Column("last_escalated_at", sa.Float(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("alarm", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alarm_closed_at"), ["closed_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alarm_first_at"), ["first_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alarm_sensor"), ["sensor"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alarm_state"), ["state"], unique=False)
+        batch_op.create_index(batch_op.f("ix_alarm_zone"), ["zone"], unique=False)
+
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("ts", sa.Float(), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=False),
+        sa.Column("role", sa.String(length=32), nullable=False),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=128), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("comment", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_log_action"), ["action"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_log_subject"), ["subject"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_log_ts"), ["ts"], unique=False)
+
+    op.create_table(
+        "interlock_zone",
+        sa.Column("zone", sa.String(length=64), nullable=False),
+        sa.Column("tripped", sa.Boolean(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("tripped_at", sa.Float(), nullable=True),
+        sa.Column("trip_votes", sa.Integer(), nullable=False),
+        sa.Column("trip_cause", sa.Text(), nullable=False),
+        sa.Column("bypass_until", sa.Float(), nullable=True),
+        sa.Column("bypass_reason", sa.Text(), nullable=False),
+        sa.Column("bypass_measure", sa.Text(), nullable=False),
+        sa.Column("bypass_by", sa.Text(), nullable=False),
+        sa.Column("pending", sa.Text(), nullable=False),
+        sa.Column("output_fault", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("zone"),
+    )
+    op.create_table(
+        "sensor_service",
+        sa.Column("sensor", sa.String(length=64), nullable=False),
+        sa.Column("out_of_service", sa.Boolean(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("by", sa.String(length=128), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("sensor"),
+    )
+    op.create_table(
+        "alarm_outbox",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("alarm_id", sa.Integer(), nullable=False),
+        sa.Column("ts", sa.Float(), nullable=False),
+        sa.Column("event", sa.String(length=32), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("published_at", sa.Float(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["alarm_id"],
+            ["alarm.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("alarm_outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alarm_outbox_alarm_id"), ["alarm_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_alarm_outbox_published_at"), ["published_at"], unique=False
+        )
+
+    op.create_table(
+        "notification",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("event_id", sa.Integer(), nullable=False),
+        sa.Column("channel", sa.String(length=64), nullable=False),
+        sa.Column("zone", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("next_try", sa.Float(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("sent_at", sa.Float(), nullable=True),
+        sa.Column("grouped_in", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["alarm_outbox.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("event_id", "channel", name="uq_notification_event_channel"),
+    )
+    with op.batch_alter_table("notification", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_notification_channel"), ["channel"], unique=False)
+        batch_op.create_index(batch_op.f("ix_notification_event_id"), ["event_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_notification_next_try"), ["next_try"], unique=False)
+        batch_op.create_index(batch_op.f("ix_notification_status"), ["status"], unique=False)
+
+
+def downgrade() -> None:
+
+    with op.batch_alter_table("notification", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notification_status"))
+        batch_op.drop_index(batch_op.f("ix_notification_next_try"))
+        batch_op.drop_index(batch_op.f("ix_notification_event_id"))
+        batch_op.drop_index(batch_op.f("ix_notification_channel"))
+
+    op.drop_table("notification")
+    with op.batch_alter_table("alarm_outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alarm_outbox_published_at"))
+        batch_op.drop_index(batch_op.f("ix_alarm_outbox_alarm_id"))
+
+    op.drop_table("alarm_outbox")
+    op.drop_table("sensor_service")
+    op.drop_table("interlock_zone")
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_log_ts"))
+        batch_op.drop_index(batch_op.f("ix_audit_log_subject"))
+        batch_op.drop_index(batch_op.f("ix_audit_log_action"))
+
+    op.drop_table("audit_log")
+    with op.batch_alter_table("alarm", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alarm_zone"))
+        batch_op.drop_index(batch_op.f("ix_alarm_state"))
+        batch_op.drop_index(batch_op.f("ix_alarm_sensor"))
+        batch_op.drop_index(batch_op.f("ix_alarm_first_at"))
+        batch_op.drop_index(batch_op.f("ix_alarm_closed_at"))
+
+    op.drop_table("alarm")
