@@ -14,6 +14,10 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
+from ehswatch.alarms.events import EventStream
+from ehswatch.alarms.manager import AlarmManager
+from ehswatch.alarms.notifier import Notifier
+from ehswatch.alarms.relay import AlarmRelay
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -64,6 +68,15 @@ class Service:
         )
         if self.interlock is not None:
             self.stage.listen(self.interlock.on_evaluation)
+        self.events = EventStream()
+        self.alarms = AlarmManager(config=config, evaluator=self.stage.evaluator, db=self.db)
+        self.relay = AlarmRelay(
+            config=config, db=self.db, stream=self.events, publisher=self.publisher, sink=self.sink
+        )
+        self.notifier = Notifier(config=config, db=self.db)
+        self.alarms.relay_wake = self.relay.wake
+        self.relay.notify_wake = self.notifier.wake
+        self.stage.listen(self.alarms.on_evaluation)
         self.modbus = (
             ModbusCollector.from_config(config, self.table, self.queue)
             if config.modbus_devices
@@ -85,7 +98,10 @@ class Service:
             # Storage before and out after the stage: it takes what the stage hands it.
             if self.sink is not None:
                 await self._stack.enter_async_context(self.sink)
-            # Interlocks before the evaluator feeds them; out after it, heartbeats last.
+            # Alarms and interlocks before the evaluator feeds them; out after it.
+            await self._stack.enter_async_context(self.notifier)
+            await self._stack.enter_async_context(self.relay)
+            await self._stack.enter_async_context(self.alarms)
             if self.interlock is not None:
                 await self._stack.enter_async_context(self.interlock)
             await self._stack.enter_async_context(self.stage)

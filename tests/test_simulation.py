@@ -178,7 +178,7 @@ def test_scenario_drives_zones_from_normal_through_warning_and_alarm_to_interloc
         (tiers,) = vm.export('{__name__="reading_tier",sensor="G-301"}')
         assert max(tiers["values"]) == Tier.INTERLOCK
         for sensor in ("D-101", "G-301"):
-            (rises,) = vm.export(f'{{__name__="alarm_event_tier",sensor="{sensor}"}}')
+            (rises,) = vm.export(f'{{__name__="alarm_event_tier",kind="tier",sensor="{sensor}"}}')
             assert rises["values"] == [Tier.WARNING, Tier.ALARM, Tier.INTERLOCK]
     for sensor in ("D-101", "G-301"):
         assert [(a, b) for s, a, b in steps if s == sensor] == [

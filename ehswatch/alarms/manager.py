@@ -375,9 +375,12 @@ class AlarmManager(Component):
                     detail={"state": str(a.state), "events": events},
                     comment=audit[1],
                 )
-            current = self.open.get((a.sensor, a.kind))
-            if current is not None and current.first_at == a.first_at:
-                if a.open:
-                    self.open[(a.sensor, a.kind)] = dataclasses.replace(current, id=rec.id)
-                else:
-                    del self.open[(a.sensor, a.kind)]
+            # Changes are written in the order they happened, so the last write of an
+            # open episode is its newest state; a closed one leaves the cache, unless a
+            # newer episode of the same sensor has taken its place meanwhile.
+            key = (a.sensor, a.kind)
+            current = self.open.get(key)
+            if a.open:
+                self.open[key] = a
+            elif current is not None and current.first_at == a.first_at:
+                del self.open[key]
