@@ -1,0 +1,54 @@
+"""The database: migrated by alembic on start, migrations in step with the models."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+
+from ehswatch.db import Base, Database, import_models
+from tests.aio import run
+
+
+def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path) -> None:
+    async def main() -> list[object]:
+        async with (
+            Database(f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db") as db,
+            db.engine.connect() as conn,
+        ):
+
+            def diff(sync: Connection) -> list[object]:
+                import_models()
+                return list(compare_metadata(MigrationContext.configure(sync), Base.metadata))
+
+            return await conn.run_sync(diff)
+
+    assert run(main()) == []  # the migrations create exactly what the models describe
+    con = sqlite3.connect(tmp_path / "ehswatch.db")
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {
+        "audit_log",
+        "interlock_zone",
+        "alarm",
+        "alarm_outbox",
+        "notification",
+        "sensor_service",
+    } <= tables
+
+
+def test_a_second_start_finds_nothing_to_migrate(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db"
+
+    async def twice() -> None:
+        async with Database(url):
+            pass
+        async with Database(url):
+            pass
+
+    run(twice())
+    con = sqlite3.connect(tmp_path / "ehswatch.db")
+    assert con.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
