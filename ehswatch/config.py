@@ -413,6 +413,10 @@ def _default_grades() -> dict[Grade, GradeRule]:
     }
 
 
+class HazardWebhook(_Model):
+    url: Annotated[str, Field(pattern=r"^https?://")]
+
+
 class Hazards(_Model):
     tier_grade: dict[Literal["warning", "alarm", "interlock", "fault"], Grade] = {
         "interlock": "A",
@@ -421,6 +425,21 @@ class Hazards(_Model):
         "fault": "C",
     }
     grades: dict[Grade, GradeRule] = Field(default_factory=_default_grades)
+    # Additions to SPEC §4 (docs/hazards.md): where reminders and escalations go, the
+    # outbound webhook to a management platform, evidence storage, recurrence.
+    notify: list[str] = []
+    webhook: HazardWebhook | None = None
+    evidence_dir: str = "var/evidence"
+    evidence_max_mb: Annotated[float, Field(gt=0, le=100)] = 10.0
+    recurrence_days: PositiveSeconds = 30.0
+    chronic_count: Annotated[int, Field(ge=2)] = 3
+
+    @model_validator(mode="after")
+    def _every_grade_defined(self) -> Hazards:
+        missing = sorted(set(self.tier_grade.values()) - set(self.grades))
+        if missing:
+            raise ValueError(f"tier_grade uses grades with no rule in grades: {missing}")
+        return self
 
 
 class PlantConfig(_Model):
@@ -678,6 +697,13 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                         f"({', '.join(map(str, voters))})"
                     )
 
+    hazards = raw.get("hazards")
+    if isinstance(hazards, dict) and isinstance(hazards.get("notify"), list):
+        errors += [
+            f"hazards.notify: unknown channel {c!r}; known: {_known(channel_ids)}"
+            for c in hazards["notify"]
+            if isinstance(c, str) and c not in channel_ids
+        ]
     notifications = raw.get("notifications")
     if isinstance(notifications, dict) and isinstance(notifications.get("routes"), list):
         for i, route in enumerate(notifications["routes"]):

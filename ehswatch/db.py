@@ -67,6 +67,7 @@ def import_models() -> None:
     """Import every module that defines tables, so that the metadata knows them all."""
     from ehswatch import audit  # noqa: F401
     from ehswatch.alarms import store as alarm_store  # noqa: F401
+    from ehswatch.hazards import store as hazard_store  # noqa: F401
     from ehswatch.interlock import store  # noqa: F401
 
 

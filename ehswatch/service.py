@@ -20,6 +20,7 @@ from ehswatch.alarms.notifier import Notifier
 from ehswatch.alarms.relay import AlarmRelay
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
+from ehswatch.hazards.desk import HazardDesk
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
 from ehswatch.ingest.mqtt import MqttCollector
@@ -74,7 +75,10 @@ class Service:
             config=config, db=self.db, stream=self.events, publisher=self.publisher, sink=self.sink
         )
         self.notifier = Notifier(config=config, db=self.db)
-        self.alarms.relay_wake = self.relay.wake
+        self.alarms.on_commit.append(self.relay.wake)
+        self.hazards = HazardDesk(config=config, db=self.db)
+        self.alarms.on_commit.append(self.hazards.wake)
+        self.hazards.notify_wake = self.notifier.wake
         self.relay.notify_wake = self.notifier.wake
         self.stage.listen(self.alarms.on_evaluation)
         self.modbus = (
@@ -100,6 +104,7 @@ class Service:
                 await self._stack.enter_async_context(self.sink)
             # Alarms and interlocks before the evaluator feeds them; out after it.
             await self._stack.enter_async_context(self.notifier)
+            await self._stack.enter_async_context(self.hazards)
             await self._stack.enter_async_context(self.relay)
             await self._stack.enter_async_context(self.alarms)
             if self.interlock is not None:

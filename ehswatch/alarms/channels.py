@@ -99,6 +99,26 @@ class Renderer:
             text += f"- escalation {a['escalations']}: nobody has acknowledged this alarm yet\n"
         return Message(kind=kind, title=title, text=text, alarms=[a])
 
+    def ticket(self, payload: dict[str, Any]) -> Message:
+        """A hazard-ticket reminder, escalation, stop-work or chronic-hazard notice."""
+        t, what, to = payload["ticket"], payload["what"], payload["to"]
+        zone = self.zone_names.get(t["zone"], t["zone"])
+        due = datetime.fromtimestamp(t["due_at"], self.tz).strftime("%m-%d %H:%M")
+        heads = {
+            "reminder": "整改提醒 rectification due soon",
+            "stop_work": "重大事故隐患 MAJOR HAZARD: work stops",
+            "chronic": "反复隐患 CHRONIC HAZARD",
+        }
+        head = heads.get(what, f"隐患逾期 OVERDUE, escalated to {to}")
+        title = f"[{self.site.name}] {head}: ticket #{t['id']} grade {t['grade']} @ {zone}"
+        text = (
+            f"### {title}\n\n- sensor {t['sensor']}, state {t['state']}, owner "
+            f"{t['owner'] or '(not registered)'}, due {due}\n- for: {to}\n"
+        )
+        if what == "chronic":
+            text += f"- {t['recurrence']} tickets for this sensor within the recurrence window\n"
+        return Message(kind="ticket", title=title, text=text)
+
     def flood(self, zone: str, events: Sequence[dict[str, Any]]) -> Message:
         name = self.zone_names.get(zone, zone)
         title = f"[{self.site.name}] 报警泛滥 FLOOD: {len(events)} alarms in {name}"

@@ -77,7 +77,7 @@ class AlarmManager(Component):
         self.out_of_service: set[str] = set()
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._lock = asyncio.Lock()
-        self.relay_wake: asyncio.Event | None = None  # set after each commit
+        self.on_commit: list[asyncio.Event] = []  # set after each commit: relay, hazard desk
 
     async def __aenter__(self) -> Self:
         async with self.db.new_session() as session:
@@ -345,8 +345,8 @@ class AlarmManager(Component):
             return
         async with self.db.new_session() as session, session.begin():
             await self._write(session, changes, audit)
-        if self.relay_wake is not None:
-            self.relay_wake.set()
+        for wake in self.on_commit:
+            wake.set()
 
     async def _write(
         self, session: AsyncSession, changes: list[Change], audit: tuple[str, str] | None = None

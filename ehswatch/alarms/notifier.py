@@ -113,7 +113,10 @@ class Notifier(Component):
             )
             by_zone: dict[str, list[NotificationRecord]] = defaultdict(list)
             for row in due:
-                by_zone[row.zone].append(row)
+                if row.kind == "ticket":  # ticket reminders and escalations: never grouped
+                    await self._send(session, channel, [row], self._single(row), now)
+                else:
+                    by_zone[row.zone].append(row)
             for zone, rows in by_zone.items():
                 recent = (
                     await session.scalar(
@@ -147,7 +150,10 @@ class Notifier(Component):
             return next_due
 
     def _single(self, row: NotificationRecord) -> Message:
-        return self.renderer.single(row.kind, json.loads(row.payload))
+        payload = json.loads(row.payload)
+        if row.kind == "ticket":
+            return self.renderer.ticket(payload)
+        return self.renderer.single(row.kind, payload)
 
     async def _send(
         self,

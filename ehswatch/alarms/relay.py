@@ -131,7 +131,7 @@ class AlarmRelay(Component):
                 )
                 notifications += [
                     {
-                        "event_id": row.id,
+                        "key": f"alarm-event:{row.id}",
                         "channel": c,
                         "zone": alarm["zone"],
                         "kind": kind,

@@ -84,19 +84,18 @@ class OutboxRecord(Base):
 
 
 class NotificationRecord(Base):
-    """A message to send to one channel; (event, channel) is unique, so re-relaying an
-    event after a crash never sends twice."""
+    """A message to send to one channel. `key` names what it is about (``alarm-event:17``,
+    ``ticket:4:overdue:2``); (key, channel) is unique, so re-relaying an event after a
+    crash never sends twice."""
 
     __tablename__ = "notification"
-    __table_args__ = (
-        UniqueConstraint("event_id", "channel", name="uq_notification_event_channel"),
-    )
+    __table_args__ = (UniqueConstraint("key", "channel", name="uq_notification_key_channel"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("alarm_outbox.id"), index=True)
+    key: Mapped[str] = mapped_column(String(128), index=True)
     channel: Mapped[str] = mapped_column(String(64), index=True)
     zone: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))  # "alarm" or "escalation"
+    kind: Mapped[str] = mapped_column(String(16))  # alarm | escalation | ticket
     payload: Mapped[str] = mapped_column(Text)  # JSON: the alarm and its event
     created_at: Mapped[float] = mapped_column(Float)
     next_try: Mapped[float] = mapped_column(Float, index=True)

@@ -1,0 +1,210 @@
+"""`HazardTicket` and its workflow (SPEC §8): pure rules, no I/O.
+
+    detected ──register──► registered ──start──► rectifying ──submit──► verifying
+                                                     ▲                      │
+                                                     └──────send back───────┤ verify
+                                                                            ▼
+                                          archived ◄──last approval── approving
+
+- register: supervisor or above; names the owner and the due time (at the latest the
+  grade's deadline from detection).
+- start, submit: the owner (or a supervisor or above); submit needs the measure taken,
+  and evidence is attached to the ticket before or with it.
+- verify: supervisor or above, and never the person who submitted the rectification;
+  pass → approving, or send back with a reason → rectifying.
+- approve: each of the grade's approver roles by a distinct person (A: a gm and a safety
+  director; B: a department head; C: a team leader, i.e. a supervisor). The last needed
+  approval archives the ticket. Tickets never close by themselves.
+- Grades: A (major hazard, 重大事故隐患: work in the zone stops) > B > C (general, 一般).
+  A higher tier in the same alarm episode raises the grade; only a person holding one of
+  the current grade's approver roles may lower it, with a reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ehswatch.config import GradeRule
+from ehswatch.roles import Actor, Forbidden, Refused
+
+
+class TicketState(StrEnum):
+    DETECTED = "detected"
+    REGISTERED = "registered"
+    RECTIFYING = "rectifying"
+    VERIFYING = "verifying"
+    APPROVING = "approving"
+    ARCHIVED = "archived"
+
+
+SEVERITY = {"A": 3, "B": 2, "C": 1}
+ESCALATION_LADDER = ("owner", "dept_head", "safety_director", "gm")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Approval:
+    name: str
+    role: str
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HazardTicket:
+    id: int | None = None
+    alarm_id: int
+    sensor: str
+    zone: str
+    kind: str  # "tier" or "fault"
+    grade: str
+    state: TicketState = TicketState.DETECTED
+    created_at: float
+    due_at: float
+    owner: str = ""
+    registered_by: str = ""
+    rectifier: str = ""
+    measure: str = ""
+    submitted_at: float | None = None
+    verifier: str = ""
+    sent_back: int = 0
+    approvals: tuple[Approval, ...] = ()
+    archived_at: float | None = None
+    reminded: bool = False
+    escalation_level: int = 0  # 0 none; 1 dept_head, 2 safety_director, 3 gm
+    recurrence: int = 1  # tickets of this sensor within the recurrence window, this included
+    related: tuple[int, ...] = ()
+    chronic: bool = False
+    stop_work: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.state != TicketState.ARCHIVED
+
+
+Outcome = tuple[HazardTicket, str]  # the ticket after, and what happened (for the audit)
+
+
+def more_severe(a: str, b: str) -> bool:
+    return SEVERITY[a] > SEVERITY[b]
+
+
+def _role_for(approver: str) -> str:
+    return "supervisor" if approver == "team_leader" else approver
+
+
+def register(
+    t: HazardTicket, actor: Actor, *, owner: str, due_at: float | None, now: float, rule: GradeRule
+) -> Outcome:
+    if not actor.at_least("supervisor"):
+        raise Forbidden(f"{actor.name} ({actor.role}) may not register hazards")
+    _expect(t, TicketState.DETECTED, "register")
+    if not owner.strip():
+        raise Refused("registering names the owner who will rectify it")
+    latest = t.created_at + rule.deadline_h * 3600
+    due = latest if due_at is None else due_at
+    if not now < due <= latest:
+        raise Refused(
+            f"the due time must be after now and at the latest the grade {t.grade} "
+            f"deadline ({rule.deadline_h:g} h from detection)"
+        )
+    return dataclasses.replace(
+        t, state=TicketState.REGISTERED, owner=owner, due_at=due, registered_by=actor.name
+    ), "registered"
+
+
+def start(t: HazardTicket, actor: Actor) -> Outcome:
+    _owner_or_supervisor(t, actor, "start rectifying")
+    _expect(t, TicketState.REGISTERED, "start rectifying")
+    return dataclasses.replace(t, state=TicketState.RECTIFYING), "rectification started"
+
+
+def submit(t: HazardTicket, actor: Actor, *, measure: str, evidence: int, now: float) -> Outcome:
+    _owner_or_supervisor(t, actor, "submit the rectification")
+    _expect(t, TicketState.RECTIFYING, "submit")
+    if not measure.strip():
+        raise Refused("submitting needs a description of the measure taken")
+    if evidence == 0:
+        raise Refused("submitting needs evidence (a photo or a document) on the ticket")
+    return dataclasses.replace(
+        t, state=TicketState.VERIFYING, rectifier=actor.name, measure=measure, submitted_at=now
+    ), "rectification submitted"
+
+
+def verify(t: HazardTicket, actor: Actor, *, passed: bool, reason: str = "") -> Outcome:
+    if not actor.at_least("supervisor"):
+        raise Forbidden(f"{actor.name} ({actor.role}) may not verify rectifications")
+    _expect(t, TicketState.VERIFYING, "verify")
+    if actor.name == t.rectifier:
+        raise Refused("the rectification must be verified by someone other than the rectifier")
+    if passed:
+        return dataclasses.replace(t, state=TicketState.APPROVING, verifier=actor.name), "verified"
+    if not reason.strip():
+        raise Refused("sending a rectification back needs a reason")
+    return dataclasses.replace(
+        t, state=TicketState.RECTIFYING, verifier=actor.name, sent_back=t.sent_back + 1
+    ), "sent back"
+
+
+def approve(t: HazardTicket, actor: Actor, *, now: float, rule: GradeRule) -> Outcome:
+    _expect(t, TicketState.APPROVING, "approve")
+    needed = [_role_for(r) for r in rule.approvers]
+    have = {a.role for a in t.approvals}
+    if actor.role not in needed:
+        raise Forbidden(
+            f"grade {t.grade} is approved by {' and '.join(rule.approvers)}, not by a {actor.role}"
+        )
+    if actor.role in have:
+        raise Refused(f"grade {t.grade} already has the {actor.role}'s approval")
+    if any(a.name == actor.name for a in t.approvals):
+        raise Refused("each approval must come from a different person")
+    approvals = (*t.approvals, Approval(name=actor.name, role=actor.role, at=now))
+    if {a.role for a in approvals} >= set(needed):
+        return dataclasses.replace(
+            t, approvals=approvals, state=TicketState.ARCHIVED, archived_at=now, stop_work=False
+        ), "approved and archived"
+    return dataclasses.replace(t, approvals=approvals), "approved"
+
+
+def raise_grade(t: HazardTicket, grade: str, rule: GradeRule) -> Outcome | None:
+    """A higher tier in the same episode: the same ticket, a more severe grade."""
+    if not t.open or not more_severe(grade, t.grade):
+        return None
+    due = min(t.due_at, t.created_at + rule.deadline_h * 3600)
+    return dataclasses.replace(
+        t, grade=grade, due_at=due, stop_work=t.stop_work or rule.stop_work, approvals=()
+    ), f"grade raised {t.grade} → {grade}"
+
+
+def lower_grade(
+    t: HazardTicket, actor: Actor, grade: str, reason: str, *, current: GradeRule, new: GradeRule
+) -> Outcome:
+    if actor.role not in [_role_for(r) for r in current.approvers]:
+        raise Forbidden(
+            f"only an approver of grade {t.grade} ({' or '.join(current.approvers)}) may lower it"
+        )
+    if not t.open:
+        raise Refused("an archived ticket keeps its grade")
+    if not more_severe(t.grade, grade):
+        raise Refused(f"{grade} is not lower than {t.grade}")
+    if not reason.strip():
+        raise Refused("lowering a grade needs a reason")
+    return dataclasses.replace(
+        t,
+        grade=grade,
+        stop_work=new.stop_work,
+        approvals=(),
+        due_at=max(t.due_at, t.created_at + new.deadline_h * 3600)
+        if t.state == TicketState.DETECTED
+        else t.due_at,
+    ), f"grade lowered {t.grade} → {grade}"
+
+
+def _owner_or_supervisor(t: HazardTicket, actor: Actor, what: str) -> None:
+    if actor.name != t.owner and not actor.at_least("supervisor"):
+        raise Forbidden(f"only the owner ({t.owner}) or a supervisor may {what}")
+
+
+def _expect(t: HazardTicket, state: TicketState, what: str) -> None:
+    if t.state != state:
+        raise Refused(f"ticket {t.id} is {t.state}: cannot {what} (needs {state})")
