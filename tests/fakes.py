@@ -77,6 +77,11 @@ class RobotServer:
             if body.get("msgtype") != "markdown" or not md.get("content"):
                 return 200, {"errcode": 40008, "errmsg": "invalid message type"}, "bad body"
             return 200, {"errcode": 0, "errmsg": "ok"}, "ok"
+        if path == "/platform":  # an external hazard-management platform
+            keys = {"site", "change", "by", "ts", "ticket"}
+            if not isinstance(body, dict) or set(body) != keys:
+                return 400, {"error": "unexpected body"}, "bad body"
+            return 200, {"ok": True}, "ok"
         if path == "/hook":
             keys = {"site", "kind", "title", "text", "alarms"}
             if not isinstance(body, dict) or set(body) != keys:
