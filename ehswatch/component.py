@@ -1,33 +1,62 @@
-"""`Component`: the shape of every long-lived job (collector, evaluator, simulator, …).
+"""`Component`: the shape of every long-lived job (collector, evaluator, sink, …).
 
 A component is an async context manager that owns its loops in a TaskGroup, as aiomqtt's
-`Client` does: entering starts every task (each named ``component:job``), leaving
-cancels them and waits until they are gone. An exception in a task propagates out of the
-`async with` block, so a failure is never silent.
+`Client` does: entering starts every job as a task named ``component:job``; leaving
+cancels them and waits until they are gone.
+
+Jobs are supervised: a job that raises is logged with its traceback, counted in
+`health`, and started again after a backoff (1 s doubling to 60 s, reset after a minute
+of running) — a failing part is reported and retried, never silently gone, and never
+takes the rest of the service down with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
+import logging
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Coroutine[Any, Any, None]]
+BACKOFF_S = (1.0, 60.0)
+
+
+@dataclass
+class JobHealth:
+    running: bool = False
+    restarts: int = 0
+    last_error: str = ""
+    last_failure_at: float | None = None
 
 
 class Component:
     #: prefix of the task names, e.g. "mqtt-collector"
     component_name = "component"
+    #: restart backoff of a failed job: first delay, longest delay (seconds)
+    restart_backoff_s: tuple[float, float] = BACKOFF_S
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        """(name, coroutine) of each task to run while the component is entered."""
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        """(name, job) for each task to run while the component is entered; `job()` makes
+        a fresh coroutine, so a failed job can be started again."""
         raise NotImplementedError
+
+    @property
+    def health(self) -> dict[str, JobHealth]:
+        if not hasattr(self, "_health"):
+            self._health: dict[str, JobHealth] = {}
+        return self._health
 
     async def __aenter__(self) -> Self:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._tasks = [
-            self._tg.create_task(coro, name=f"{self.component_name}:{name}")
-            for name, coro in self.jobs()
+            self._tg.create_task(self._supervise(name, job), name=f"{self.component_name}:{name}")
+            for name, job in self.jobs()
         ]
         return self
 
@@ -37,3 +66,29 @@ class Component:
         for task in self._tasks:
             task.cancel()
         await self._tg.__aexit__(et, e, tb)
+
+    async def _supervise(self, name: str, job: Job) -> None:
+        h = self.health.setdefault(name, JobHealth())
+        first, longest = self.restart_backoff_s
+        delay = first
+        while True:
+            started = time.monotonic()
+            h.running = True
+            try:
+                await job()
+                log.error("%s:%s ended by itself; starting it again", self.component_name, name)
+            except asyncio.CancelledError:
+                h.running = False
+                raise
+            except Exception as exc:
+                log.exception(
+                    "%s:%s failed: %s; restarting in %.0f s", self.component_name, name, exc, delay
+                )
+                h.last_error = f"{type(exc).__name__}: {exc}"
+            h.running = False
+            h.restarts += 1
+            h.last_failure_at = time.time()
+            if time.monotonic() - started > 60:
+                delay = first
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)

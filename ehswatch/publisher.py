@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ class RetainedPublisher(Component):
         self._unsent.add(topic)
         self._wake.set()
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "session", self._run()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "session", self._run
 
     async def _run(self) -> None:
         delay = 0.5

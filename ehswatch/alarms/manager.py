@@ -22,8 +22,8 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Self
+from collections.abc import Callable, Iterable
+from typing import Self
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,7 +40,7 @@ from ehswatch.alarms.store import (
     to_record,
 )
 from ehswatch.audit import record
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.readings import ReadingBatch
@@ -95,9 +95,9 @@ class AlarmManager(Component):
             self.out_of_service = {r.sensor for r in oos}
         return await super().__aenter__()
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "apply", self._apply_loop()
-        yield "schedule", self._schedule_loop()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "apply", self._apply_loop
+        yield "schedule", self._schedule_loop
 
     # ------------------------------------------------------------ from the evaluator
 

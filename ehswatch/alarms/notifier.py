@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -27,7 +28,7 @@ from sqlalchemy import func, select
 
 from ehswatch.alarms.channels import Message, Renderer, Sender, SendFailed, senders
 from ehswatch.alarms.store import NotificationRecord
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 
@@ -80,9 +81,9 @@ class Notifier(Component):
             if self._client is not None:
                 await self._client.aclose()
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+    def jobs(self) -> Iterable[tuple[str, Job]]:
         for channel in self.stats:
-            yield channel, self._loop(channel)
+            yield channel, functools.partial(self._loop, channel)
 
     async def _loop(self, channel: str) -> None:
         while True:

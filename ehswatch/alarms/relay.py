@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 import numpy as np
@@ -38,7 +38,7 @@ from ehswatch.alarms.store import (
     alarm_dict,
     to_alarm,
 )
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -88,8 +88,8 @@ class AlarmRelay(Component):
         self.wake.set()  # relay what a crash left unpublished
         return await super().__aenter__()
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "relay", self._loop()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "relay", self._loop
 
     async def _loop(self) -> None:
         while True:

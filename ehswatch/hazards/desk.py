@@ -27,7 +27,7 @@ import logging
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Self
 from zoneinfo import ZoneInfo
@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ehswatch.alarms.model import TIER_NAMES
 from ehswatch.alarms.store import NotificationRecord, OutboxRecord
 from ehswatch.audit import record
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.hazards import model
@@ -103,11 +103,11 @@ class HazardDesk(Component):
             if self._own_client and self._client is not None:
                 await self._client.aclose()
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "intake", self._intake_loop()
-        yield "schedule", self._schedule_loop()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "intake", self._intake_loop
+        yield "schedule", self._schedule_loop
         if self.settings.webhook is not None:
-            yield "outbound", self._outbound_loop()
+            yield "outbound", self._outbound_loop
 
     # ------------------------------------------------------------ intake
 

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -37,7 +37,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 from numpy.typing import NDArray
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import InfluxSettings, PlantConfig
 from ehswatch.ingest.lineprotocol import LineEncoder, count_lines
 from ehswatch.ingest.spool import EVENTS, READINGS, Spool
@@ -175,9 +175,9 @@ class InfluxSink(Component):
 
     # ------------------------------------------------------------ the sink's own tasks
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "flush", self._flush_loop()
-        yield "replay", self._replay_loop()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "flush", self._flush_loop
+        yield "replay", self._replay_loop
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

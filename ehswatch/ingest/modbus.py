@@ -14,9 +14,10 @@ evaluator understands — never into a 0 that looks like clean air:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -25,7 +26,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import ModbusDevice, PlantConfig
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.ingest.registers import RegisterPlan, Span
@@ -80,9 +81,9 @@ class ModbusCollector(Component):
                 devices.append((d, RegisterPlan.build(points)))
         return cls(devices=devices, queue=queue)
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
+    def jobs(self) -> Iterable[tuple[str, Job]]:
         for device, plan in self._devices:
-            yield device.id, self._poll_device(device, plan)
+            yield device.id, functools.partial(self._poll_device, device, plan)
 
     async def _poll_device(self, device: ModbusDevice, plan: RegisterPlan) -> None:
         stats = self.stats[device.id]

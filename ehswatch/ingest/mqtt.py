@@ -13,12 +13,12 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Self
 from urllib.parse import urlsplit
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import MqttSettings, PlantConfig
 from ehswatch.ingest.mqtt_wire import (
     PINGREQ,
@@ -93,8 +93,8 @@ class MqttCollector(Component):
             options=session_options(config.mqtt, config.site.id), decoder=decoder, queue=queue
         )
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "session", self._run()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "session", self._run
 
     async def _run(self) -> None:
         delay = self._backoff[0]

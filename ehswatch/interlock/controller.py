@@ -30,13 +30,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
 from ehswatch.audit import record
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -130,8 +130,8 @@ class InterlockController(Component):
         finally:
             await self._stack.__aexit__(et, e, tb)
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "control", self._control()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "control", self._control
 
     # ------------------------------------------------------------ from the evaluator
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.config import InterlockSettings, Plc
 
 log = logging.getLogger(__name__)
@@ -117,8 +116,8 @@ class PlcLink(Component):
             self._commands[zone].next_try = now
         self._wake.set()
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield self.plc.id, self._run()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield self.plc.id, self._run
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

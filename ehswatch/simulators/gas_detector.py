@@ -14,12 +14,12 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import aiomqtt
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.simulators.scenario import Script
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ class GasDetectorSim(Component):
         self.published = 0
         self._garbage = itertools.cycle(GARBAGE)
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "publish", self._run()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "publish", self._run
 
     def messages(self) -> list[tuple[str, bytes]]:
         """What one tick publishes now: (topic, payload) pairs."""

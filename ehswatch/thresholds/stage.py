@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from ehswatch.component import Component
+from ehswatch.component import Component, Job
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds.describe import describe
@@ -69,8 +68,8 @@ class EvaluatorStage(Component):
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def jobs(self) -> Iterable[tuple[str, Coroutine[Any, Any, None]]]:
-        yield "drain", self._run()
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "drain", self._run
 
     def evaluate(self, batch: ReadingBatch) -> Evaluation:
         t0 = time.perf_counter()
