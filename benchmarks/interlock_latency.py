@@ -54,6 +54,7 @@ def plant(work: Path, broker: int, plc: int, samples: int) -> dict[str, Any]:
         "site": {"id": "bench", "name": "bench"},
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker}", "client_id": "ehswatch-bench"},
         "database": {"url": f"sqlite+aiosqlite:///{work}/ehswatch.db"},
+        "api": {"host": "127.0.0.1", "port": free_port()},
         "sensor_types": {
             "ch4": {
                 "unit": "%LEL",

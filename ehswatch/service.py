@@ -9,7 +9,10 @@ last, so it spools whatever it still holds). `run()` serves until `stop`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
@@ -18,15 +21,18 @@ from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.notifier import Notifier
 from ehswatch.alarms.relay import AlarmRelay
+from ehswatch.component import Component
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
+from ehswatch.history import SensorHistory
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
 from ehswatch.ingest.mqtt import MqttCollector
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.interlock.controller import InterlockController
 from ehswatch.publisher import RetainedPublisher
+from ehswatch.roles import Actor
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 
@@ -81,6 +87,12 @@ class Service:
         self.hazards.notify_wake = self.notifier.wake
         self.relay.notify_wake = self.notifier.wake
         self.stage.listen(self.alarms.on_evaluation)
+        self.history = SensorHistory(self.stage.evaluator)
+        self.stage.listen(self.history.on_evaluation)
+        if self.interlock is not None:
+            self.interlock.stream = self.events
+        self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
+        self.started_at = time.time()
         self.modbus = (
             ModbusCollector.from_config(config, self.table, self.queue)
             if config.modbus_devices
@@ -126,7 +138,48 @@ class Service:
         await self._stack.__aexit__(et, e, tb)
         log.info("ehswatch stopped")
 
+    def components(self) -> list[Component]:
+        parts: list[Component | None] = [
+            self.publisher,
+            self.sink,
+            self.notifier,
+            self.hazards,
+            self.relay,
+            self.alarms,
+            self.interlock,
+            self.stage,
+            self.modbus,
+            self.mqtt,
+        ]
+        return [c for c in parts if c is not None]
+
 
 async def run(config: PlantConfig, stop: asyncio.Event) -> None:
-    async with Service(config):
-        await stop.wait()
+    """The service with its API and board on `api.host:api.port`, until `stop`."""
+    import uvicorn
+
+    from ehswatch.api.app import create_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # ehswatch's own signal handlers set `stop`
+
+    server = Server(
+        uvicorn.Config(
+            create_app(config),
+            host=config.api.host,
+            port=config.api.port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    serving = asyncio.create_task(server.serve(), name="api:server")
+    log.info("API and board on http://%s:%d/", config.api.host, config.api.port)
+    stopped = asyncio.create_task(stop.wait(), name="api:stop")
+    await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    stopped.cancel()
+    if not server.started:
+        raise RuntimeError(f"the API could not start on {config.api.host}:{config.api.port}")

@@ -26,6 +26,7 @@ def plant(tmp_path: Path, broker_port: int, plc_port: int) -> dict[str, Any]:
         "site": {"id": "plant-1", "name": "test"},
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "client_id": "ehswatch-kill-test"},
         "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db"},
+        "api": {"host": "127.0.0.1", "port": free_port()},
         "sensor_types": {
             "ch4": {
                 "unit": "%LEL",

@@ -109,6 +109,8 @@ def plant_on_free_ports(broker_port: int, workdir: Path) -> dict[str, Any]:
         d["poll_interval_s"] = 0.25
     del doc["influxdb"]
     doc["database"]["url"] = f"sqlite+aiosqlite:///{workdir}/ehswatch.db"
+    doc["api"] = {"host": "127.0.0.1", "port": free_port()}
+    doc["hazards"]["evidence_dir"] = str(workdir / "evidence")
     return doc
 
 

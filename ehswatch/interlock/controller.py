@@ -35,6 +35,7 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
+from ehswatch.alarms.events import EventStream
 from ehswatch.audit import record
 from ehswatch.component import Component, Job
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
@@ -93,6 +94,7 @@ class InterlockController(Component):
         self._lock = asyncio.Lock()  # one state change at a time: commands and votes
         self._stack = AsyncExitStack()
         self._suppressed: set[str] = set()  # zones whose bypassed trip was audited
+        self.stream: EventStream | None = None  # the API's live feed, when there is one
 
     # ------------------------------------------------------------ lifecycle
 
@@ -459,6 +461,8 @@ class InterlockController(Component):
         )
 
     def _publish(self, s: ZoneState, now: float) -> None:
+        if self.stream is not None:
+            self.stream.publish({"type": "interlock", "ts": now, "interlock": s.public(now)})
         if self.publisher is not None:
             prefix = self.config.mqtt.topic_prefix if self.config.mqtt else "ehs"
             self.publisher.publish(f"{prefix}/interlock/{s.zone}", {**s.public(now), "ts": now})

@@ -1,0 +1,43 @@
+"""`/api/events`: Server-Sent Events — alarm and interlock changes as they happen.
+
+Each event is ``event: <alarm|interlock>`` with its JSON as data (alarm events carry
+their outbox id as the SSE id). A comment line every 15 s keeps proxies from closing the
+connection. Browsers' EventSource cannot send headers: the token may be given as
+``?access_token=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from ehswatch.api.deps import ServiceDep, Viewer
+
+router = APIRouter(prefix="/api", tags=["events"])
+KEEPALIVE_S = 15.0
+
+
+@router.get("/events", response_class=StreamingResponse)
+async def events(request: Request, service: ServiceDep, _: Viewer) -> StreamingResponse:
+    async def stream() -> AsyncIterator[str]:
+        async with service.events.subscribe() as queue:
+            yield ": ehswatch events\n\n"
+            while not await request.is_disconnected():
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                sse_id = f"id: {event['event_id']}\n" if "event_id" in event else ""
+                data = json.dumps(event, ensure_ascii=False)
+                yield f"{sse_id}event: {event['type']}\ndata: {data}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,124 @@
+"""`/api/hazards` (+ `/{id}` and the workflow actions, `/report`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, UploadFile
+from pydantic import BaseModel, Field
+
+from ehswatch.api.deps import HazardsDep, Operator, Supervisor, Viewer
+from ehswatch.hazards.store import ticket_dict
+
+router = APIRouter(prefix="/api/hazards", tags=["hazards"])
+
+
+class Comment(BaseModel):
+    comment: str = Field("", max_length=2000)
+
+
+class RegisterRequest(BaseModel):
+    owner: str = Field(min_length=1, max_length=128)
+    due_at: float | None = Field(
+        None, description="seconds since the epoch; default: the grade's deadline"
+    )
+    comment: str = Field("", max_length=2000)
+
+
+class SubmitRequest(BaseModel):
+    measure: str = Field(min_length=1, max_length=5000)
+    comment: str = Field("", max_length=2000)
+
+
+class VerifyRequest(BaseModel):
+    passed: bool
+    reason: str = Field("", max_length=2000)
+
+
+class GradeRequest(BaseModel):
+    grade: str = Field(pattern="^[ABC]$")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@router.get("")
+async def list_tickets(
+    hazards: HazardsDep, _: Viewer, open_only: bool = True
+) -> list[dict[str, Any]]:
+    return [ticket_dict(t) for t in reversed(await hazards.tickets(open_only=open_only))]
+
+
+@router.get("/report")
+async def report(hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
+    return await hazards.report()
+
+
+@router.get("/{ticket_id}")
+async def get_ticket(ticket_id: int, hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
+    return ticket_dict(await hazards.get(ticket_id))
+
+
+@router.post("/{ticket_id}/register")
+async def register(
+    ticket_id: int, body: RegisterRequest, hazards: HazardsDep, user: Supervisor
+) -> dict[str, Any]:
+    return ticket_dict(
+        await hazards.register(
+            ticket_id, user, owner=body.owner, due_at=body.due_at, comment=body.comment
+        )
+    )
+
+
+@router.post("/{ticket_id}/start")
+async def start(
+    ticket_id: int, hazards: HazardsDep, user: Operator, body: Comment | None = None
+) -> dict[str, Any]:
+    return ticket_dict(await hazards.start(ticket_id, user, (body or Comment()).comment))
+
+
+@router.post("/{ticket_id}/evidence")
+async def evidence(
+    ticket_id: int,
+    hazards: HazardsDep,
+    user: Operator,
+    file: Annotated[UploadFile, File(description="photo (JPEG/PNG/WebP) or PDF")],
+) -> dict[str, Any]:
+    limit = hazards.evidence.max_bytes
+    content = await file.read(limit + 1)  # never more than one byte past the limit
+    ev = await hazards.add_evidence(
+        ticket_id, user, filename=file.filename or "evidence", content=content
+    )
+    return {"id": ev.id, "sha256": ev.sha256, "size": ev.size, "content_type": ev.content_type}
+
+
+@router.post("/{ticket_id}/submit")
+async def submit(
+    ticket_id: int, body: SubmitRequest, hazards: HazardsDep, user: Operator
+) -> dict[str, Any]:
+    return ticket_dict(
+        await hazards.submit(ticket_id, user, measure=body.measure, comment=body.comment)
+    )
+
+
+@router.post("/{ticket_id}/verify")
+async def verify(
+    ticket_id: int, body: VerifyRequest, hazards: HazardsDep, user: Supervisor
+) -> dict[str, Any]:
+    return ticket_dict(
+        await hazards.verify(ticket_id, user, passed=body.passed, reason=body.reason)
+    )
+
+
+@router.post("/{ticket_id}/approve")
+async def approve(
+    ticket_id: int, hazards: HazardsDep, user: Supervisor, body: Comment | None = None
+) -> dict[str, Any]:
+    return ticket_dict(await hazards.approve(ticket_id, user, (body or Comment()).comment))
+
+
+@router.post("/{ticket_id}/grade")
+async def grade(
+    ticket_id: int, body: GradeRequest, hazards: HazardsDep, user: Supervisor
+) -> dict[str, Any]:
+    return ticket_dict(
+        await hazards.lower_grade(ticket_id, user, grade=body.grade, reason=body.reason)
+    )

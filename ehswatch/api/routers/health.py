@@ -1,0 +1,55 @@
+"""`/health`: which components are up (open, for load balancers and the wall screen)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+
+from ehswatch.api.deps import ServiceDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(service: ServiceDep) -> dict[str, Any]:
+    """Each component's jobs (running, restarts, last error) and its own signals."""
+    components: dict[str, Any] = {}
+    for c in service.components():
+        components[c.component_name] = {
+            name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
+            for name, h in c.health.items()
+        }
+    checks: dict[str, Any] = {}
+    if service.mqtt is not None:
+        checks["mqtt"] = {"connected": service.mqtt.stats.connected}
+    if service.modbus is not None:
+        checks["modbus"] = {
+            d: {"connected": s.connected, "errors": s.errors}
+            for d, s in service.modbus.stats.items()
+        }
+    if service.sink is not None:
+        checks["influxdb"] = {
+            "server_up": service.sink.stats.server_up,
+            "spool_bytes": service.sink.stats.spool_bytes,
+        }
+    if service.interlock is not None:
+        checks["plcs"] = {
+            p: {"connected": link.connected} for p, link in service.interlock.links.items()
+        }
+    checks["notification_channels"] = {
+        c: {"down": s.down} for c, s in service.notifier.stats.items()
+    }
+    down = [n for n, jobs in components.items() for j in jobs.values() if not j["running"]]
+    degraded = (
+        bool(down)
+        or (service.mqtt is not None and not service.mqtt.stats.connected)
+        or any(not v["connected"] for v in checks.get("plcs", {}).values())
+    )
+    return {
+        "status": "degraded" if degraded else "ok",
+        "uptime_s": round(time.time() - service.started_at, 1),
+        "components": components,
+        "checks": checks,
+    }

@@ -1,0 +1,55 @@
+"""`/api/interlocks` (+ `/{zone}/reset`, `/{zone}/bypass`, `/{zone}/bypass/end`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ehswatch.api.deps import InterlockDep, Supervisor, Viewer
+
+router = APIRouter(prefix="/api/interlocks", tags=["interlocks"])
+
+
+class Comment(BaseModel):
+    comment: str = Field("", max_length=2000)
+
+
+class BypassRequest(BaseModel):
+    reason: str = Field("", max_length=2000, description="first approver: why")
+    measure: str = Field("", max_length=2000, description="first approver: compensating measure")
+    hours: float = Field(gt=0, le=24)
+    comment: str = Field("", max_length=2000)
+
+
+@router.get("")
+async def list_interlocks(interlock: InterlockDep, _: Viewer) -> list[dict[str, Any]]:
+    now = time.time()
+    return [s.public(now) for s in interlock.states.values()]
+
+
+@router.post("/{zone}/reset")
+async def reset(
+    zone: str, interlock: InterlockDep, user: Supervisor, body: Comment | None = None
+) -> dict[str, Any]:
+    return (await interlock.reset(zone, user, (body or Comment()).comment)).public(time.time())
+
+
+@router.post("/{zone}/bypass")
+async def bypass(
+    zone: str, body: BypassRequest, interlock: InterlockDep, user: Supervisor
+) -> dict[str, Any]:
+    """The first call (safety director or gm) asks; the second, by the other role, turns it on."""
+    s = await interlock.request_bypass(
+        zone, user, reason=body.reason, measure=body.measure, hours=body.hours, comment=body.comment
+    )
+    return s.public(time.time())
+
+
+@router.post("/{zone}/bypass/end")
+async def end_bypass(
+    zone: str, interlock: InterlockDep, user: Supervisor, body: Comment | None = None
+) -> dict[str, Any]:
+    return (await interlock.end_bypass(zone, user, (body or Comment()).comment)).public(time.time())

@@ -1,0 +1,118 @@
+"""`/metrics`: Prometheus text format (open, like any scrape target)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from ehswatch.api.deps import ServiceDep
+
+router = APIRouter(tags=["metrics"])
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(service: ServiceDep) -> str:
+    lines: list[str] = []
+
+    def metric(
+        name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]
+    ) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
+
+    st = service.stage.stats
+    metric("ehswatch_readings_total", "counter", "Readings evaluated.", [({}, st.readings)])
+    metric("ehswatch_evaluations_total", "counter", "Micro-batches evaluated.", [({}, st.batches)])
+    metric(
+        "ehswatch_evaluator_batch_seconds",
+        "gauge",
+        "Evaluator time of the last batch.",
+        [({}, st.last_batch_ms / 1000)],
+    )
+    metric(
+        "ehswatch_evaluator_batch_seconds_max",
+        "gauge",
+        "Longest evaluator batch so far.",
+        [({}, st.max_batch_ms / 1000)],
+    )
+    metric(
+        "ehswatch_readings_out_of_order_total",
+        "counter",
+        "Readings dropped as older than their sensor's latest.",
+        [({}, st.out_of_order)],
+    )
+    if service.mqtt is not None:
+        rejects = service.mqtt.stats.rejects.by_reason
+        metric(
+            "ehswatch_mqtt_rejected_total",
+            "counter",
+            "MQTT payloads dropped, by reason.",
+            [({"reason": r}, n) for r, n in sorted(rejects.items())] or [({"reason": "none"}, 0)],
+        )
+        metric(
+            "ehswatch_mqtt_messages_total",
+            "counter",
+            "MQTT messages received.",
+            [({}, service.mqtt.stats.messages)],
+        )
+    if service.modbus is not None:
+        metric(
+            "ehswatch_modbus_errors_total",
+            "counter",
+            "Modbus polls that lost the device.",
+            [({"device": d}, s.errors) for d, s in service.modbus.stats.items()],
+        )
+    metric(
+        "ehswatch_alarms_active",
+        "gauge",
+        "Open alarms whose condition holds.",
+        [({}, sum(1 for a in service.alarms.open.values() if a.active))],
+    )
+    metric(
+        "ehswatch_alarms_unacknowledged",
+        "gauge",
+        "Open alarms not acknowledged.",
+        [({}, sum(1 for a in service.alarms.open.values() if a.unacked))],
+    )
+    if service.sink is not None:
+        s = service.sink.stats
+        metric(
+            "ehswatch_sink_spool_bytes",
+            "gauge",
+            "Telemetry waiting on disk.",
+            [({}, s.spool_bytes)],
+        )
+        metric(
+            "ehswatch_sink_points_total",
+            "counter",
+            "Points by fate.",
+            [
+                ({"fate": "written"}, s.points_written),
+                ({"fate": "spooled"}, s.points_spooled),
+                ({"fate": "replayed"}, s.points_replayed),
+                ({"fate": "dropped"}, s.points_dropped),
+                ({"fate": "rejected"}, s.points_rejected),
+            ],
+        )
+    if service.interlock is not None:
+        states = service.interlock.states.values()
+        metric(
+            "ehswatch_interlocks_tripped",
+            "gauge",
+            "Zones latched tripped.",
+            [({}, sum(1 for z in states if z.tripped))],
+        )
+        metric(
+            "ehswatch_interlock_output_faults",
+            "gauge",
+            "Zones whose PLC did not confirm.",
+            [({}, sum(1 for z in states if z.output_fault))],
+        )
+    return "\n".join(lines) + "\n"
