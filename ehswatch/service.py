@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
+
+import uvicorn
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
@@ -154,26 +157,33 @@ class Service:
         return [c for c in parts if c is not None]
 
 
+class ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling (ehswatch's handlers set `stop`), that ends
+    the open event streams first when it shuts down, so that it does not wait on them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    before_shutdown: Callable[[], None] | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.before_shutdown is not None:
+            self.before_shutdown()
+        await super().shutdown(sockets)
+
+
 async def run(config: PlantConfig, stop: asyncio.Event) -> None:
     """The service with its API and board on `api.host:api.port`, until `stop`."""
-    import uvicorn
-
     from ehswatch.api.app import create_app
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield  # ehswatch's own signal handlers set `stop`
-
-    server = Server(
+    app = create_app(config)
+    server = ApiServer(
         uvicorn.Config(
-            create_app(config),
-            host=config.api.host,
-            port=config.api.port,
-            log_level="warning",
-            lifespan="on",
+            app, host=config.api.host, port=config.api.port, log_level="warning", lifespan="on"
         )
     )
+    server.before_shutdown = lambda: app.state.service.events.close()
     serving = asyncio.create_task(server.serve(), name="api:server")
     log.info("API and board on http://%s:%d/", config.api.host, config.api.port)
     stopped = asyncio.create_task(stop.wait(), name="api:stop")

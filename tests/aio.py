@@ -18,7 +18,7 @@ def run(main: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         leaked = [
             t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()
         ]
-        names = sorted(t.get_name() for t in leaked)
+        names = sorted(f"{t.get_name()} ({t.get_coro()})" for t in leaked)
         for t in leaked:
             t.cancel()
         assert not leaked, f"the test left tasks running: {names}"

@@ -19,6 +19,15 @@ class EventStream:
         self._maxsize = maxsize
         self.dropped = 0
         self.published = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """The service is stopping: every subscriber's stream ends."""
+        self.closed = True
+        for q in self._subscribers:
+            if q.full():
+                q.get_nowait()
+            q.put_nowait({"type": "end"})
 
     def publish(self, event: dict[str, Any]) -> None:
         self.published += 1

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ehswatch.alarms.manager import AlarmManager
@@ -20,6 +20,9 @@ from ehswatch.hazards.desk import HazardDesk
 from ehswatch.interlock.controller import InterlockController
 from ehswatch.roles import Actor
 from ehswatch.service import Service
+
+# Database ids: positive, and within a 64-bit integer (SQLite and PostgreSQL alike).
+Id = Annotated[int, Path(ge=1, le=2**62)]
 
 bearer = HTTPBearer(auto_error=False, description="an ehswatch user token")
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from ehswatch.alarms.metrics import alarm_metrics
 from ehswatch.alarms.store import AlarmRecord, alarm_dict, to_alarm
-from ehswatch.api.deps import AlarmsDep, Operator, ServiceDep, Supervisor, Viewer
+from ehswatch.api.deps import AlarmsDep, Id, Operator, ServiceDep, Supervisor, Viewer
 
 router = APIRouter(prefix="/api/alarms", tags=["alarms"])
 
@@ -48,14 +48,14 @@ async def metrics(service: ServiceDep, _: Viewer) -> dict[str, Any]:
 
 @router.post("/{alarm_id}/ack")
 async def ack(
-    alarm_id: int, alarms: AlarmsDep, user: Operator, body: Comment | None = None
+    alarm_id: Id, alarms: AlarmsDep, user: Operator, body: Comment | None = None
 ) -> dict[str, Any]:
     return alarm_dict(await alarms.ack(alarm_id, user, (body or Comment()).comment))
 
 
 @router.post("/{alarm_id}/shelve")
 async def shelve(
-    alarm_id: int, body: ShelveRequest, alarms: AlarmsDep, user: Supervisor
+    alarm_id: Id, body: ShelveRequest, alarms: AlarmsDep, user: Supervisor
 ) -> dict[str, Any]:
     return alarm_dict(
         await alarms.shelve(
@@ -66,6 +66,6 @@ async def shelve(
 
 @router.post("/{alarm_id}/unshelve")
 async def unshelve(
-    alarm_id: int, alarms: AlarmsDep, user: Supervisor, body: Comment | None = None
+    alarm_id: Id, alarms: AlarmsDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
     return alarm_dict(await alarms.unshelve(alarm_id, user, (body or Comment()).comment))

@@ -26,12 +26,19 @@ async def events(request: Request, service: ServiceDep, _: Viewer) -> StreamingR
     async def stream() -> AsyncIterator[str]:
         async with service.events.subscribe() as queue:
             yield ": ehswatch events\n\n"
-            while not await request.is_disconnected():
+            quiet = 0.0
+            while not service.events.closed and not await request.is_disconnected():
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    # Wake every second to notice a client that went away.
+                    event = await asyncio.wait_for(queue.get(), 1.0)
                 except TimeoutError:
-                    yield ": keepalive\n\n"
+                    quiet += 1.0
+                    if quiet >= KEEPALIVE_S:
+                        quiet = 0.0
+                        yield ": keepalive\n\n"
                     continue
+                if event["type"] == "end":
+                    return
                 sse_id = f"id: {event['event_id']}\n" if "event_id" in event else ""
                 data = json.dumps(event, ensure_ascii=False)
                 yield f"{sse_id}event: {event['type']}\ndata: {data}\n\n"

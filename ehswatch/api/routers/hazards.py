@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, UploadFile
 from pydantic import BaseModel, Field
 
-from ehswatch.api.deps import HazardsDep, Operator, Supervisor, Viewer
+from ehswatch.api.deps import HazardsDep, Id, Operator, Supervisor, Viewer
 from ehswatch.hazards.store import ticket_dict
 
 router = APIRouter(prefix="/api/hazards", tags=["hazards"])
@@ -53,13 +53,13 @@ async def report(hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
 
 
 @router.get("/{ticket_id}")
-async def get_ticket(ticket_id: int, hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
+async def get_ticket(ticket_id: Id, hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
     return ticket_dict(await hazards.get(ticket_id))
 
 
 @router.post("/{ticket_id}/register")
 async def register(
-    ticket_id: int, body: RegisterRequest, hazards: HazardsDep, user: Supervisor
+    ticket_id: Id, body: RegisterRequest, hazards: HazardsDep, user: Supervisor
 ) -> dict[str, Any]:
     return ticket_dict(
         await hazards.register(
@@ -70,14 +70,14 @@ async def register(
 
 @router.post("/{ticket_id}/start")
 async def start(
-    ticket_id: int, hazards: HazardsDep, user: Operator, body: Comment | None = None
+    ticket_id: Id, hazards: HazardsDep, user: Operator, body: Comment | None = None
 ) -> dict[str, Any]:
     return ticket_dict(await hazards.start(ticket_id, user, (body or Comment()).comment))
 
 
 @router.post("/{ticket_id}/evidence")
 async def evidence(
-    ticket_id: int,
+    ticket_id: Id,
     hazards: HazardsDep,
     user: Operator,
     file: Annotated[UploadFile, File(description="photo (JPEG/PNG/WebP) or PDF")],
@@ -92,7 +92,7 @@ async def evidence(
 
 @router.post("/{ticket_id}/submit")
 async def submit(
-    ticket_id: int, body: SubmitRequest, hazards: HazardsDep, user: Operator
+    ticket_id: Id, body: SubmitRequest, hazards: HazardsDep, user: Operator
 ) -> dict[str, Any]:
     return ticket_dict(
         await hazards.submit(ticket_id, user, measure=body.measure, comment=body.comment)
@@ -101,7 +101,7 @@ async def submit(
 
 @router.post("/{ticket_id}/verify")
 async def verify(
-    ticket_id: int, body: VerifyRequest, hazards: HazardsDep, user: Supervisor
+    ticket_id: Id, body: VerifyRequest, hazards: HazardsDep, user: Supervisor
 ) -> dict[str, Any]:
     return ticket_dict(
         await hazards.verify(ticket_id, user, passed=body.passed, reason=body.reason)
@@ -110,14 +110,14 @@ async def verify(
 
 @router.post("/{ticket_id}/approve")
 async def approve(
-    ticket_id: int, hazards: HazardsDep, user: Supervisor, body: Comment | None = None
+    ticket_id: Id, hazards: HazardsDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
     return ticket_dict(await hazards.approve(ticket_id, user, (body or Comment()).comment))
 
 
 @router.post("/{ticket_id}/grade")
 async def grade(
-    ticket_id: int, body: GradeRequest, hazards: HazardsDep, user: Supervisor
+    ticket_id: Id, body: GradeRequest, hazards: HazardsDep, user: Supervisor
 ) -> dict[str, Any]:
     return ticket_dict(
         await hazards.lower_grade(ticket_id, user, grade=body.grade, reason=body.reason)

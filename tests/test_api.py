@@ -1,0 +1,295 @@
+"""SPEC §9 REST API over a real server: roles, errors, SSE, metrics, health, fuzzing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+from ehswatch.api.app import create_app
+from ehswatch.config import ROLES, PlantConfig, parse_config
+from ehswatch.readings import ReadingBatch
+from ehswatch.service import ApiServer, Service
+from ehswatch.simulators.plc import PlcSim
+from tests.aio import eventually, run
+from tests.servers import free_port
+
+TOKENS: dict[str, str] = {role: f"{role}-token" for role in ROLES}
+
+
+def plant(tmp_path: Path) -> PlantConfig:
+    doc: dict[str, Any] = {
+        "site": {"id": "plant-1", "name": "华东机加工厂", "timezone": "Asia/Shanghai"},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},  # no broker: the collector retries
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"},
+        "api": {"host": "127.0.0.1", "port": free_port()},
+        "users": [
+            {
+                "name": f"{role}.user",
+                "role": role,
+                "token_sha256": hashlib.sha256(t.encode()).hexdigest(),
+            }
+            for role, t in TOKENS.items()
+        ],
+        "sensor_types": {
+            "dust": {
+                "unit": "mg/m3",
+                "high": {"warning": 10, "alarm": 20, "interlock": 40},
+                "deadband": 1,
+                "stale_after_s": 3600,
+            }
+        },
+        "plcs": [{"id": "plc-1", "host": "127.0.0.1", "port": free_port()}],
+        "zones": [
+            {
+                "id": "z1",
+                "name": "打磨车间1",
+                "interlock": {
+                    "plc": "plc-1",
+                    "coil": 0,
+                    "voting": "1oo1",
+                    "sensor_types": ["dust"],
+                },
+            }
+        ],
+        "sensors": [{"id": "D-1", "name": "粉尘1", "type": "dust", "zone": "z1"}],
+        "hazards": {"evidence_dir": str(tmp_path / "evidence")},
+    }
+    return parse_config(yaml.safe_dump(doc, allow_unicode=True), env={})
+
+
+@asynccontextmanager
+async def serve(config: PlantConfig) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    app = create_app(config)
+    server = ApiServer(
+        uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
+    )
+    server.before_shutdown = lambda: app.state.service.events.close()
+    async with PlcSim(config.plcs[0]):
+        task = asyncio.create_task(server.serve(), name="test:api")
+        await eventually(lambda: server.started, what="the API")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.api.port}") as client:
+                yield app.state.service, client
+        finally:
+            server.should_exit = True
+            await task
+
+
+def auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+def raise_alarm(service: Service, value: float = 25.0) -> None:
+    ev = service.stage.evaluator
+    service.stage.evaluate(ReadingBatch.of([0], [value], [float(ev.last_ts[0]) + 1]))
+
+
+# route, minimum role at the route, roles the domain allows beyond that (None: all above)
+MUTATING: list[tuple[str, str, dict[str, Any] | None, str, set[str] | None]] = [
+    ("POST", "/api/alarms/1/ack", None, "operator", None),
+    ("POST", "/api/alarms/1/shelve", {"minutes": 10, "reason": "cleaning"}, "supervisor", None),
+    ("POST", "/api/alarms/1/unshelve", None, "supervisor", None),
+    ("POST", "/api/interlocks/z1/reset", None, "supervisor", None),
+    (
+        "POST",
+        "/api/interlocks/z1/bypass",
+        {"reason": "r", "measure": "m", "hours": 1},
+        "supervisor",
+        {"safety_director", "gm"},
+    ),
+    ("POST", "/api/interlocks/z1/bypass/end", None, "supervisor", None),
+    ("POST", "/api/hazards/1/register", {"owner": "operator.user"}, "supervisor", None),
+    ("POST", "/api/hazards/1/start", None, "operator", None),
+    ("POST", "/api/hazards/1/submit", {"measure": "fixed"}, "operator", None),
+    ("POST", "/api/hazards/1/verify", {"passed": True}, "supervisor", None),
+    ("POST", "/api/hazards/1/approve", None, "supervisor", None),
+    (
+        "POST",
+        "/api/hazards/1/grade",
+        {"grade": "C", "reason": "drift"},
+        "supervisor",
+        {"dept_head"},
+    ),
+]
+
+
+def test_every_mutating_route_needs_a_token_and_a_high_enough_role(tmp_path: Path) -> None:
+    config = plant(tmp_path)
+
+    async def main() -> list[str]:
+        problems = []
+        async with serve(config) as (service, client):
+            raise_alarm(service)
+            await eventually(lambda: len(service.alarms.open) == 1, what="an alarm")
+            for method, path, body, least, domain in MUTATING:
+                r = await client.request(method, path, json=body)
+                if r.status_code != 401:
+                    problems.append(f"{path} without a token: {r.status_code}")
+                r = await client.request(
+                    method, path, json=body, headers={"Authorization": "Bearer nope"}
+                )
+                if r.status_code != 401:
+                    problems.append(f"{path} with a wrong token: {r.status_code}")
+                for role in ROLES:
+                    allowed = ROLES.index(role) >= ROLES.index(least) and (
+                        domain is None or role in domain
+                    )
+                    r = await client.request(method, path, json=body, headers=auth(role))
+                    if allowed and r.status_code in (401, 403):
+                        problems.append(f"{path} as {role}: {r.status_code} {r.text}")
+                    if not allowed and r.status_code != 403:
+                        problems.append(f"{path} as {role}: {r.status_code}, expected 403")
+                    if r.status_code >= 500:
+                        problems.append(f"{path} as {role}: {r.status_code}")
+        return problems
+
+    assert run(main(), timeout=120) == []
+
+
+def test_reads_need_a_viewer_token(tmp_path: Path) -> None:
+    config = plant(tmp_path)
+
+    async def main() -> None:
+        async with serve(config) as (_, client):
+            for path in (
+                "/api/sensors",
+                "/api/zones",
+                "/api/alarms",
+                "/api/interlocks",
+                "/api/hazards",
+                "/api/audit",
+                "/api/alarms/metrics",
+                "/api/hazards/report",
+            ):
+                assert (await client.get(path)).status_code == 401, path
+                r = await client.get(path, headers=auth("viewer"))
+                assert r.status_code == 200, (path, r.text)
+            sensors = (await client.get("/api/sensors?history=60", headers=auth("viewer"))).json()
+            assert sensors[0]["id"] == "D-1" and sensors[0]["unit"] == "mg/m3"
+            assert sensors[0]["setpoints"] == {
+                "high.warning": 10,
+                "high.alarm": 20,
+                "high.interlock": 40,
+            }
+
+    run(main())
+
+
+def test_refusals_and_unknown_ids_are_json_errors_with_a_reason(tmp_path: Path) -> None:
+    config = plant(tmp_path)
+
+    async def main() -> None:
+        async with serve(config) as (_, client):
+            r = await client.post("/api/interlocks/z1/reset", headers=auth("supervisor"))
+            assert (r.status_code, r.json()) == (409, {"detail": "z1 is not tripped"})
+            r = await client.post("/api/alarms/999/ack", headers=auth("operator"))
+            assert r.status_code == 404 and "999" in r.json()["detail"]
+            r = await client.post("/api/alarms/1/shelve", json={"minutes": -5}, headers=auth("gm"))
+            assert r.status_code == 422 and r.json()["detail"]
+            r = await client.post("/api/interlocks/nowhere/reset", headers=auth("gm"))
+            assert r.status_code == 404
+
+    run(main())
+
+
+def test_the_event_stream_delivers_a_transition(tmp_path: Path) -> None:
+    config = plant(tmp_path)
+
+    async def main() -> dict[str, Any]:
+        async with (
+            serve(config) as (service, client),
+            client.stream("GET", f"/api/events?access_token={TOKENS['viewer']}") as r,
+        ):
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = r.aiter_lines()
+            assert await anext(lines) == ": ehswatch events"
+            raise_alarm(service, 45.0)
+            event = None
+            async with asyncio.timeout(10):
+                async for line in lines:
+                    if line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        if data["type"] == "alarm":
+                            event = data
+                            break
+            await lines.aclose()  # type: ignore[attr-defined]
+        assert event is not None
+        return dict(event)
+
+    event = run(main())
+    assert event["event"] == "raised" and event["alarm"]["sensor"] == "D-1"
+    assert event["alarm"]["tier"] == 3 and event["event_id"] >= 1
+
+
+def test_metrics_are_prometheus_text_and_health_lists_components(tmp_path: Path) -> None:
+    config = plant(tmp_path)
+
+    async def main() -> None:
+        async with serve(config) as (service, client):
+            raise_alarm(service)
+            await eventually(lambda: len(service.alarms.open) == 1, what="an alarm")
+            text = (await client.get("/metrics")).text
+            assert "# TYPE ehswatch_readings_total counter" in text
+            assert "ehswatch_readings_total 1" in text
+            assert "ehswatch_alarms_active 1" in text
+            assert "ehswatch_interlocks_tripped 0" in text
+            health = (await client.get("/health")).json()
+            assert health["components"]["evaluator-stage"]["drain"]["running"] is True
+            assert health["checks"]["mqtt"] == {"connected": False}
+            assert health["status"] == "degraded"  # no broker here
+
+    run(main())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_no_route_answers_500_to_generated_requests(tmp_path: Path) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+
+    config = plant(tmp_path)
+
+    async def main() -> list[str]:
+        failures: list[str] = []
+        async with serve(config) as (service, client):
+            raise_alarm(service)
+            schema = await asyncio.to_thread(
+                schemathesis.openapi.from_url, f"{client.base_url}/openapi.json"
+            )
+            for op in schema.get_all_operations():
+                operation: Any = op.ok()  # type: ignore[union-attr]
+                if operation.path == "/api/events":
+                    continue  # an endless stream
+
+                @settings(
+                    max_examples=15,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                    database=None,
+                )
+                def check(case: Any) -> None:
+                    response = case.call(headers=auth("gm"))
+                    if response.status_code >= 500:
+                        failures.append(
+                            f"{case.method} {case.formatted_path}: {response.status_code}"
+                        )
+
+                await asyncio.to_thread(_run_hypothesis, check, operation)
+        return failures
+
+    assert run(main(), timeout=300) == []
+
+
+def _run_hypothesis(check: Any, operation: Any) -> None:
+    from hypothesis import given
+
+    given(operation.as_strategy())(check)()  # type: ignore[no-untyped-call]
