@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests use: real servers, and tools (mosquitto-clients: the benchmark's
 # C publisher and subscriber; openssl: test certificates; victoria-metrics: the server
-# behind the InfluxDB write API). Still to come:
-# chromium with the board.
-APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics
+# behind the InfluxDB write API; chromium and its driver: the board test, with CJK fonts
+# so its screenshot reads).
+APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk
 
 .PHONY: test demo lint deps apt bench clean
 
@@ -42,12 +42,10 @@ bench: deps
 	$(BIN)/python benchmarks/influx_sink.py
 	$(BIN)/python benchmarks/interlock_latency.py
 
-# The live demo (service, simulators, embedded broker, board on 127.0.0.1:8000) is built
-# by the service issue. Until then this validates the example plant and replays a dust
-# build-up through the real evaluator, so a new user sees the three tiers work.
-demo: deps
-	$(BIN)/ehswatch check-config config/example.yaml
-	$(BIN)/python -m ehswatch.thresholds.replay config/example.yaml
+# The live demo: embedded MQTT broker, simulated dust monitors, gas detectors and PLC, the
+# service, and the board on http://127.0.0.1:8000 (the command prints the address).
+demo: $(VENV)/.installed
+	$(BIN)/ehswatch demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

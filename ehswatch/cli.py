@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from ehswatch import __version__
@@ -51,6 +52,7 @@ def _setup_logging(verbose: bool) -> None:
     )
     # pymodbus narrates every connection at INFO; our collectors report what matters.
     logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _serve(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
@@ -113,6 +115,27 @@ def _simulate(scenario_path: str, config_path: str | None, verbose: bool) -> int
     return _serve(main)
 
 
+def _demo(config_path: str, scenario_path: str | None, verbose: bool) -> int:
+    from ehswatch.config import ConfigError
+    from ehswatch.demo import demo
+    from ehswatch.simulators.scenario import Scenario
+
+    config = _load_or_report(config_path)
+    if config is None:
+        return EXIT_CONFIG
+    path = scenario_path or str(Path(__file__).parent / "simulators" / "scenarios" / "demo.yaml")
+    try:
+        scenario = Scenario.load(path)
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return EXIT_CONFIG
+    if config.mqtt is None:
+        print(f"{config_path}: the demo needs an mqtt section", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(verbose)
+    return _serve(lambda stop: demo(config, scenario, stop))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ehswatch",
@@ -131,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--config", help="plant config (default: the scenario's `plant`)")
     sim.add_argument("-v", "--verbose", action="store_true")
+    dem = sub.add_parser("demo", help="broker, simulators, service and board in one process")
+    dem.add_argument("--config", default="config/demo.yaml", help="default: config/demo.yaml")
+    dem.add_argument("--scenario", help="default: the packaged demo scenario")
+    dem.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -142,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args.config, args.verbose)
     if args.command == "simulate":
         return _simulate(args.scenario, args.config, args.verbose)
+    if args.command == "demo":
+        return _demo(args.config, args.scenario, args.verbose)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 

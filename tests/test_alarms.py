@@ -599,3 +599,20 @@ def test_alarm_metrics_for_the_plant(tmp_path: Path) -> None:
             assert m["chattering"] == 1
 
     run(main())
+
+
+def test_going_in_and_out_of_alarm_is_chattering_climbing_the_tiers_is_not(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            for v in (12.0, 25.0, 45.0):  # a steady climb, three transitions in 3 s
+                r.read({"D-16": v})
+            await r.settle()
+            assert not r.alarm("D-16").chattering
+            for v in (3.0, 12.0, 3.0, 12.0):  # out, in, out, in
+                r.read({"D-17": v})
+            r.read({"D-17": 12.0})
+            await r.settle()
+            assert r.alarm("D-17").chattering
+            assert [e for _, e in await r.outbox()].count("chattering") == 1
+
+    run(main())

@@ -9,8 +9,8 @@
 - A scheduler pass (`run_schedule`, every second) ends shelves that expired and escalates
   alarms left unacknowledged past their route's `escalate_after_s`, again every
   `escalate_after_s` until someone acknowledges.
-- A sensor with 3 or more transitions within 60 s (configurable) is flagged chattering,
-  once per episode.
+- A sensor that goes in or out of alarm 3 or more times within 60 s (configurable) is
+  flagged chattering, once per episode; climbing through the tiers is not chattering.
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ class AlarmManager(Component):
             a = self.open.get(key)
             if a is not None and not a.open:
                 a = None  # that episode closed earlier in this batch: a new one begins
+            # Chattering is going in and out of alarm, not a climb through the tiers.
+            flips = a is None or a.active != active
             if a is None:
                 if not active:
                     continue
@@ -149,7 +151,8 @@ class AlarmManager(Component):
                     a, active=active, tier=tier, value=value, threshold=threshold, at=ts
                 )
             recent = self._recent[sid]
-            recent.append(ts)
+            if flips:
+                recent.append(ts)
             window = self.config.alarms.chatter_window_s
             while recent and recent[0] < ts - window:
                 recent.popleft()

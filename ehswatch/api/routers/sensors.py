@@ -57,6 +57,12 @@ async def sensors(
     return out
 
 
+@router.get("/site")
+async def site(service: ServiceDep, _: Viewer) -> dict[str, str]:
+    s = service.config.site
+    return {"id": s.id, "name": s.name, "timezone": s.timezone}
+
+
 @router.get("/zones")
 async def zones(service: ServiceDep, _: Viewer) -> list[dict[str, Any]]:
     out = []

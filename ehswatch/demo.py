@@ -1,0 +1,78 @@
+"""`ehswatch demo`: the whole thing on one machine, nothing to install.
+
+It starts an embedded MQTT broker (amqtt) on the config's MQTT port unless a broker
+already answers there, the simulators of a scenario (dust monitors, PLC, gas detectors),
+and the service with its API and board, then prints where to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from contextlib import AsyncExitStack
+from urllib.parse import urlsplit
+
+from ehswatch.config import PlantConfig
+from ehswatch.service import run
+from ehswatch.simulators.runner import Simulation
+from ehswatch.simulators.scenario import Scenario
+
+log = logging.getLogger("ehswatch.demo")
+DEMO_TOKENS = {
+    "viewer": "demo-viewer",
+    "operator": "demo-operator",
+    "supervisor": "demo-supervisor",
+    "safety_director": "demo-safety-director",
+    "gm": "demo-gm",
+}
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def _embedded_broker(host: str, port: int) -> object:
+    from amqtt.broker import Broker
+
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    return broker
+
+
+async def demo(config: PlantConfig, scenario: Scenario, stop: asyncio.Event) -> None:
+    assert config.mqtt is not None
+    url = urlsplit(config.mqtt.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 1883
+    async with AsyncExitStack() as stack:
+        if _answers(host, port):
+            log.info("using the MQTT broker already on %s:%d", host, port)
+        else:
+            broker = await _embedded_broker(host, port)
+            stack.push_async_callback(broker.shutdown)  # type: ignore[attr-defined]
+            log.info("embedded MQTT broker (amqtt) on %s:%d", host, port)
+        await stack.enter_async_context(Simulation(config, scenario))
+        board = f"http://{config.api.host}:{config.api.port}/#token={DEMO_TOKENS['viewer']}"
+        print(
+            f"\n  ehswatch demo — {config.site.name}\n"
+            f"  Board:    {board}\n"
+            f"  API docs: http://{config.api.host}:{config.api.port}/docs "
+            f"(tokens: {', '.join(f'{r} {t}' for r, t in DEMO_TOKENS.items())})\n"
+            f"  Scenario: {scenario.name} — watch polishing-1 go warning → alarm → interlock\n"
+            f"  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        await run(config, stop)

@@ -1,0 +1,181 @@
+"""The built-in big screen in headless Chromium, and `ehswatch demo` as a new user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+
+from ehswatch.api.app import create_app
+from ehswatch.config import parse_config
+from ehswatch.service import ApiServer
+from ehswatch.simulators.runner import Simulation
+from ehswatch.simulators.scenario import Scenario
+from tests.aio import eventually, run
+from tests.servers import Mosquitto, find_binary, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def demo_plant(tmp_path: Path, broker_port: int) -> dict[str, Any]:
+    """config/demo.yaml on free ports, its database in `tmp_path`."""
+    doc: dict[str, Any] = copy.deepcopy(
+        yaml.safe_load((ROOT / "config" / "demo.yaml").read_text("utf-8"))
+    )
+    doc["mqtt"]["url"] = f"mqtt://127.0.0.1:{broker_port}"
+    doc["api"]["port"] = free_port()
+    for section in ("modbus_devices", "plcs"):
+        for item in doc[section]:
+            item["port"] = free_port()
+    doc["database"]["url"] = f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db"
+    doc["hazards"]["evidence_dir"] = str(tmp_path / "evidence")
+    return doc
+
+
+def chrome() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service as ChromeService
+
+    options = Options()
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1600,1000",
+        f"--user-data-dir={ARTIFACTS / 'chrome'}",
+    ):
+        options.add_argument(arg)
+    options.binary_location = find_binary("chromium", "chromium")
+    return webdriver.Chrome(
+        service=ChromeService(find_binary("chromedriver", "chromium-driver")), options=options
+    )
+
+
+def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Mosquitto(tmp_path) as broker:
+        doc = demo_plant(tmp_path, broker.port)
+        for t in doc["sensor_types"].values():
+            t["on_delay_s"] = 0  # no waiting in a test
+        config = parse_config(yaml.safe_dump(doc, allow_unicode=True), env={})
+        scenario = Scenario.model_validate(
+            {
+                "name": "fast",
+                "sensors": {
+                    "D-101": {"baseline": 3.0, "events": [{"at": 2, "ramp_to": 45, "over": 3}]},
+                    "D-102": {"baseline": 4.0},
+                    "DC-101": {"baseline": 2.0},
+                    "DC-102": {"baseline": 2.0},
+                    "G-301": {"baseline": 0.5},
+                    "O2-301": {"baseline": 20.9},
+                },
+            }
+        )
+        app = create_app(config)
+        server = ApiServer(
+            uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
+        )
+        server.before_shutdown = lambda: app.state.service.events.close()
+        url = f"http://127.0.0.1:{config.api.port}/#token=demo-viewer"
+
+        def browse() -> dict[str, str]:
+            from selenium.webdriver.common.by import By
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            driver = chrome()
+            try:
+                driver.get(url)
+                wait = WebDriverWait(
+                    driver, 30, poll_frequency=0.2, ignored_exceptions=(Exception,)
+                )
+
+                # The board re-renders every second: read what is needed in one go.
+                def read(d: Any) -> dict[str, str] | None:
+                    tiles = d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-101'].tier-3")
+                    zones = d.find_elements(By.CSS_SELECTOR, "[data-zone='polishing-1'].tripped")
+                    tickets = d.find_elements(By.CSS_SELECTOR, "[data-ticket]")
+                    if not (tiles and zones and tickets):
+                        return None
+                    return {
+                        "tile": tiles[0].get_attribute("class") or "",
+                        "zone": zones[0].text,
+                        "alarms": d.find_element(By.ID, "alarms").text,
+                    }
+
+                seen: dict[str, str] = wait.until(read)
+                time.sleep(1.5)  # let the sparklines fill in for the picture
+                driver.save_screenshot(str(ARTIFACTS / "board.png"))
+                return seen
+            finally:
+                driver.quit()
+
+        async def main() -> dict[str, str]:
+            async with Simulation(config, scenario):
+                task = asyncio.create_task(server.serve(), name="test:board")
+                await eventually(lambda: server.started, what="the API")
+                try:
+                    return await asyncio.to_thread(browse)
+                finally:
+                    server.should_exit = True
+                    await task
+
+        seen = run(main(), timeout=90)
+    assert "tier-3" in seen["tile"]
+    assert "TRIPPED" in seen["zone"]
+    assert "D-101" in seen["alarms"]
+    assert (ARTIFACTS / "board.png").stat().st_size > 10_000
+
+
+def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -> None:
+    """The demo as a new user starts it (`ehswatch demo`, embedded broker), for at most 60 s."""
+    doc = demo_plant(tmp_path, free_port())  # nothing listens there: the demo brings its broker
+    plant = tmp_path / "demo.yaml"
+    plant.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    base = f"http://127.0.0.1:{doc['api']['port']}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ehswatch", "demo", "--config", str(plant)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+    )
+    alarms: list[dict[str, Any]] = []
+    board = ""
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=base, timeout=5) as client:
+            while time.monotonic() < deadline and not alarms:
+                time.sleep(1)
+                try:
+                    board = client.get("/").text
+                    alarms = client.get(
+                        "/api/alarms", headers={"Authorization": "Bearer demo-viewer"}
+                    ).json()
+                except httpx.TransportError:
+                    continue
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert "EHS 大屏" in board
+    assert alarms and alarms[0]["sensor"] == "D-101", out
+    assert proc.returncode == 0, out
+    assert f"Board:    {base}/#token=demo-viewer" in out
+    assert "Traceback" not in out
