@@ -107,7 +107,7 @@ def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) 
                 )
 
                 # The board re-renders every second: read what is needed in one go.
-                def read(d: Any) -> dict[str, str] | None:
+                def read(d: Any) -> Any:  # the readings, or None to keep waiting
                     tiles = d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-101'].tier-3")
                     zones = d.find_elements(By.CSS_SELECTOR, "[data-zone='polishing-1'].tripped")
                     tickets = d.find_elements(By.CSS_SELECTOR, "[data-ticket]")
