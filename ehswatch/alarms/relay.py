@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -42,7 +41,7 @@ from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
-from ehswatch.ingest.lineprotocol import escape_tag, nanoseconds
+from ehswatch.ingest.lineprotocol import alarm_state_line
 from ehswatch.publisher import RetainedPublisher
 
 log = logging.getLogger(__name__)
@@ -178,13 +177,7 @@ class AlarmRelay(Component):
                 {"sensor": sensor, "zone": alarm["zone"], "event_id": row.id, **current},
             )
         if self.sink is not None:
-            tags = (
-                f"site={escape_tag(self.config.site.id)},zone={escape_tag(alarm['zone'])},"
-                f"sensor={escape_tag(sensor)},type={escape_tag(alarm['sensor_type'])}"
-            )
-            ns = nanoseconds(np.array([row.ts]))[0]
+            code = STATE_CODE[AlarmState(alarm["state"])]
             self.sink.submit_lines(
-                f"alarm_event,{tags},kind=state state={STATE_CODE[AlarmState(alarm['state'])]}i,"
-                f"tier={alarm['tier']}i,peak_tier={alarm['peak_tier']}i,event_id={row.id}i,"
-                f"alarm_id={alarm['id']}i {ns}\n".encode()
+                alarm_state_line(self.config.site.id, {**alarm, "state_code": code}, row.id, row.ts)
             )

@@ -19,6 +19,7 @@ microsecond (float seconds carry no more).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -123,6 +124,19 @@ class LineEncoder:
         )
         ns = nanoseconds(np.array([ts]))[0]
         return f"interlock,site={self._site},zone={escape_tag(zone)} {body} {ns}\n".encode()
+
+
+def alarm_state_line(site: str, alarm: Mapping[str, Any], event_id: int, ts: float) -> bytes:
+    """One `alarm_event` line (kind=state) for an alarm after an outbox event."""
+    tags = (
+        f"site={escape_tag(site)},zone={escape_tag(alarm['zone'])},"
+        f"sensor={escape_tag(alarm['sensor'])},type={escape_tag(alarm['sensor_type'])}"
+    )
+    ns = nanoseconds(np.array([ts]))[0]
+    return (
+        f"alarm_event,{tags},kind=state state={alarm['state_code']}i,tier={alarm['tier']}i,"
+        f"peak_tier={alarm['peak_tier']}i,event_id={event_id}i,alarm_id={alarm['id']}i {ns}\n"
+    ).encode()
 
 
 def count_lines(chunk: bytes) -> int:

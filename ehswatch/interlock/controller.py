@@ -467,20 +467,19 @@ class InterlockController(Component):
             prefix = self.config.mqtt.topic_prefix if self.config.mqtt else "ehs"
             self.publisher.publish(f"{prefix}/interlock/{s.zone}", {**s.public(now), "ts": now})
         if self.sink is not None:
-            self.sink.submit_lines(
-                self.sink.encoder.interlock(
-                    s.zone,
-                    {
-                        "tripped": int(s.tripped),
-                        "bypassed": int(s.bypassed(now)),
-                        "votes": s.votes,
-                        "vote_holds": int(s.vote_holds),
-                        "seq": s.seq,
-                        "output_fault": int(s.output_fault),
-                    },
-                    now,
-                )
-            )
+            self.sink.submit_lines(self.sink.encoder.interlock(s.zone, influx_fields(s, now), now))
+
+
+def influx_fields(s: ZoneState, now: float) -> dict[str, int | float]:
+    """The `interlock` measurement's fields for a zone's state (all numbers)."""
+    return {
+        "tripped": int(s.tripped),
+        "bypassed": int(s.bypassed(now)),
+        "votes": s.votes,
+        "vote_holds": int(s.vote_holds),
+        "seq": s.seq,
+        "output_fault": int(s.output_fault),
+    }
 
 
 def _other(role: str) -> str:
