@@ -118,7 +118,54 @@ def make_certificates(workdir: Path) -> Certificates:
     )
 
 
-class Mosquitto:
+class ServerProcess:
+    """A server binary run as a child process on `self.port`: `start`, `stop` (terminate,
+    then kill), `restart` on the same port and data, and use as a context manager."""
+
+    port: int
+    _log: Path | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._log is not None:
+            with self._log.open("ab") as log:
+                self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                    self.command(), stdout=log, stderr=log
+                )
+        else:
+            self._proc = subprocess.Popen(
+                self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        wait_listening(self.port, timeout=20)
+
+    def stop(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Mosquitto(ServerProcess):
     """A mosquitto broker on a free loopback port; `restart()` keeps the port.
 
     With `users`, anonymous clients are refused and these name/password pairs accepted;
@@ -162,45 +209,16 @@ class Mosquitto:
             f"log_dest file {workdir}/mosquitto.log",
         ]
         self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_listening(self.port)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.conf)]
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class VictoriaMetrics:
+class VictoriaMetrics(ServerProcess):
     """VictoriaMetrics on a free loopback port: the server behind the InfluxDB v2 write
     API in our tests, read back through its export API. `restart()` keeps port and data."""
 
@@ -219,30 +237,13 @@ class VictoriaMetrics:
         if max_line_size is not None:
             self.args.append(f"-influx.maxLineSize={max_line_size}")
         self._log = workdir / "victoria-metrics.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return self.args
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(self.args, stdout=log, stderr=log)
-        wait_listening(self.port, timeout=20)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def export(self, selector: str, settle_s: float = 5.0) -> list[dict[str, Any]]:
         """Every series matching a PromQL selector, as VictoriaMetrics exports them.
@@ -265,12 +266,3 @@ class VictoriaMetrics:
                 return got
             previous = got
             time.sleep(0.5)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
