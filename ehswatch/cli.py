@@ -65,7 +65,14 @@ def _serve(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    try:
+        asyncio.run(runner())
+    except (OSError, RuntimeError) as exc:
+        # A port in use, a database that cannot be opened, a directory not writable: the
+        # operator needs the reason in one line, not a traceback.
+        logging.getLogger("ehswatch").debug("start failed", exc_info=True)
+        print(f"ehswatch: could not start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

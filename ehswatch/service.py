@@ -177,6 +177,17 @@ async def run(config: PlantConfig, stop: asyncio.Event) -> None:
     """The service with its API and board on `api.host:api.port`, until `stop`."""
     from ehswatch.api.app import create_app
 
+    # Find out before starting anything that the API's address is free.
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.api.host, config.api.port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"the API could not start on {config.api.host}:{config.api.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+
     app = create_app(config)
     server = ApiServer(
         uvicorn.Config(

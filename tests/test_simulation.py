@@ -242,3 +242,25 @@ def test_run_and_simulate_commands_end_to_end_and_stop_cleanly_on_ctrl_c(
     assert "WARNING → ALARM" in log
     assert log.rstrip().endswith("ehswatch stopped")
     assert "Traceback" not in log + out_sim
+
+
+def test_a_port_in_use_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    doc = plant_on_free_ports(free_port(), tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        doc["api"]["port"] = taken.getsockname()[1]
+        plant = tmp_path / "plant.yaml"
+        plant.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, "-m", "ehswatch", "run", "--config", str(plant)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "ehswatch: could not start: the API could not start on 127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
