@@ -81,8 +81,7 @@ class DustMonitorSim(ModbusServerSim):
             return ExcCodes.ILLEGAL_FUNCTION  # a monitor is read-only
         samples = self.samples()
         if any(s.value is None for s in samples.values()):
-            await self.released.wait()  # the device is silent: the client times out
-            return ExcCodes.GATEWAY_NO_RESPONSE
+            return await self.no_answer()
         if any(s.garbage for sid, s in samples.items()):
             return ExcCodes.DEVICE_FAILURE
         mine = [(sid, p) for sid, p in self._points if p.kind == kind]

@@ -68,6 +68,12 @@ class ModbusServerSim:
         )
         await self._server.serve_forever(background=True)
 
+    async def no_answer(self) -> ExcCodes:
+        """Hold a request back until the server stops: the client times out, as with a
+        device that has gone silent."""
+        await self.released.wait()
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
     async def stop(self) -> None:
         self.released.set()
         if self._server is not None:

@@ -78,8 +78,7 @@ class PlcSim(ModbusServerSim):
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         if self.silent:
-            await self.released.wait()
-            return ExcCodes.GATEWAY_NO_RESPONSE
+            return await self.no_answer()
         if values is None:
             return None
         now = self._clock()

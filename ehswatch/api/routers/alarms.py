@@ -12,12 +12,9 @@ from sqlalchemy import select
 from ehswatch.alarms.metrics import alarm_metrics
 from ehswatch.alarms.store import AlarmRecord, alarm_dict, to_alarm
 from ehswatch.api.deps import AlarmsDep, Id, Operator, ServiceDep, Supervisor, Viewer
+from ehswatch.api.models import Comment
 
 router = APIRouter(prefix="/api/alarms", tags=["alarms"])
-
-
-class Comment(BaseModel):
-    comment: str = Field("", max_length=2000)
 
 
 class ShelveRequest(BaseModel):

@@ -8,13 +8,10 @@ from fastapi import APIRouter, File, UploadFile
 from pydantic import BaseModel, Field
 
 from ehswatch.api.deps import HazardsDep, Id, Operator, Supervisor, Viewer
+from ehswatch.api.models import Comment
 from ehswatch.hazards.store import ticket_dict
 
 router = APIRouter(prefix="/api/hazards", tags=["hazards"])
-
-
-class Comment(BaseModel):
-    comment: str = Field("", max_length=2000)
 
 
 class RegisterRequest(BaseModel):

@@ -9,12 +9,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ehswatch.api.deps import InterlockDep, Supervisor, Viewer
+from ehswatch.api.models import Comment
 
 router = APIRouter(prefix="/api/interlocks", tags=["interlocks"])
-
-
-class Comment(BaseModel):
-    comment: str = Field("", max_length=2000)
 
 
 class BypassRequest(BaseModel):
