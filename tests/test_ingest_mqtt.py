@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -29,8 +29,13 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield b
 
 
-def collector(port: int, queue: ReadingQueue, client_id: str = "ehswatch-test") -> MqttCollector:
-    decoder = TelemetryDecoder({"plant1/gas/O2-301": 1}, IDS, "ehs")
+def collector(
+    port: int,
+    queue: ReadingQueue,
+    client_id: str = "ehswatch-test",
+    decoder: TelemetryDecoder | None = None,
+) -> MqttCollector:
+    decoder = decoder or TelemetryDecoder({"plant1/gas/O2-301": 1}, IDS, "ehs")
     options = SessionOptions(host="127.0.0.1", port=port, client_id=client_id, keepalive_s=10)
     return MqttCollector(options=options, decoder=decoder, queue=queue, backoff=(0.05, 0.5))
 
@@ -87,7 +92,9 @@ def test_every_kind_of_garbage_is_counted_and_the_collector_keeps_going(broker: 
         got = Received(queue)
         async with collector(broker.port, queue) as c:
             await eventually(lambda: c.stats.connected, what="connected")
-            garbage = [("ehs/telemetry/G-201", p) for p in GARBAGE]
+            # A stamp far ahead of the clock is not garbage to the decoder: the evaluator
+            # judges it (clock_skew), so it stays out of this count.
+            garbage = [("ehs/telemetry/G-201", p) for p in GARBAGE if b'"ts": 9999' not in p]
             garbage += [
                 ("ehs/telemetry/UNKNOWN", b"1.0"),
                 ("ehs/telemetry", b"[{]"),
@@ -106,6 +113,83 @@ def test_every_kind_of_garbage_is_counted_and_the_collector_keeps_going(broker: 
                 "unknown_sensor",
             }
             assert c.stats.connected  # nothing crashed or disconnected
+
+    run(main())
+
+
+POISON = b'{"v": 1' + b"0" * 399 + b"}"  # float() of a 400-digit integer overflows
+
+
+async def nothing_redelivered(port: int, client_id: str, decoder: TelemetryDecoder) -> None:
+    """A new session under `client_id` gets only what is published now: whatever the
+    previous one received was acknowledged (an unacknowledged QoS 1 message would be
+    delivered again, ahead of the new one)."""
+    queue = ReadingQueue()
+    got = Received(queue)
+    async with collector(port, queue, client_id=client_id, decoder=decoder) as c:
+        await eventually(lambda: c.stats.connected, what="reconnected")
+        await publish(port, [("ehs/telemetry/G-201", b"8.5")])
+        await eventually(lambda: got.values() == [(0, 8.5)], what="the reading after")
+        assert c.stats.rejects.total == 0
+
+
+def test_a_poison_payload_is_counted_and_acknowledged_and_never_ends_the_session(
+    broker: Mosquitto,
+) -> None:
+    async def main() -> None:
+        queue = ReadingQueue()
+        got = Received(queue)
+        async with collector(broker.port, queue, client_id="plant-ingest") as c:
+            await eventually(lambda: c.stats.connected, what="connected")
+            await publish(
+                broker.port, [("ehs/telemetry/G-201", POISON), ("ehs/telemetry/G-201", b"7.5")]
+            )
+            await eventually(lambda: got.values() == [(0, 7.5)], what="the reading after it")
+            assert c.stats.rejects.by_reason == {"bad_value": 1}
+            await publish(broker.port, [("ehs/telemetry/G-201", b"7.75")])
+            await eventually(lambda: len(got.values()) == 2, what="one more reading")
+            assert c.stats.rejects.by_reason == {"bad_value": 1}  # not delivered again
+            session = c.health["session"]
+            assert (session.restarts, session.last_error) == (0, "")
+            assert c.stats.connects == 1 and c.stats.connected
+        await nothing_redelivered(
+            broker.port, "plant-ingest", TelemetryDecoder({"plant1/gas/O2-301": 1}, IDS, "ehs")
+        )
+
+    run(main())
+
+
+class FailingDecoder(TelemetryDecoder):
+    """A decoder with a bug: raises on any bulk that holds the payload ``boom``."""
+
+    def decode(
+        self, topics: Sequence[bytes], payloads: Sequence[bytes], now: float
+    ) -> ReadingBatch:
+        if b"boom" in payloads:
+            raise RuntimeError("a decoder bug")
+        return super().decode(topics, payloads, now)
+
+
+def test_a_decoder_that_raises_drops_that_bulk_counted_and_acknowledged(
+    broker: Mosquitto,
+) -> None:
+    async def main() -> None:
+        queue = ReadingQueue()
+        got = Received(queue)
+        decoder = FailingDecoder({}, IDS, "ehs")
+        async with collector(broker.port, queue, client_id="plant-ingest", decoder=decoder) as c:
+            await eventually(lambda: c.stats.connected, what="connected")
+            await publish(broker.port, [("ehs/telemetry/G-201", b"boom")])
+            await eventually(lambda: c.stats.rejects.total == 1, what="the bulk counted")
+            assert c.stats.rejects.by_reason == {"bad_value": 1}
+            assert "decoder failed" in c.stats.rejects.last
+            await publish(broker.port, [("ehs/telemetry/G-201", b"7.5")])
+            await eventually(lambda: got.values() == [(0, 7.5)], what="the reading after it")
+            assert c.stats.rejects.total == 1
+            session = c.health["session"]
+            assert (session.restarts, session.last_error) == (0, "")
+            assert c.stats.connects == 1
+        await nothing_redelivered(broker.port, "plant-ingest", FailingDecoder({}, IDS, "ehs"))
 
     run(main())
 

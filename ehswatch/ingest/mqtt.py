@@ -4,7 +4,8 @@ One session task keeps a persistent MQTT session (clean_session false, a stable 
 id, QoS 1), so that while ehswatch restarts the broker keeps the detectors' messages. It
 reconnects with exponential backoff (0.2 s doubling to 10 s) after any failure. Messages
 arrive in bulk (see `mqtt_wire`); each bulk is decoded into one `ReadingBatch`, handed to
-the queue, and only then acknowledged. Bad payloads are counted by reason (`rejects`).
+the queue, and only then acknowledged. Bad payloads are counted by reason (`rejects`);
+no payload ends the session (a message that did would be redelivered forever).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ehswatch.ingest.mqtt_wire import (
 )
 from ehswatch.ingest.payloads import Rejects, TelemetryDecoder
 from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds.table import ThresholdTable
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,17 @@ class MqttCollector(Component):
                 if not topics:
                     continue
                 now = self._clock()
-                batch = self.decoder.decode(topics, payloads, now)
+                try:
+                    batch = self.decoder.decode(topics, payloads, now)
+                except Exception as exc:
+                    # `decode` counts every bad payload itself and is not meant to raise;
+                    # should it, drop these messages, counted, and still acknowledge them:
+                    # ending the session before PUBACK would have the broker redeliver
+                    # them forever, with every MQTT sensor blind meanwhile.
+                    log.exception("MQTT: decoding %d messages failed; dropped", len(topics))
+                    for topic in topics:
+                        self.stats.rejects.add("bad_value", topic, f"decoder failed: {exc!r}"[:120])
+                    batch = ReadingBatch.empty()
                 await self.queue.put(batch)
                 # Acknowledge only now that the readings are handed on.
                 acks = [p for p in packet_ids if p]

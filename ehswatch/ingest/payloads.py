@@ -10,19 +10,34 @@ Accepted, on a sensor's configured topic or on ``{prefix}/telemetry/{sensor_id}`
 and on ``{prefix}/telemetry`` an array of objects that also name the sensor:
 ``[{"id": "G-201", "v": 1.2, "ts": …}, …]``.
 
-Anything else is counted by reason in `Rejects` and dropped; nothing raises. A well-formed
-reading whose value is NaN or infinite is *not* dropped: it reaches the evaluator as a bad
-reading, so the sensor goes to FAULT rather than silently holding its last value.
+Anything else is counted by reason in `Rejects` and dropped, payload by payload (and
+item by item in a batch), so the other payloads of the same call are still decoded.
+`decode` never raises: a payload nobody foresaw is still one counted reject, because a
+message that made the session fail before its PUBACK would be redelivered forever and
+blind every MQTT sensor.
 
-Speed: all payloads of a flush are parsed by one `json.loads` of their concatenation
-(each payload is one JSON value, so the array has exactly one element per payload when
-all are valid; otherwise each is parsed alone to find the bad ones).
+A well-formed reading whose value is NaN or infinite (``NaN``, ``Infinity``, ``1e400``)
+is *not* dropped: it reaches the evaluator as a bad reading, so the sensor goes to FAULT
+rather than silently holding its last value. An integer too large for a float is
+``bad_value``.
+
+``ts`` must be a positive number of milliseconds before the year 10000; anything else
+(a boolean, a string, NaN, infinity, zero or less, larger) is ``bad_timestamp``. How far
+*ahead* of the service clock a reading may be is not checked here: the evaluator rejects
+and counts readings from the future per sensor, with its configured tolerance, and
+raises a clock_skew FAULT for a device whose clock keeps running ahead.
+
+Speed: all payloads of a flush on sensor topics are parsed by one `json.loads` of their
+concatenation, with a marker string between payloads. The result is used only if every
+marker comes back as an element of its own at the odd positions and the text holds no
+backslash and no other copy of the marker: then each payload was exactly one JSON value
+(a payload such as ``1,2`` next to ``[3`` cannot shift readings onto another payload's
+sensor). Otherwise each payload is parsed alone to find the bad ones.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +48,14 @@ from ehswatch.readings import Quality, ReadingBatch
 
 MAX_SINGLE_BYTES = 4 * 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
-MAX_FUTURE_S = 60.0  # a clock further ahead than this would hide the sensor going stale
+# 10000-01-01T00:00:00Z in milliseconds: a later `ts` is no clock at all, it is garbage.
+# (Compared as milliseconds, so a huge integer never has to become a float.)
+TS_LIMIT_MS = 253_402_300_800_000
 
 REASONS = (
     "not_json",
     "bad_type",
+    "bad_value",
     "unknown_sensor",
     "too_large",
     "bad_timestamp",
@@ -75,7 +93,6 @@ class TelemetryDecoder:
         self._per_sensor_prefix = f"{prefix}/telemetry/".encode()
         self._batch_topic = f"{prefix}/telemetry".encode()
         self._ids = dict(sensor_index)
-        self._batch_seq: list[int] = []
         self.rejects = Rejects()
 
     def subscriptions(self) -> list[str]:
@@ -86,11 +103,14 @@ class TelemetryDecoder:
     def decode(
         self, topics: Sequence[bytes], payloads: Sequence[bytes], now: float
     ) -> ReadingBatch:
-        """One batch of every valid reading in these messages, in message order."""
+        """One batch of every valid reading in these messages, in message order.
+
+        `now` stamps readings that carry no ``ts``. Never raises (module docstring)."""
         sensors: list[int] = []
         values: list[float] = []
         stamps: list[float] = []
         quality: list[int] = []
+        batch_seq: list[int] = []  # message position of each reading from a batch message
         singles: list[int] = []  # positions of single-reading messages
         single_sensor: list[int] = []
         rejects = self.rejects
@@ -105,20 +125,26 @@ class TelemetryDecoder:
                 single_sensor.append(i)
             elif topic == self._batch_topic:
                 before = len(sensors)
-                self._decode_batch(topic, payloads[k], now, sensors, values, stamps, quality)
-                self._batch_seq.extend([k] * (len(sensors) - before))
+                try:
+                    self._decode_batch(topic, payloads[k], now, sensors, values, stamps, quality)
+                except Exception as exc:  # last resort: the causes we know are handled inside
+                    rejects.add("not_json", topic, f"undecodable batch: {type(exc).__name__}")
+                batch_seq.extend([k] * (len(sensors) - before))
             elif topic.startswith(self._per_sensor_prefix):
                 rejects.add("unknown_sensor", topic)
             else:
                 rejects.add("unknown_topic", topic)
         batch_part = len(sensors)  # readings from batch messages come first, for now
-        batch_seq = self._batch_seq
-        self._batch_seq = []
         if singles:
             parsed = _parse_all([payloads[k] for k in singles])
             seq: list[int] = []
             for k, i, obj in zip(singles, single_sensor, parsed, strict=True):
-                if self._take(topics[k], i, obj, now, sensors, values, stamps, quality):
+                try:
+                    taken = self._take(topics[k], i, obj, now, sensors, values, stamps, quality)
+                except Exception as exc:  # last resort, as above
+                    rejects.add("bad_value", topics[k], f"undecodable: {type(exc).__name__}")
+                    continue
+                if taken:
                     seq.append(k)
             if batch_part:
                 # Put readings back in message order: the evaluator takes a sensor's
@@ -142,7 +168,7 @@ class TelemetryDecoder:
             return
         try:
             items = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             self.rejects.add("not_json", topic, str(exc)[:80])
             return
         if not isinstance(items, list):
@@ -150,15 +176,18 @@ class TelemetryDecoder:
             return
         ids = self._ids
         for item in items:
-            sid = item.get("id") if type(item) is dict else None
-            if type(sid) is not str:
-                self.rejects.add("bad_type", topic, "batch item without a string id")
-                continue
-            i = ids.get(sid, -1)
-            if i < 0:
-                self.rejects.add("unknown_sensor", topic, sid[:64])
-                continue
-            self._take(topic, i, item, now, sensors, values, stamps, quality)
+            try:
+                sid = item.get("id") if type(item) is dict else None
+                if type(sid) is not str:
+                    self.rejects.add("bad_type", topic, "batch item without a string id")
+                    continue
+                i = ids.get(sid, -1)
+                if i < 0:
+                    self.rejects.add("unknown_sensor", topic, sid[:64])
+                    continue
+                self._take(topic, i, item, now, sensors, values, stamps, quality)
+            except Exception as exc:  # last resort: one item, never the rest of the batch
+                self.rejects.add("bad_value", topic, f"undecodable item: {type(exc).__name__}")
 
     def _take(
         self,
@@ -171,7 +200,9 @@ class TelemetryDecoder:
         stamps: list[float],
         quality: list[int],
     ) -> bool:
-        """Append one reading; False (and counted) if it is not one."""
+        """Append one reading; False (and counted) if it is not one.
+
+        Appends nothing until every check has passed, so the columns stay aligned."""
         t = type(obj)
         if t is float or t is int:
             v, ts, q = obj, None, 0
@@ -180,6 +211,7 @@ class TelemetryDecoder:
             ts = obj.get("ts")  # type: ignore[attr-defined]
             q = obj.get("q", 0)  # type: ignore[attr-defined]
             tv = type(v)
+            # `type(...) is`, not isinstance: a JSON true is a bool, and no number.
             if (tv is not float and tv is not int) or type(q) is not int or q < 0:
                 self.rejects.add(
                     "bad_type", topic, "v must be a number and q a non-negative integer"
@@ -191,18 +223,22 @@ class TelemetryDecoder:
         else:
             self.rejects.add("bad_type", topic, f"payload is a JSON {t.__name__}")
             return False
+        try:
+            value = float(v)  # type: ignore[arg-type]  # NaN and ±inf pass, on purpose
+        except OverflowError:
+            self.rejects.add("bad_value", topic, "v is an integer too large for a float")
+            return False
         if ts is None:
             stamp = now
-        elif type(ts) is int or type(ts) is float:
+        elif (type(ts) is int or type(ts) is float) and 0 < ts < TS_LIMIT_MS:  # NaN fails
             stamp = ts / 1000.0
-            if not (0 < stamp <= now + MAX_FUTURE_S) or math.isnan(stamp):
-                self.rejects.add("bad_timestamp", topic, f"ts {ts} is not milliseconds up to now")
-                return False
         else:
-            self.rejects.add("bad_timestamp", topic, "ts must be milliseconds since the epoch")
+            self.rejects.add(
+                "bad_timestamp", topic, "ts must be positive milliseconds before year 10000"
+            )
             return False
         sensors.append(i)
-        values.append(float(v))  # type: ignore[arg-type]
+        values.append(value)
         stamps.append(stamp)
         quality.append(Quality.GOOD if q == 0 else min(q, 255))
         return True
@@ -214,19 +250,32 @@ class _Invalid:
 
 _INVALID = _Invalid()
 
+# Put between payloads for the one-pass parse (module docstring); short, as it is parsed
+# once per payload.
+_MARK = "~"
+_SEP = b',"' + _MARK.encode() + b'",'
+_MARK_LITERAL = b'"' + _MARK.encode() + b'"'
+
 
 def _parse_all(payloads: list[bytes]) -> list[object]:
     """Each payload parsed as one JSON value, `_INVALID` where it is not."""
+    n = len(payloads)
     try:
-        parsed = json.loads(b"[" + b",".join(payloads) + b"]")
-        if type(parsed) is list and len(parsed) == len(payloads):
-            return parsed
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        joined = b"[" + _SEP.join(payloads) + b"]"
+        if b"\\" not in joined and joined.count(_MARK_LITERAL) == n - 1:
+            parsed = json.loads(joined)
+            if (
+                type(parsed) is list
+                and len(parsed) == 2 * n - 1
+                and parsed[1::2] == [_MARK] * (n - 1)
+            ):
+                return parsed[0::2]
+    except Exception:  # ValueError, RecursionError, …: find the bad ones one by one
         pass
     out: list[object] = []
     for p in payloads:
         try:
             out.append(json.loads(p))
-        except (ValueError, UnicodeDecodeError, RecursionError):
+        except Exception:  # ValueError (UnicodeDecodeError too), RecursionError, …
             out.append(_INVALID)
     return out
