@@ -197,6 +197,8 @@ class _ThresholdFields(_Model):
     on_delay_s: Seconds | None = None
     off_delay_s: Seconds | None = None
     stale_after_s: PositiveSeconds | None = None
+    max_ahead_s: Seconds | None = None
+    clock_skew_after: Annotated[int, Field(ge=1, le=1000)] | None = None
 
 
 class SensorType(_ThresholdFields):
@@ -205,6 +207,10 @@ class SensorType(_ThresholdFields):
     on_delay_s: Seconds = 0.0
     off_delay_s: Seconds = 0.0
     stale_after_s: PositiveSeconds = 30.0
+    # A reading stamped further ahead of the service clock than this is rejected.
+    max_ahead_s: Seconds = 5.0
+    # This many late or future readings in a row put the sensor in FAULT clock_skew.
+    clock_skew_after: Annotated[int, Field(ge=1, le=1000)] = 5
 
     @model_validator(mode="after")
     def _sides_apart(self) -> SensorType:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -14,7 +15,7 @@ Feed = Sequence[tuple[str, float, float] | tuple[str, float, float, int]]
 
 
 class Harness(Protocol):
-    def feed(self, readings: Feed) -> Evaluation: ...
+    def feed(self, readings: Feed, now: float = math.inf) -> Evaluation: ...
     def tick(self, now: float) -> Evaluation: ...
     def tier(self, sensor_id: str) -> int: ...
     def faulted(self, sensor_id: str) -> bool: ...
@@ -40,7 +41,7 @@ class VectorizedHarness(_Base):
         super().__init__(sensors)
         self.evaluator = Evaluator(ThresholdTable.build(sensors), start_ts)
 
-    def feed(self, readings: Feed) -> Evaluation:
+    def feed(self, readings: Feed, now: float = math.inf) -> Evaluation:
         rows = self._rows(readings)
         return self.evaluator.process(
             ReadingBatch.of(
@@ -48,7 +49,8 @@ class VectorizedHarness(_Base):
                 [r[1] for r in rows],
                 [r[2] for r in rows],
                 [r[3] for r in rows],
-            )
+            ),
+            now,
         )
 
     def tick(self, now: float) -> Evaluation:
@@ -66,8 +68,8 @@ class ReferenceHarness(_Base):
         super().__init__(sensors)
         self.evaluator = ReferenceEvaluator(sensors, start_ts)
 
-    def feed(self, readings: Feed) -> Evaluation:
-        return self.evaluator.process(self._rows(readings))
+    def feed(self, readings: Feed, now: float = math.inf) -> Evaluation:
+        return self.evaluator.process(self._rows(readings), now)
 
     def tick(self, now: float) -> Evaluation:
         return self.evaluator.tick(now)

@@ -253,11 +253,143 @@ def test_hold_ends_when_the_sensor_goes_stale(make_harness: MakeHarness) -> None
     assert [f for _, f, _, _, _ in ev.faults.rows()] == [True]
 
 
-def test_out_of_order_reading_is_dropped_and_counted(make_harness: MakeHarness) -> None:
+def faults(evaluation: object) -> list[tuple[bool, int, float]]:
+    """(raised, reason, ts) of each fault change."""
+    return [(f, r, ts) for _, f, r, _, ts in evaluation.faults.rows()]  # type: ignore[attr-defined]
+
+
+def test_a_spike_inside_one_batch_raises_and_returns(make_harness: MakeHarness) -> None:
     h = make_harness([DUST])
-    ev = h.feed([("D-101", 5.0, 10.0), ("D-101", 45.0, 9.0), ("D-101", 5.0, 10.0)])
+    ev = h.feed([("D-101", 5.0, 1.0), ("D-101", 45.0, 1.1), ("D-101", 5.0, 1.2)])
+    assert steps(ev) == [(N, TRIP, 1.1), (TRIP, N, 1.2)]
+    assert ev.reading_tier.tolist() == [N, TRIP, N]
+
+
+def test_a_batch_listed_newest_first_is_taken_in_timestamp_order(
+    make_harness: MakeHarness,
+) -> None:
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), deadband=1.0, on_delay_s=2.0)
+    h = make_harness([dust])
+    # A gateway that lists its buffer newest first: 45 held from t=1 to t=3 is 2 s.
+    ev = h.feed([("D", 45.0, 3.0), ("D", 45.0, 2.0), ("D", 45.0, 1.0), ("D", 5.0, 0.5)])
+    assert steps(ev) == [(N, TRIP, 3.0)]
+    assert ev.late == 0
+    # Aligned with the input: the newest reading (first) is the one that raised.
+    assert ev.reading_tier.tolist() == [TRIP, N, N, N]
+
+
+def test_a_late_reading_may_raise_a_tier(make_harness: MakeHarness) -> None:
+    h = make_harness([DUST])
+    h.feed([("D-101", 5.0, 10.0)])
+    ev = h.feed([("D-101", 45.0, 9.0)])
+    assert ev.late == 1
+    # Taken at the sensor's latest time: the evaluated stream never goes back.
+    assert steps(ev) == [(N, TRIP, 10.0)]
+
+
+def test_a_late_reading_never_lowers_a_tier(make_harness: MakeHarness) -> None:
+    h = make_harness([DUST])
+    h.feed([("D-101", 45.0, 10.0)])
+    ev = h.feed([("D-101", 5.0, 9.0)])
+    assert ev.late == 1
     assert steps(ev) == []
-    assert ev.out_of_order == 1
+    assert h.tier("D-101") == TRIP
+
+
+def test_a_late_reading_cancels_a_pending_fall_not_a_pending_rise(
+    make_harness: MakeHarness,
+) -> None:
+    dust = SensorThresholds(
+        sensor_id="D", high=(10.0, 20.0, 40.0), deadband=1.0, on_delay_s=2.0, off_delay_s=2.0
+    )
+    h = make_harness([dust])
+    h.feed([("D", 45.0, 0.0), ("D", 45.0, 2.0)])  # up after 2 s
+    h.feed([("D", 5.0, 3.0)])  # a fall starts
+    h.feed([("D", 45.0, 2.5)])  # late, high: the fall was not unbroken
+    assert steps(h.feed([("D", 5.0, 5.5)])) == []  # 2 s from 3.0 would have lowered it
+    g = make_harness([dust])
+    g.feed([("D", 5.0, 0.0), ("D", 45.0, 1.0)])  # a rise starts
+    g.feed([("D", 5.0, 0.5)])  # late, low: cannot break the rise
+    assert steps(g.feed([("D", 45.0, 3.0)])) == [(N, TRIP, 3.0)]
+
+
+def test_a_late_reading_never_becomes_the_latest(make_harness: MakeHarness) -> None:
+    h = make_harness([DUST])
+    h.feed([("D-101", 5.0, 10.0)])
+    h.feed([("D-101", 5.0, 9.0)])  # late
+    # The next true reading is in order (not compared with the late one) and is taken.
+    ev = h.feed([("D-101", 45.0, 10.5)])
+    assert ev.late == 0
+    assert steps(ev) == [(N, TRIP, 10.5)]
+
+
+def test_a_reading_too_far_ahead_is_rejected_counted_and_never_the_latest(
+    make_harness: MakeHarness,
+) -> None:
+    h = make_harness([DUST])  # max_ahead_s 5
+    h.feed([("D-101", 5.0, 100.0)], now=100.0)
+    ev = h.feed([("D-101", 45.0, 150.0)], now=100.5)  # the device clock ran 50 s ahead
+    assert ev.future == 1
+    assert ev.accepted.tolist() == [False]
+    assert steps(ev) == []
+    # The true readings after it are not "older than the latest": nothing is blinded.
+    ev = h.feed([("D-101", 45.0, 101.0)], now=101.0)
+    assert (ev.late, ev.future) == (0, 0)
+    assert steps(ev) == [(N, TRIP, 101.0)]
+    # Within the tolerance a device clock ahead is accepted.
+    assert h.feed([("D-101", 45.0, 105.9)], now=101.0).accepted.tolist() == [True]
+
+
+def test_readings_that_keep_arriving_from_the_future_fault_clock_skew(
+    make_harness: MakeHarness,
+) -> None:
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after=3)
+    h = make_harness([dust])
+    h.feed([("D", 5.0, 100.0)], now=100.0)
+    assert faults(h.feed([("D", 5.0, 200.0), ("D", 5.0, 201.0)], now=101.0)) == []
+    ev = h.feed([("D", 5.0, 202.0)], now=102.0)
+    assert faults(ev) == [(True, FaultReason.CLOCK_SKEW, 100.0)]
+    assert h.faulted("D")
+    # A reading in order again clears it.
+    ev = h.feed([("D", 5.0, 103.0)], now=103.0)
+    assert faults(ev) == [(False, FaultReason.CLOCK_SKEW, 103.0)]
+
+
+def test_readings_that_keep_arriving_late_fault_clock_skew(make_harness: MakeHarness) -> None:
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after=3)
+    h = make_harness([dust])
+    h.feed([("D", 5.0, 100.0)])
+    ev = h.feed([("D", 5.0, 90.0), ("D", 5.0, 91.0), ("D", 45.0, 92.0)])
+    assert ev.late == 3
+    # The third late reading completes the run: FAULT, and that reading is not taken.
+    assert faults(ev) == [(True, FaultReason.CLOCK_SKEW, 100.0)]
+    assert steps(ev) == []
+
+
+def test_an_in_order_reading_ends_the_skew_run(make_harness: MakeHarness) -> None:
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after=3)
+    h = make_harness([dust])
+    h.feed([("D", 5.0, 100.0)])
+    for t in (101.0, 102.0, 103.0):
+        h.feed([("D", 5.0, t - 50.0), ("D", 5.0, t - 49.0), ("D", 5.0, t)])
+    assert not h.faulted("D")
+
+
+def test_readings_from_before_the_start_are_taken_in_order(make_harness: MakeHarness) -> None:
+    """A broker's backlog after a restart is stamped before the evaluator started."""
+    h = make_harness([DUST])  # started at t = 0
+    ev = h.feed([("D-101", 45.0, -20.0), ("D-101", 5.0, -19.0)])
+    assert ev.late == 0
+    assert steps(ev) == [(N, TRIP, -20.0), (TRIP, N, -19.0)]
+
+
+def test_one_loud_sensor_is_evaluated_in_bounded_passes(make_harness: MakeHarness) -> None:
+    h = make_harness([DUST])
+    n = 2_000
+    readings = [("D-101", 45.0 if k % 2 else 5.0, float(k)) for k in range(n)]
+    ev = h.feed(readings)
+    assert len(ev.transitions) == n - 1
+    assert ev.reading_tier.tolist() == [TRIP if k % 2 else N for k in range(n)]
 
 
 def test_sensors_are_independent(make_harness: MakeHarness) -> None:

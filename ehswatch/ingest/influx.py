@@ -141,7 +141,13 @@ class InfluxSink(Component):
             self._spooled.set()
 
     @classmethod
-    def from_config(cls, config: PlantConfig, sensor_ids: Iterable[str]) -> Self:
+    def from_config(
+        cls,
+        config: PlantConfig,
+        sensor_ids: Iterable[str],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Self:
         settings = config.influxdb
         assert settings is not None
         by_id = {s.id: s for s in config.sensors}
@@ -154,14 +160,19 @@ class InfluxSink(Component):
             spool=Spool(settings.spool_dir, settings.spool_max_mb * 1024 * 1024),
             batch_size=settings.batch_size,
             flush_interval_s=settings.flush_interval_ms / 1000,
+            clock=clock,
         )
 
     # ------------------------------------------------------------ fed by others (cheap)
 
     def submit(self, batch: ReadingBatch, evaluation: Evaluation) -> None:
-        """An evaluated batch: its readings (with their tiers) and its alarm events."""
+        """An evaluated batch: its readings (with their tiers) and its alarm events.
+        Readings the evaluator rejected (stamped too far ahead) are not stored."""
+        tiers = evaluation.reading_tier
+        if len(batch) and evaluation.accepted.size and not evaluation.accepted.all():
+            batch, tiers = batch.take(evaluation.accepted), tiers[evaluation.accepted]
         if len(batch):
-            self._pending.append((batch, evaluation.reading_tier))
+            self._pending.append((batch, tiers))
             self._pending_points += len(batch)
         if evaluation:
             self._pending_events.append(self.encoder.events(evaluation))

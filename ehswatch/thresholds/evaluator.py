@@ -17,6 +17,8 @@ loud one through the full rules (see `_process_sequences`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -58,6 +60,8 @@ class Evaluator:
         self._on = table.on_delay
         self._off = table.off_delay
         self._stale = table.stale_after
+        self._ahead = table.max_ahead
+        self._skew_after = table.skew_after
         self._mask = np.zeros(n, dtype=np.uint8)
         self._since = np.full((n, N_LATCHES), np.nan)
         self._pending = np.zeros(n, dtype=bool)
@@ -65,6 +69,10 @@ class Evaluator:
         self._reason = np.zeros(n, dtype=np.int8)
         self._last_ts = np.full(n, float(start_ts))
         self._last_value = np.full(n, np.nan)
+        self._seen = np.zeros(n, dtype=bool)  # has taken an in-order reading
+        self._skew = np.zeros(n, dtype=np.int64)  # late or future readings in a row
+        self.late_count = np.zeros(n, dtype=np.int64)  # per sensor, since start
+        self.future_count = np.zeros(n, dtype=np.int64)
         self._lo = np.empty(n)
         self._hi = np.empty(n)
         self._stamp = np.empty(n, dtype=np.intp)
@@ -95,8 +103,9 @@ class Evaluator:
 
     # ---------------------------------------------------------------- evaluation
 
-    def process(self, batch: ReadingBatch) -> Evaluation:
-        """Evaluate a micro-batch; readings of one sensor are taken in arrival order."""
+    def process(self, batch: ReadingBatch, now: float = math.inf) -> Evaluation:
+        """Evaluate a micro-batch; `now` is the service clock, for the future-reading rule
+        (readings stamped more than `max_ahead_s` after it are rejected)."""
         out = EvaluationBuilder()
         n = len(batch)
         if n == 0:
@@ -106,13 +115,17 @@ class Evaluator:
             raise IndexError("ReadingBatch names a sensor index outside the threshold table")
         # The tier of each reading's sensor just after the reading was taken, for storage.
         tiers = np.empty(n, dtype=np.int8)
+        accepted = np.ones(n, dtype=bool)
         ascending = n == 1 or bool((idx[1:] > idx[:-1]).all())
         if not ascending and self._has_repeats(idx):
-            order = np.argsort(idx, kind="stable")
-            self._process_sequences(batch.take(order), order, tiers, out)
+            # Each sensor's readings in timestamp order (stable: ties keep arrival order);
+            # a timestamp that is not finite sorts last and is rejected.
+            key = np.where(np.isfinite(batch.ts), batch.ts, np.inf)
+            order = np.lexsort((key, idx))
+            self._process_sequences(batch.take(order), order, now, tiers, accepted, out)
         else:
-            self._process_unique(batch, ascending, tiers, out)
-        return out.build(reading_tier=tiers)
+            self._process_unique(batch, now, ascending, tiers, accepted, out)
+        return out.build(reading_tier=tiers, accepted=accepted)
 
     def tick(self, now: float) -> Evaluation:
         """Let time pass to `now`: mature due delays, fault sensors gone stale."""
@@ -130,49 +143,48 @@ class Evaluator:
         self._stamp[idx] = positions
         return bool((self._stamp[idx] != positions).any())
 
-    def _process_sequences(
-        self, b: ReadingBatch, pos: Rows, tiers: NDArray[np.int8], out: EvaluationBuilder
-    ) -> None:
-        """Batches where a sensor has several readings, sorted by sensor (arrival order
-        kept within one sensor).
+    def _classify(
+        self, b: ReadingBatch, now: float
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+        """(future, late, in order) masks of readings, against the state before them."""
+        idx = b.sensor
+        future = ~(b.ts <= now + self._ahead[idx])  # NaN compares false: rejected
+        late = ~future & self._seen[idx] & (b.ts < self._last_ts[idx])
+        return future, late, ~future & ~late
 
-        Each pass settles, for every sensor, the run of quiet readings at the head of its
-        sequence in one sweep (they change nothing but the last reading), then takes the
-        first loud reading of each sensor through the full rules. The number of passes
-        is the most loud readings any one sensor has, not the most readings: a busy but
-        calm sensor costs one pass.
+    def _process_sequences(
+        self,
+        b: ReadingBatch,
+        pos: Rows,
+        now: float,
+        tiers: NDArray[np.int8],
+        accepted: NDArray[np.bool_],
+        out: EvaluationBuilder,
+    ) -> None:
+        """Batches where a sensor has several readings, sorted by (sensor, timestamp).
+
+        Per sensor the readings then fall in three parts: late ones (older than its
+        latest before the batch), in-order ones, and ones stamped too far ahead. Each
+        part is taken for all sensors at once, in that order.
         """
-        while len(b):
-            idx = b.sensor
-            first = np.r_[True, idx[1:] != idx[:-1]]
-            prev_ts = np.where(first, self._last_ts[idx], np.r_[np.nan, b.ts[:-1]])
-            quiet = (b.value > self._lo[idx]) & (b.value < self._hi[idx])
-            quiet &= b.quality == 0
-            quiet &= b.ts >= prev_ts
-            quiet &= b.ts <= prev_ts + self._stale[idx]
-            loud: NDArray[np.bool_] = ~quiet
-            loud_before: NDArray[np.intp] = (
-                np.cumsum(loud) - loud
-            )  # loud readings before this one, overall
-            group_start = np.flatnonzero(first)[np.cumsum(first) - 1]
-            loud_before = loud_before - loud_before[group_start]  # ... within its sensor
-            head: NDArray[np.bool_] = loud_before == 0
-            settled = head & quiet
-            same_next = np.r_[idx[1:] == idx[:-1], False]
-            last_settled = settled & ~(same_next & np.r_[settled[1:], False])
-            s = idx[last_settled]
-            self._last_ts[s] = b.ts[last_settled]
-            self._last_value[s] = b.value[last_settled]
-            tiers[pos[settled]] = _TIER_OF_MASK[self._mask[idx[settled]]]
-            first_loud = head & loud
-            if first_loud.any():
-                self._step(b.take(first_loud), out)
-                tiers[pos[first_loud]] = _TIER_OF_MASK[self._mask[idx[first_loud]]]
-            rest = loud_before > 0
-            b, pos = b.take(rest), pos[rest]
+        future, late, in_order = self._classify(b, now)
+        if late.any():
+            tiers[pos[late]] = self._late(b.take(late), out)
+        if in_order.any():
+            tiers[pos[in_order]] = self._runs(b.take(in_order), out)
+        if future.any():
+            self._future(b.take(future), out)
+            accepted[pos[future]] = False
+            tiers[pos[future]] = _TIER_OF_MASK[self._mask[b.sensor[future]]]
 
     def _process_unique(
-        self, b: ReadingBatch, ascending: bool, tiers: NDArray[np.int8], out: EvaluationBuilder
+        self,
+        b: ReadingBatch,
+        now: float,
+        ascending: bool,
+        tiers: NDArray[np.int8],
+        accepted: NDArray[np.bool_],
+        out: EvaluationBuilder,
     ) -> None:
         """Readings of distinct sensors, in any order (`ascending`: by sensor index); the
         batch is the whole input, so `tiers` is filled position for position."""
@@ -193,35 +205,368 @@ class Evaluator:
         quiet &= b.quality == 0
         quiet &= b.ts >= last
         quiet &= b.ts <= stale_at
+        if now != math.inf:
+            quiet &= b.ts <= now + self._ahead[at]
         if bool(quiet.all()):
             self._last_ts[at] = b.ts
             self._last_value[at] = b.value
+            self._seen[at] = True
+            self._skew[at] = 0
             tiers[:] = _TIER_OF_MASK[self._mask[at]]
             return
         # Record every reading as the latest in one sweep, then put back the previous
-        # reading of the few that need the full rules (they start from it). Cheaper than
+        # state of the few that need the full rules (they start from it). Cheaper than
         # splitting the whole batch in two.
         loud = np.flatnonzero(~quiet)
-        loud_sensors = idx[loud]
-        prev_ts, prev_value = self._last_ts[loud_sensors], self._last_value[loud_sensors]
+        s = idx[loud]
+        saved = (self._last_ts[s], self._last_value[s], self._seen[s], self._skew[s])
         self._last_ts[at] = b.ts
         self._last_value[at] = b.value
-        self._last_ts[loud_sensors] = prev_ts
-        self._last_value[loud_sensors] = prev_value
-        self._step(b.take(loud), out)
+        self._seen[at] = True
+        self._skew[at] = 0
+        self._last_ts[s], self._last_value[s], self._seen[s], self._skew[s] = saved
+        lb = b.take(loud)
+        future, late, in_order = self._classify(lb, now)
+        if late.any():
+            self._late(lb.take(late), out)
+        if in_order.any():
+            one = lb.take(in_order)
+            rows = one.sensor.astype(np.intp)
+            self._advance(rows, one.ts, out)
+            self._apply(rows, one, out)
+        if future.any():
+            self._future(lb.take(future), out)
+            accepted[loud[future]] = False
         tiers[:] = _TIER_OF_MASK[self._mask[at]]
 
-    def _step(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
-        """The full rules for one reading each of distinct sensors."""
-        in_order = b.ts >= self._last_ts[b.sensor]
-        if not bool(in_order.all()):
-            out.out_of_order += int(in_order.size - np.count_nonzero(in_order))
-            b = b.take(in_order)
-        rows = b.sensor.astype(np.intp)
-        if rows.size == 0:
-            return
-        self._advance(rows, b.ts, out)
-        self._apply(rows, b, out)
+    # ---------------------------------------------------------------- late and future
+
+    def _skewed(
+        self, b: ReadingBatch, out: EvaluationBuilder
+    ) -> tuple[Rows, NDArray[np.intp], NDArray[np.intp]]:
+        """Count late or future readings (grouped by sensor) into each sensor's skew run;
+        put the sensors whose run reaches `clock_skew_after` in FAULT clock_skew.
+
+        Returns (sensor of each group, group of each reading, rank of the reading that
+        faulted its sensor — the group size where none did)."""
+        idx = b.sensor
+        first = np.r_[True, idx[1:] != idx[:-1]]
+        group = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.r_[starts, idx.size])
+        su = idx[starts].astype(np.intp)
+        run0 = self._skew[su]
+        # A sensor that is not faulted has a run below its limit (see the reference).
+        faults_at = self._skew_after[su] - run0 - 1
+        faults = ~self._faulted[su] & (faults_at < sizes)
+        self._skew[su] = run0 + sizes
+        if faults.any():
+            f = su[faults]
+            self._faulted[f] = True
+            self._reason[f] = FaultReason.CLOCK_SKEW
+            self._since[f] = np.nan
+            self._pending[f] = False
+            self._refresh_band(f)
+            out.faults(
+                f,
+                np.ones(f.size, dtype=bool),
+                np.full(f.size, FaultReason.CLOCK_SKEW, dtype=np.int8),
+                self._last_value[f],
+                self._last_ts[f],
+            )
+        return su, group, np.where(faults, faults_at, sizes)
+
+    def _future(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
+        """Readings stamped too far ahead, grouped by sensor: rejected and counted."""
+        out.future += len(b)
+        np.add.at(self.future_count, b.sensor, 1)
+        self._skewed(b, out)
+
+    def _late(self, b: ReadingBatch, out: EvaluationBuilder) -> NDArray[np.int8]:
+        """Late readings, grouped by sensor in timestamp order, under the raise-only rule
+        (see the reference): each is taken at its sensor's latest time; the tier just
+        after each is returned."""
+        out.late += len(b)
+        np.add.at(self.late_count, b.sensor, 1)
+        faulted0 = self._faulted[b.sensor]  # before this batch's skew faults
+        su, group, stop = self._skewed(b, out)
+        idx = b.sensor.astype(np.intp)
+        rank = np.arange(idx.size) - np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])[group]
+        mask0 = self._mask[su]  # masks before the late readings (faults keep latches)
+        taken = ~faulted0 & (rank < stop[group]) & (b.quality == 0) & np.isfinite(b.value)
+        if not taken.any():
+            return _TIER_OF_MASK[self._mask[idx]]
+        active0 = (mask0[group][:, None] & _BIT) != 0
+        x = b.value[:, None] * _SIGN
+        rises = taken[:, None] & ~active0 & (x >= self._rise_at[idx])
+        holds = taken[:, None] & active0 & ~(x < self._fall_below[idx])
+        big = np.iinfo(np.intp).max
+        n_groups = su.size
+        # First rising reading per (sensor, latch), and whether any reading holds a latch.
+        first_rise = np.full((n_groups, N_LATCHES), big, dtype=np.intp)
+        np.minimum.at(first_rise, group, np.where(rises, rank[:, None], big))
+        held = np.zeros((n_groups, N_LATCHES), dtype=bool)
+        np.logical_or.at(held, group, holds)
+        at = self._last_ts[su]
+        since = self._since[su]
+        wants = first_rise < big
+        since = np.where(wants & np.isnan(since), at[:, None], since)
+        flips = wants & (since + self._on[su, None] <= at[:, None])
+        since = np.where(flips | held, np.nan, since)
+        self._since[su] = since
+        self._pending[su] = ~np.isnan(since).all(axis=1)
+        flip_rank = np.where(flips, first_rise, big)
+        if flips.any():
+            # One transition per (sensor, reading) that raised a latch, in rank order.
+            g, c = np.nonzero(flips)
+            r = flip_rank[g, c]
+            order = np.lexsort((r, g))
+            g, r = g[order], r[order]
+            last = np.r_[(g[1:] != g[:-1]) | (r[1:] != r[:-1]), True]
+            g, r = g[last], r[last]
+            before = mask0[g] | ((flip_rank[g] < r[:, None]) * _BIT).sum(axis=1).astype(np.uint8)
+            after = mask0[g] | ((flip_rank[g] <= r[:, None]) * _BIT).sum(axis=1).astype(np.uint8)
+            reading = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])[g] + r
+            self._emit(su[g], before, after, b.value[reading], at[g], out)
+            self._mask[su] = mask0 | (flips * _BIT).sum(axis=1).astype(np.uint8)
+        self._refresh_band(su)
+        masks = mask0[group] | ((flip_rank[group] <= rank[:, None]) * _BIT).sum(axis=1).astype(
+            np.uint8
+        )
+        tiers: NDArray[np.int8] = _TIER_OF_MASK[masks]
+        return tiers
+
+    # ---------------------------------------------------------------- in-order readings
+
+    def _runs(self, b: ReadingBatch, out: EvaluationBuilder) -> NDArray[np.int8]:
+        """In-order readings, grouped by sensor in timestamp order, through the full rules
+        for all sensors at once; returns the tier just after each reading.
+
+        A latch changes only at the end of a *run*: consecutive readings that all wish
+        the same change (rise: value at or past the setpoint; fall: back past it by the
+        deadband), unbroken by a bad reading or a stale gap. Whether a run matures — its
+        delay elapses at a reading of the run, or before the next reading and before
+        staleness — depends on the run alone, never on the latch's state; the state only
+        decides whether a matured run changes anything (a matured rise run of an active
+        latch does not). So every run is judged at once, and the latch's state after
+        each reading is the target of the last matured run before it. The cost is a few
+        passes over the batch however many times a loud sensor crosses its setpoints.
+        """
+        m = len(b)
+        idx = b.sensor.astype(np.intp)
+        t, v = b.ts, b.value
+        first = np.r_[True, idx[1:] != idx[:-1]]
+        last = np.r_[idx[1:] != idx[:-1], True]
+        group = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        ends = np.flatnonzero(last)
+        su = idx[starts]
+        mask0 = self._mask[su]
+        active0 = (mask0[:, None] & _BIT) != 0
+        since0 = self._since[su]
+        last_ts0, last_v0 = self._last_ts[su], self._last_value[su]
+        bad = (b.quality != 0) | ~np.isfinite(v)
+        prev_t = np.where(first, last_ts0[group], np.r_[np.nan, t[:-1]])
+        prev_v = np.where(first, last_v0[group], np.r_[np.nan, v[:-1]])
+        stale = self._stale[idx]
+        faulted_before = np.where(first, self._faulted[su][group], np.r_[False, bad[:-1]])
+        gap = ~faulted_before & (prev_t + stale < t)  # goes stale before reading k
+
+        self._run_faults(
+            b, idx, group, starts, ends, su, bad, prev_t, prev_v, faulted_before, gap, out
+        )
+
+        # Kinds of wish per (latch, reading): 1 rise, 2 fall, 0 none. Latch-major layout,
+        # so each latch's readings of one sensor are contiguous.
+        good = ~bad
+        x = v[:, None] * _SIGN
+        rise = good[:, None] & (x >= self._rise_at[idx])
+        fall = good[:, None] & (x < self._fall_below[idx])
+        kind = (rise.view(np.uint8) + 2 * fall.view(np.uint8)).T.copy()
+        breaks = first | gap
+        prev_kind = np.zeros_like(kind)
+        prev_kind[:, 1:] = kind[:, :-1]
+        next_kind = np.zeros_like(kind)
+        next_kind[:, :-1] = kind[:, 1:]
+        breaks_next = np.r_[breaks[1:], True]
+        run_start = (kind != 0) & (breaks[None, :] | (kind != prev_kind))
+        run_end = (kind != 0) & (breaks_next[None, :] | (kind != next_kind))
+        rs, re = np.flatnonzero(run_start), np.flatnonzero(run_end)
+        rc, ks, ke = rs // m, rs % m, re % m
+        rkind = kind.ravel()[rs]
+        rg = group[ks]
+        rsens = su[rg]
+        # A run that continues a wish pending from before the batch starts where it did.
+        wished0 = np.where(active0, 2, 1)
+        sig = since0[rg, rc]
+        merged = first[ks] & ~gap[ks] & ~np.isnan(sig) & (rkind == wished0[rg, rc])
+        start = np.where(merged, sig, t[ks])
+        matures = start + np.where(rkind == 1, self._on[rsens], self._off[rsens])
+        # The first reading of the run at or after its maturity (ke + 1: none).
+        lo, hi = ks.copy(), ke + 1
+        while True:
+            searching = lo < hi
+            if not searching.any():
+                break
+            mid = (lo + hi) // 2
+            ge = t[np.minimum(mid, m - 1)] >= matures
+            hi = np.where(searching & ge, mid, hi)
+            lo = np.where(searching & ~ge, mid + 1, lo)
+        in_run = lo <= ke
+        k = np.minimum(lo, m - 1)
+        at_reading = in_run & (t[k] == matures)  # decided by that reading's own value
+        nxt = np.minimum(ke + 1, m - 1)
+        has_next = ~last[ke]
+        horizon = np.minimum(t[nxt], t[ke] + stale[ke])
+        between = (in_run & ~at_reading) | (~in_run & has_next & (matures < horizon))
+        matured = at_reading | between
+        fpos = np.where(in_run, lo, ke + 1)
+
+        # A wish pending from before that the first reading does not continue.
+        merged_gc = np.zeros_like(active0)
+        merged_gc[rg[merged], rc[merged]] = True
+        gi, ci = np.nonzero(~np.isnan(since0) & ~merged_gc)
+        m0 = since0[gi, ci] + np.where(active0[gi, ci], self._off[su[gi]], self._on[su[gi]])
+        h0 = np.minimum(t[starts[gi]], last_ts0[gi] + self._stale[su[gi]])
+        vq = m0 < h0
+
+        qg = np.r_[rg[matured], gi[vq]]
+        qc = np.r_[rc[matured], ci[vq]]
+        qpos = np.r_[fpos[matured], starts[gi[vq]]]
+        qphase = np.r_[at_reading[matured].astype(np.int8), np.zeros(int(vq.sum()), np.int8)]
+        qinst = np.r_[np.where(at_reading, t[k], matures)[matured], m0[vq]]
+        qval = np.r_[
+            np.where(at_reading, v[k], prev_v[np.minimum(fpos, m - 1)])[matured],
+            last_v0[gi[vq]],
+        ]
+        qtarget = np.r_[rkind[matured] == 1, ~active0[gi[vq], ci[vq]]]
+        o = np.lexsort((qphase, qpos, qc))
+        qg, qc, qpos, qphase, qinst, qval, qtarget = (
+            a[o] for a in (qg, qc, qpos, qphase, qinst, qval, qtarget)
+        )
+        final_active = active0.copy()
+        masks = mask0[group]
+        if qg.size:
+            same = np.r_[False, (qc[1:] == qc[:-1]) & (qg[1:] == qg[:-1])]
+            before_target = np.where(same, np.r_[False, qtarget[:-1]], active0[qg, qc])
+            last_q = np.r_[~same[1:], True]
+            final_active[qg[last_q], qc[last_q]] = qtarget[last_q]
+            e = qtarget != before_target  # a matured run that changes its latch
+            if e.any():
+                masks = self._run_transitions(
+                    su, group, mask0, qg[e], qc[e], qpos[e], qphase[e], qinst[e], qval[e], out
+                )
+
+        # Wishes still pending at the end: a last run that has not matured and would
+        # change its latch.
+        pend = ~in_run & ~has_next
+        pend &= (rkind == 1) != final_active[rg, rc]
+        since = np.full_like(since0, np.nan)
+        since[rg[pend], rc[pend]] = start[pend]
+
+        self._mask[su] = (final_active * _BIT).sum(axis=1).astype(np.uint8)
+        self._since[su] = since
+        self._pending[su] = ~np.isnan(since).all(axis=1)
+        self._last_ts[su] = t[ends]
+        self._last_value[su] = v[ends]
+        self._seen[su] = True
+        self._skew[su] = 0
+        self._refresh_band(su)
+        tiers: NDArray[np.int8] = _TIER_OF_MASK[masks]
+        return tiers
+
+    def _run_transitions(
+        self,
+        su: Rows,
+        group: Rows,
+        mask0: NDArray[np.uint8],
+        eg: Rows,
+        ec: Rows,
+        epos: Rows,
+        eph: NDArray[np.int8],
+        einst: F64,
+        evals: F64,
+        out: EvaluationBuilder,
+    ) -> NDArray[np.uint8]:
+        """Emit the latch changes of `_runs` (group, latch, reading, phase, instant,
+        value) as transitions, one per (reading, phase, instant) in the order they
+        happened; returns each reading's latch mask just after it."""
+        o = np.lexsort((ec, einst, eph, epos))
+        eg, ec, epos = eg[o], ec[o], epos[o]
+        eph, einst, evals = eph[o], einst[o], evals[o]
+        # Masks after each change: a running XOR, restarted for every sensor.
+        row_start = np.r_[True, eg[1:] != eg[:-1]]
+        acc = np.bitwise_xor.accumulate(_BIT[ec])
+        first_of_row = np.flatnonzero(row_start)
+        before_row = np.where(first_of_row > 0, acc[first_of_row - 1], 0).astype(np.uint8)
+        after = mask0[eg] ^ acc ^ before_row[np.cumsum(row_start) - 1]
+        before = np.where(row_start, mask0[eg], np.r_[np.uint8(0), after[:-1]]).astype(np.uint8)
+        key_end = np.r_[
+            (epos[1:] != epos[:-1]) | (eph[1:] != eph[:-1]) | (einst[1:] != einst[:-1]), True
+        ]
+        key_start = np.r_[True, key_end[:-1]]
+        self._emit(
+            su[eg[key_end]], before[key_start], after[key_end], evals[key_end], einst[key_end], out
+        )
+        # The mask just after each reading: after the last change at or before it.
+        j = np.searchsorted(epos, np.arange(group.size), side="right") - 1
+        jc = np.maximum(j, 0)
+        own = (j >= 0) & (eg[jc] == group)
+        masks: NDArray[np.uint8] = np.where(own, after[jc], mask0[group]).astype(np.uint8)
+        return masks
+
+    def _run_faults(
+        self,
+        b: ReadingBatch,
+        idx: Rows,
+        group: Rows,
+        starts: Rows,
+        ends: Rows,
+        su: Rows,
+        bad: NDArray[np.bool_],
+        prev_t: F64,
+        prev_v: F64,
+        faulted_before: NDArray[np.bool_],
+        gap: NDArray[np.bool_],
+        out: EvaluationBuilder,
+    ) -> None:
+        """Fault changes of in-order readings (see `_runs`), and the faults after them."""
+        m = idx.size
+        t, v = b.ts, b.value
+        bad_raise = bad & ~faulted_before & ~gap
+        raised = np.where(
+            gap, FaultReason.STALE, np.where(bad_raise, FaultReason.BAD, FaultReason.NONE)
+        ).astype(np.int8)
+        pos = np.arange(m)
+        last_raise = np.maximum.accumulate(np.where(raised != 0, pos, -1))
+        reason0 = self._reason[su]
+        before = np.r_[-1, last_raise[:-1]]
+        inherited = np.where(before >= starts[group], raised[np.maximum(before, 0)], reason0[group])
+        cleared = ~bad & (faulted_before | gap)
+        # Events in the order they happened: a stale fault before its reading's changes.
+        kpos = np.r_[pos[gap], pos[bad_raise], pos[cleared]]
+        phase = np.r_[
+            np.zeros(int(gap.sum()), np.int8),
+            np.ones(int(bad_raise.sum() + cleared.sum()), np.int8),
+        ]
+        if kpos.size:
+            o = np.lexsort((phase, kpos))
+            sensor = np.r_[idx[gap], idx[bad_raise], idx[cleared]][o]
+            on = np.r_[
+                np.ones(int(gap.sum() + bad_raise.sum()), bool), np.zeros(int(cleared.sum()), bool)
+            ][o]
+            why = np.r_[
+                np.full(int(gap.sum()), FaultReason.STALE, np.int8),
+                np.full(int(bad_raise.sum()), FaultReason.BAD, np.int8),
+                np.where(gap, FaultReason.STALE, inherited)[cleared].astype(np.int8),
+            ][o]
+            value = np.r_[prev_v[gap], v[bad_raise], v[cleared]][o]
+            ts = np.r_[(prev_t + self._stale[idx])[gap], t[bad_raise], t[cleared]][o]
+            out.faults(sensor, on, why, value, ts)
+        le = last_raise[ends]
+        end_reason = np.where(le >= starts, raised[np.maximum(le, 0)], reason0)
+        self._faulted[su] = bad[ends]
+        self._reason[su] = np.where(bad[ends], end_reason, FaultReason.NONE)
 
     def _advance(self, rows: Rows, t: F64, out: EvaluationBuilder) -> None:
         """Let time pass up to (not including) `t` per row, the last value held."""
@@ -320,6 +665,8 @@ class Evaluator:
         self._faulted[rows] = bad
         self._last_ts[rows] = b.ts
         self._last_value[rows] = b.value
+        self._seen[rows] = True
+        self._skew[rows] = 0
         self._refresh_band(rows)
 
     def _emit(

@@ -82,10 +82,16 @@ class FaultChanges:
 class Evaluation:
     transitions: TierTransitions
     faults: FaultChanges
-    out_of_order: int = 0  # readings older than the sensor's last one, dropped and counted
+    # Readings older than their sensor's latest (taken by the late-reading rule: they may
+    # raise a tier, never lower one), and readings stamped too far ahead (rejected).
+    late: int = 0
+    future: int = 0
     # For `process`: the tier of each reading's sensor just after that reading was taken,
     # aligned with the input batch (what storage writes as the reading's `tier`).
     reading_tier: NDArray[np.int8] = field(default_factory=lambda: np.empty(0, dtype=np.int8))
+    # For `process`, aligned with the input batch: False for a reading rejected as stamped
+    # too far ahead of the service clock (storage does not keep it either).
+    accepted: NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, dtype=bool))
 
     def __bool__(self) -> bool:
         return len(self.transitions) > 0 or len(self.faults) > 0
@@ -97,7 +103,8 @@ class EvaluationBuilder:
     def __init__(self) -> None:
         self._t: list[tuple[NDArray[np.generic], ...]] = []
         self._f: list[tuple[NDArray[np.generic], ...]] = []
-        self.out_of_order = 0
+        self.late = 0
+        self.future = 0
 
     def transitions(
         self,
@@ -122,7 +129,11 @@ class EvaluationBuilder:
         if sensor.shape[0]:
             self._f.append((sensor, faulted, reason, value, ts))
 
-    def build(self, reading_tier: NDArray[np.int8] | None = None) -> Evaluation:
+    def build(
+        self,
+        reading_tier: NDArray[np.int8] | None = None,
+        accepted: NDArray[np.bool_] | None = None,
+    ) -> Evaluation:
         t = _columns(self._t, (np.int32, np.int8, np.int8, np.float64, np.float64, np.float64))
         f = _columns(self._f, (np.int32, np.bool_, np.int8, np.float64, np.float64))
         return Evaluation(
@@ -130,8 +141,10 @@ class EvaluationBuilder:
                 sensor=t[0], from_tier=t[1], to_tier=t[2], value=t[3], threshold=t[4], ts=t[5]
             ),
             faults=FaultChanges(sensor=f[0], faulted=f[1], reason=f[2], value=f[3], ts=f[4]),
-            out_of_order=self.out_of_order,
+            late=self.late,
+            future=self.future,
             reading_tier=np.empty(0, dtype=np.int8) if reading_tier is None else reading_tier,
+            accepted=np.empty(0, dtype=bool) if accepted is None else accepted,
         )
 
 

@@ -25,14 +25,33 @@ BAD). No reading for more than stale_after_s faults it at last reading + stale_a
 good reading clears the fault. While faulted, latches keep their state (an alarm is not
 cleared by missing data) and no delay runs: continuity cannot be shown through a gap.
 
-Order. A reading older than the sensor's latest reading is dropped and counted.
+Order. Within a batch each sensor's readings are taken in timestamp order (a stable sort:
+equal timestamps keep their arrival order), whatever order the source sent them in.
+
+Late readings. A reading older than its sensor's latest accepted reading is *late*. It is
+counted, and taken at the sensor's latest time under a raise-only rule: it may start or
+complete a rise (an inactive latch whose rise it wishes: on-delay counted from the
+sensor's latest time, so it completes only with on_delay_s 0), and it may cancel a
+pending fall (an active latch it does not wish to fall); it never starts or completes a
+fall, never cancels a pending rise, never clears or raises a fault and never becomes the
+sensor's latest reading. A late reading of a faulted sensor, or a bad late reading,
+changes nothing but the count.
+
+Future readings. A reading stamped more than max_ahead_s after the service clock's `now`
+(given to `process`) is rejected: counted, never taken, never the sensor's latest.
+
+Clock skew. Every late or future reading adds one to the sensor's run of skewed readings;
+an accepted in-order reading ends the run. When the run reaches clock_skew_after, the
+sensor goes to FAULT (reason CLOCK_SKEW) at its latest time, unless it is already
+faulted; the reading that completes the run is not taken. Like any fault it ends every
+pending delay, and the next good in-order reading clears it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,11 +83,14 @@ class _Sensor:
     on_delay: float
     off_delay: float
     stale_after: float
+    max_ahead: float
+    skew_after: int
     last_ts: float
     last_value: float = math.nan
     faulted: bool = False
     reason: FaultReason = FaultReason.NONE
-    changes: list[tuple[float, float, float]] = field(default_factory=list)
+    seen: bool = False  # has taken an in-order reading (until then none is late)
+    skew_run: int = 0  # late or future readings in a row
 
     def delay(self, latch: _Latch) -> float:
         return self.off_delay if latch.active else self.on_delay
@@ -104,6 +126,8 @@ class ReferenceEvaluator:
                 on_delay=s.on_delay_s,
                 off_delay=s.off_delay_s,
                 stale_after=s.stale_after_s,
+                max_ahead=s.max_ahead_s,
+                skew_after=s.clock_skew_after,
                 last_ts=start_ts,
             )
             for s in sensors
@@ -115,13 +139,20 @@ class ReferenceEvaluator:
     def faulted(self) -> list[bool]:
         return [s.faulted for s in self._sensors]
 
-    def process(self, readings: Iterable[Reading]) -> Evaluation:
+    def process(self, readings: Iterable[Reading], now: float = math.inf) -> Evaluation:
+        """One batch; `now` is the service clock (for the future-reading rule)."""
         out = EvaluationBuilder()
-        tiers = []
-        for index, value, ts, quality in readings:
-            self._reading(index, value, ts, quality, out)
-            tiers.append(self._sensors[index].tier())
-        return out.build(reading_tier=np.array(tiers, dtype=np.int8))
+        batch = list(readings)
+        tiers = [0] * len(batch)
+        accepted = [True] * len(batch)
+        # Python's sort is stable: equal timestamps keep their arrival order.
+        for k in sorted(range(len(batch)), key=lambda k: batch[k][2]):
+            index, value, ts, quality = batch[k]
+            accepted[k] = self._reading(index, value, ts, quality, now, out)
+            tiers[k] = self._sensors[index].tier()
+        return out.build(
+            reading_tier=np.array(tiers, dtype=np.int8), accepted=np.array(accepted, dtype=bool)
+        )
 
     def tick(self, now: float) -> Evaluation:
         out = EvaluationBuilder()
@@ -160,14 +191,23 @@ class ReferenceEvaluator:
             _fault(out, i, True, FaultReason.STALE, s.last_value, stale_at)
 
     def _reading(
-        self, i: int, value: float, ts: float, quality: int, out: EvaluationBuilder
-    ) -> None:
+        self, i: int, value: float, ts: float, quality: int, now: float, out: EvaluationBuilder
+    ) -> bool:
+        """Take one reading; False if it was rejected (stamped too far ahead)."""
         s = self._sensors[i]
-        if ts < s.last_ts:
-            out.out_of_order += 1
-            return
-        self._advance(i, s, ts, out)
         bad = quality != 0 or not math.isfinite(value)
+        if ts > now + s.max_ahead:
+            out.future += 1
+            self._skewed(i, s, out)
+            return False
+        if s.seen and ts < s.last_ts:
+            out.late += 1
+            if not self._skewed(i, s, out) and not s.faulted and not bad:
+                self._late(i, s, value, out)
+            return True
+        s.skew_run = 0
+        s.seen = True
+        self._advance(i, s, ts, out)
         before_tier, before_sp = s.tier(), s.top_setpoint()
         for la in s.latches:
             if bad or not la.wants_change(value):
@@ -186,6 +226,33 @@ class ReferenceEvaluator:
             _fault(out, i, False, s.reason, value, ts)
             s.faulted, s.reason = False, FaultReason.NONE
         s.last_ts, s.last_value = ts, value
+        return True
+
+    def _skewed(self, i: int, s: _Sensor, out: EvaluationBuilder) -> bool:
+        """Count a late or future reading; True if it put the sensor in FAULT clock_skew."""
+        s.skew_run += 1
+        if s.skew_run < s.skew_after or s.faulted:
+            return False
+        s.faulted, s.reason = True, FaultReason.CLOCK_SKEW
+        for la in s.latches:
+            la.since = None
+        _fault(out, i, True, FaultReason.CLOCK_SKEW, s.last_value, s.last_ts)
+        return True
+
+    def _late(self, i: int, s: _Sensor, value: float, out: EvaluationBuilder) -> None:
+        """The raise-only rule for a good late reading, taken at the sensor's latest time."""
+        at = s.last_ts
+        before_tier, before_sp = s.tier(), s.top_setpoint()
+        for la in s.latches:
+            if la.active:
+                if not la.wants_change(value):
+                    la.since = None  # the value was not low: no unbroken fall
+            elif la.wants_change(value):
+                if la.since is None:
+                    la.since = at
+                if la.since + s.on_delay <= at:
+                    la.active, la.since = True, None
+        self._report(i, s, before_tier, before_sp, value, at, out)
 
     @staticmethod
     def _report(

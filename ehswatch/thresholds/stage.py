@@ -37,7 +37,8 @@ class StageStats:
     ticks: int = 0
     transitions: int = 0
     fault_changes: int = 0
-    out_of_order: int = 0
+    late: int = 0
+    future: int = 0
     last_batch_ms: float = 0.0
     max_batch_ms: float = 0.0
 
@@ -73,7 +74,7 @@ class EvaluatorStage(Component):
 
     def evaluate(self, batch: ReadingBatch) -> Evaluation:
         t0 = time.perf_counter()
-        ev = self.evaluator.process(batch)
+        ev = self.evaluator.process(batch, self._clock())
         ms = (time.perf_counter() - t0) * 1e3
         s = self.stats
         s.readings += len(batch)
@@ -90,9 +91,14 @@ class EvaluatorStage(Component):
         return ev
 
     def _publish(self, batch: ReadingBatch, ev: Evaluation) -> None:
-        self.stats.out_of_order += ev.out_of_order
-        if ev.out_of_order:
-            log.warning("dropped %d readings older than their sensor's latest", ev.out_of_order)
+        self.stats.late += ev.late
+        self.stats.future += ev.future
+        if ev.late:
+            log.warning("%d readings older than their sensor's latest (taken raise-only)", ev.late)
+        if ev.future:
+            log.warning(
+                "rejected %d readings stamped too far ahead of the service clock", ev.future
+            )
         if ev:
             self.stats.transitions += len(ev.transitions)
             self.stats.fault_changes += len(ev.faults)

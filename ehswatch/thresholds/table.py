@@ -33,9 +33,13 @@ class SensorThresholds:
     on_delay_s: float = 0.0
     off_delay_s: float = 0.0
     stale_after_s: float = 30.0
+    max_ahead_s: float = 5.0  # readings stamped further ahead of the service clock: rejected
+    clock_skew_after: int = 5  # late or future readings in a row that make FAULT clock_skew
 
     def __post_init__(self) -> None:
-        for name in ("deadband", "on_delay_s", "off_delay_s"):
+        if self.clock_skew_after < 1:
+            raise ValueError(f"{self.sensor_id}.clock_skew_after: must be >= 1")
+        for name in ("deadband", "on_delay_s", "off_delay_s", "max_ahead_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{self.sensor_id}.{name}: must be a finite number >= 0, got {v}")
@@ -57,6 +61,8 @@ class ThresholdTable:
     on_delay: NDArray[np.float64]
     off_delay: NDArray[np.float64]
     stale_after: NDArray[np.float64]
+    max_ahead: NDArray[np.float64]
+    skew_after: NDArray[np.int64]
     index: Mapping[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,7 +71,15 @@ class ThresholdTable:
         object.__setattr__(
             self, "index", MappingProxyType({s: i for i, s in enumerate(self.sensor_ids)})
         )
-        for arr in (self.setpoint, self.deadband, self.on_delay, self.off_delay, self.stale_after):
+        for arr in (
+            self.setpoint,
+            self.deadband,
+            self.on_delay,
+            self.off_delay,
+            self.stale_after,
+            self.max_ahead,
+            self.skew_after,
+        ):
             arr.setflags(write=False)
 
     @property
@@ -85,6 +99,8 @@ class ThresholdTable:
             on_delay=np.array([s.on_delay_s for s in sensors], dtype=np.float64),
             off_delay=np.array([s.off_delay_s for s in sensors], dtype=np.float64),
             stale_after=np.array([s.stale_after_s for s in sensors], dtype=np.float64),
+            max_ahead=np.array([s.max_ahead_s for s in sensors], dtype=np.float64),
+            skew_after=np.array([s.clock_skew_after for s in sensors], dtype=np.int64),
         )
 
     @classmethod
@@ -108,6 +124,10 @@ def sensor_thresholds(config: PlantConfig) -> list[SensorThresholds]:
                 on_delay_s=t.on_delay_s if s.on_delay_s is None else s.on_delay_s,
                 off_delay_s=t.off_delay_s if s.off_delay_s is None else s.off_delay_s,
                 stale_after_s=t.stale_after_s if s.stale_after_s is None else s.stale_after_s,
+                max_ahead_s=t.max_ahead_s if s.max_ahead_s is None else s.max_ahead_s,
+                clock_skew_after=(
+                    t.clock_skew_after if s.clock_skew_after is None else s.clock_skew_after
+                ),
             )
         )
     return out

@@ -22,6 +22,7 @@ class FaultReason(IntEnum):
     NONE = 0
     BAD = 1  # NaN, infinite, or flagged bad by its source
     STALE = 2  # no reading for stale_after_s
+    CLOCK_SKEW = 3  # readings keep arriving late or from the future (a wrong device clock)
 
 
 # Each sensor has six latches, one per (side, tier). The column order is fixed: high side

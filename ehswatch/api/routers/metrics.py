@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
@@ -42,12 +43,28 @@ async def metrics(service: ServiceDep) -> str:
         "Longest evaluator batch so far.",
         [({}, st.max_batch_ms / 1000)],
     )
-    metric(
-        "ehswatch_readings_out_of_order_total",
-        "counter",
-        "Readings dropped as older than their sensor's latest.",
-        [({}, st.out_of_order)],
-    )
+    ev = service.stage.evaluator
+    ids = service.table.sensor_ids
+    for name, help_text, counts in (
+        (
+            "ehswatch_sensor_late_readings_total",
+            "Readings older than their sensor's latest (taken raise-only), per sensor.",
+            ev.late_count,
+        ),
+        (
+            "ehswatch_sensor_future_readings_total",
+            "Readings rejected as stamped too far ahead of the service clock, per sensor.",
+            ev.future_count,
+        ),
+    ):
+        rows = np.flatnonzero(counts)
+        metric(
+            name,
+            "counter",
+            help_text,
+            [({"sensor": ids[i]}, int(counts[i])) for i in rows.tolist()]
+            or [({"sensor": "none"}, 0)],
+        )
     if service.mqtt is not None:
         rejects = service.mqtt.stats.rejects.by_reason
         metric(
