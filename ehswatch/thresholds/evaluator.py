@@ -46,6 +46,12 @@ def _mask_tables() -> tuple[NDArray[np.int8], NDArray[np.intp]]:
 _TIER_OF_MASK, _TOP_OF_MASK = _mask_tables()
 
 
+def _masks(state: NDArray[np.int8]) -> NDArray[np.uint8]:
+    """Latch masks from a (latch, reading) array of 0/1 states."""
+    masks: NDArray[np.uint8] = (state * _BIT[:, None]).sum(axis=0).astype(np.uint8)
+    return masks
+
+
 class Evaluator:
     """Evaluates `ReadingBatch`es against a `ThresholdTable`; see the module docstring."""
 
@@ -57,6 +63,8 @@ class Evaluator:
         # the reference's `v <= sp` and `v > sp + deadband` bit for bit.
         self._rise_at = table.setpoint * _SIGN
         self._fall_below = self._rise_at - table.deadband[:, None]
+        self._rise_t = np.ascontiguousarray(self._rise_at.T)  # (latch, sensor), for runs
+        self._fall_t = np.ascontiguousarray(self._fall_below.T)
         self._on = table.on_delay
         self._off = table.off_delay
         self._stale = table.stale_after
@@ -379,10 +387,10 @@ class Evaluator:
         # Kinds of wish per (latch, reading): 1 rise, 2 fall, 0 none. Latch-major layout,
         # so each latch's readings of one sensor are contiguous.
         good = ~bad
-        x = v[:, None] * _SIGN
-        rise = good[:, None] & (x >= self._rise_at[idx])
-        fall = good[:, None] & (x < self._fall_below[idx])
-        kind = (rise.view(np.uint8) + 2 * fall.view(np.uint8)).T.copy()
+        x = v[None, :] * _SIGN[:, None]
+        rise = good & (x >= np.take(self._rise_t, idx, axis=1))
+        fall = good & (x < np.take(self._fall_t, idx, axis=1))
+        kind = rise.view(np.uint8) + 2 * fall.view(np.uint8)
         breaks = first | gap
         prev_kind = np.zeros_like(kind)
         prev_kind[:, 1:] = kind[:, :-1]
@@ -392,7 +400,8 @@ class Evaluator:
         run_start = (kind != 0) & (breaks[None, :] | (kind != prev_kind))
         run_end = (kind != 0) & (breaks_next[None, :] | (kind != next_kind))
         rs, re = np.flatnonzero(run_start), np.flatnonzero(run_end)
-        rc, ks, ke = rs // m, rs % m, re % m
+        rc, ks = np.divmod(rs, m)
+        ke = re - rc * m
         rkind = kind.ravel()[rs]
         rg = group[ks]
         rsens = su[rg]
@@ -404,14 +413,13 @@ class Evaluator:
         matures = start + np.where(rkind == 1, self._on[rsens], self._off[rsens])
         # The first reading of the run at or after its maturity (ke + 1: none).
         lo, hi = ks.copy(), ke + 1
-        while True:
-            searching = lo < hi
-            if not searching.any():
-                break
+        searching = lo < hi
+        while searching.any():
             mid = (lo + hi) // 2
             ge = t[np.minimum(mid, m - 1)] >= matures
             hi = np.where(searching & ge, mid, hi)
             lo = np.where(searching & ~ge, mid + 1, lo)
+            searching = lo < hi
         in_run = lo <= ke
         k = np.minimum(lo, m - 1)
         at_reading = in_run & (t[k] == matures)  # decided by that reading's own value
@@ -419,7 +427,6 @@ class Evaluator:
         has_next = ~last[ke]
         horizon = np.minimum(t[nxt], t[ke] + stale[ke])
         between = (in_run & ~at_reading) | (~in_run & has_next & (matures < horizon))
-        matured = at_reading | between
         fpos = np.where(in_run, lo, ke + 1)
 
         # A wish pending from before that the first reading does not continue.
@@ -427,44 +434,58 @@ class Evaluator:
         merged_gc[rg[merged], rc[merged]] = True
         gi, ci = np.nonzero(~np.isnan(since0) & ~merged_gc)
         m0 = since0[gi, ci] + np.where(active0[gi, ci], self._off[su[gi]], self._on[su[gi]])
-        h0 = np.minimum(t[starts[gi]], last_ts0[gi] + self._stale[su[gi]])
-        vq = m0 < h0
+        vq = m0 < np.minimum(t[starts[gi]], last_ts0[gi] + self._stale[su[gi]])
+        gi, ci, m0 = gi[vq], ci[vq], m0[vq]
 
-        qg = np.r_[rg[matured], gi[vq]]
-        qc = np.r_[rc[matured], ci[vq]]
-        qpos = np.r_[fpos[matured], starts[gi[vq]]]
-        qphase = np.r_[at_reading[matured].astype(np.int8), np.zeros(int(vq.sum()), np.int8)]
-        qinst = np.r_[np.where(at_reading, t[k], matures)[matured], m0[vq]]
-        qval = np.r_[
-            np.where(at_reading, v[k], prev_v[np.minimum(fpos, m - 1)])[matured],
-            last_v0[gi[vq]],
-        ]
-        qtarget = np.r_[rkind[matured] == 1, ~active0[gi[vq], ci[vq]]]
-        o = np.lexsort((qphase, qpos, qc))
-        qg, qc, qpos, qphase, qinst, qval, qtarget = (
-            a[o] for a in (qg, qc, qpos, qphase, qinst, qval, qtarget)
+        # Each latch's state just after each reading, and just after each reading's
+        # "time passes" phase (before the reading itself is taken): the target of the
+        # last matured run at or before it, else the state before the batch.
+        target = (rkind == 1).astype(np.int8)
+        adv = np.full(kind.shape, -1, dtype=np.int8)
+        adv[rc[between], fpos[between]] = target[between]
+        adv[ci, starts[gi]] = (~active0[gi, ci]).astype(np.int8)
+        events = adv.copy()
+        events[rc[at_reading], k[at_reading]] = target[at_reading]
+        base = active0.T[:, group].astype(np.int8)  # (latch, reading): state before the batch
+        pos = np.where(events >= 0, np.arange(m), -1)
+        np.maximum.accumulate(pos, axis=1, out=pos)
+        state_after = np.where(
+            pos >= starts[group], np.take_along_axis(events, np.maximum(pos, 0), axis=1), base
         )
-        final_active = active0.copy()
-        masks = mask0[group]
-        if qg.size:
-            same = np.r_[False, (qc[1:] == qc[:-1]) & (qg[1:] == qg[:-1])]
-            before_target = np.where(same, np.r_[False, qtarget[:-1]], active0[qg, qc])
-            last_q = np.r_[~same[1:], True]
-            final_active[qg[last_q], qc[last_q]] = qtarget[last_q]
-            e = qtarget != before_target  # a matured run that changes its latch
-            if e.any():
-                masks = self._run_transitions(
-                    su, group, mask0, qg[e], qc[e], qpos[e], qphase[e], qinst[e], qval[e], out
+        state_before = np.where(first, base, np.c_[base[:, :1], state_after[:, :-1]])
+        state_mid = np.where(adv >= 0, adv, state_before)
+        mask_after = _masks(state_after)
+        mask_mid = _masks(state_mid)
+        mask_before = _masks(state_before)
+        # Transitions at readings: one per reading whose own value changed a latch.
+        rows = np.flatnonzero(mask_mid != mask_after)
+        if rows.size:
+            self._emit(su[group[rows]], mask_mid[rows], mask_after[rows], v[rows], t[rows], out)
+        # Changes while time passed before a reading: one per instant, in time order.
+        if between.any() or gi.size:
+            apos = np.r_[fpos[between], starts[gi]]
+            acol = np.r_[rc[between], ci]
+            changes = adv[acol, apos] != state_before[acol, apos]
+            if changes.any():
+                self._emit_matured(
+                    apos[changes],
+                    acol[changes],
+                    np.r_[matures[between], m0][changes],
+                    mask_before,
+                    su[group],
+                    prev_v,
+                    out,
                 )
 
         # Wishes still pending at the end: a last run that has not matured and would
         # change its latch.
+        final_active = state_after[:, ends].T.astype(bool)
         pend = ~in_run & ~has_next
         pend &= (rkind == 1) != final_active[rg, rc]
         since = np.full_like(since0, np.nan)
         since[rg[pend], rc[pend]] = start[pend]
 
-        self._mask[su] = (final_active * _BIT).sum(axis=1).astype(np.uint8)
+        self._mask[su] = mask_after[ends]
         self._since[su] = since
         self._pending[su] = ~np.isnan(since).all(axis=1)
         self._last_ts[su] = t[ends]
@@ -472,48 +493,40 @@ class Evaluator:
         self._seen[su] = True
         self._skew[su] = 0
         self._refresh_band(su)
-        tiers: NDArray[np.int8] = _TIER_OF_MASK[masks]
+        tiers: NDArray[np.int8] = _TIER_OF_MASK[mask_after]
         return tiers
 
-    def _run_transitions(
+    def _emit_matured(
         self,
-        su: Rows,
-        group: Rows,
-        mask0: NDArray[np.uint8],
-        eg: Rows,
-        ec: Rows,
-        epos: Rows,
-        eph: NDArray[np.int8],
-        einst: F64,
-        evals: F64,
+        pos: Rows,
+        col: Rows,
+        when: F64,
+        mask_before: NDArray[np.uint8],
+        sensor: Rows,
+        held: F64,
         out: EvaluationBuilder,
-    ) -> NDArray[np.uint8]:
-        """Emit the latch changes of `_runs` (group, latch, reading, phase, instant,
-        value) as transitions, one per (reading, phase, instant) in the order they
-        happened; returns each reading's latch mask just after it."""
-        o = np.lexsort((ec, einst, eph, epos))
-        eg, ec, epos = eg[o], ec[o], epos[o]
-        eph, einst, evals = eph[o], einst[o], evals[o]
-        # Masks after each change: a running XOR, restarted for every sensor.
-        row_start = np.r_[True, eg[1:] != eg[:-1]]
-        acc = np.bitwise_xor.accumulate(_BIT[ec])
+    ) -> None:
+        """Latch changes that matured while time passed before the readings at `pos`:
+        one transition per (reading, instant), from the mask before it, in time order,
+        each with the value held since the reading before."""
+        order = np.lexsort((col, when, pos))
+        pos, col, when = pos[order], col[order], when[order]
+        row_start = np.r_[True, pos[1:] != pos[:-1]]
+        acc = np.bitwise_xor.accumulate(_BIT[col])
         first_of_row = np.flatnonzero(row_start)
         before_row = np.where(first_of_row > 0, acc[first_of_row - 1], 0).astype(np.uint8)
-        after = mask0[eg] ^ acc ^ before_row[np.cumsum(row_start) - 1]
-        before = np.where(row_start, mask0[eg], np.r_[np.uint8(0), after[:-1]]).astype(np.uint8)
-        key_end = np.r_[
-            (epos[1:] != epos[:-1]) | (eph[1:] != eph[:-1]) | (einst[1:] != einst[:-1]), True
-        ]
-        key_start = np.r_[True, key_end[:-1]]
+        after = mask_before[pos] ^ acc ^ before_row[np.cumsum(row_start) - 1]
+        before = np.where(row_start, mask_before[pos], np.r_[np.uint8(0), after[:-1]])
+        last = np.r_[(pos[1:] != pos[:-1]) | (when[1:] != when[:-1]), True]
+        key_start = np.r_[True, last[:-1]]
         self._emit(
-            su[eg[key_end]], before[key_start], after[key_end], evals[key_end], einst[key_end], out
+            sensor[pos[last]],
+            before[key_start].astype(np.uint8),
+            after[last],
+            held[pos[last]],
+            when[last],
+            out,
         )
-        # The mask just after each reading: after the last change at or before it.
-        j = np.searchsorted(epos, np.arange(group.size), side="right") - 1
-        jc = np.maximum(j, 0)
-        own = (j >= 0) & (eg[jc] == group)
-        masks: NDArray[np.uint8] = np.where(own, after[jc], mask0[group]).astype(np.uint8)
-        return masks
 
     def _run_faults(
         self,
