@@ -46,9 +46,9 @@ def _mask_tables() -> tuple[NDArray[np.int8], NDArray[np.intp]]:
 _TIER_OF_MASK, _TOP_OF_MASK = _mask_tables()
 
 
-def _masks(state: NDArray[np.int8]) -> NDArray[np.uint8]:
-    """Latch masks from a (latch, reading) array of 0/1 states."""
-    masks: NDArray[np.uint8] = (state * _BIT[:, None]).sum(axis=0).astype(np.uint8)
+def _masks(state: NDArray[np.int8], bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Latch masks from a (latch, reading) array of 0/1 states; `bits` per latch row."""
+    masks: NDArray[np.uint8] = (state * bits[:, None]).sum(axis=0).astype(np.uint8)
     return masks
 
 
@@ -370,8 +370,11 @@ class Evaluator:
         ends = np.flatnonzero(last)
         su = idx[starts]
         mask0 = self._mask[su]
-        active0 = (mask0[:, None] & _BIT) != 0
-        since0 = self._since[su]
+        # Only the latches some sensor of the batch has (a high-only sensor has three).
+        lat = np.flatnonzero(~np.isnan(self._rise_t[:, su]).all(axis=1))
+        bits = _BIT[lat]
+        active0 = (mask0[:, None] & bits) != 0
+        since0 = self._since[su][:, lat]
         last_ts0, last_v0 = self._last_ts[su], self._last_value[su]
         bad = (b.quality != 0) | ~np.isfinite(v)
         prev_t = np.where(first, last_ts0[group], np.r_[np.nan, t[:-1]])
@@ -387,9 +390,9 @@ class Evaluator:
         # Kinds of wish per (latch, reading): 1 rise, 2 fall, 0 none. Latch-major layout,
         # so each latch's readings of one sensor are contiguous.
         good = ~bad
-        x = v[None, :] * _SIGN[:, None]
-        rise = good & (x >= np.take(self._rise_t, idx, axis=1))
-        fall = good & (x < np.take(self._fall_t, idx, axis=1))
+        x = v[None, :] * _SIGN[lat, None]
+        rise = good & (x >= self._rise_t[lat[:, None], idx[None, :]])
+        fall = good & (x < self._fall_t[lat[:, None], idx[None, :]])
         kind = rise.view(np.uint8) + 2 * fall.view(np.uint8)
         breaks = first | gap
         prev_kind = np.zeros_like(kind)
@@ -454,9 +457,9 @@ class Evaluator:
         )
         state_before = np.where(first, base, np.c_[base[:, :1], state_after[:, :-1]])
         state_mid = np.where(adv >= 0, adv, state_before)
-        mask_after = _masks(state_after)
-        mask_mid = _masks(state_mid)
-        mask_before = _masks(state_before)
+        mask_after = _masks(state_after, bits)
+        mask_mid = _masks(state_mid, bits)
+        mask_before = _masks(state_before, bits)
         # Transitions at readings: one per reading whose own value changed a latch.
         rows = np.flatnonzero(mask_mid != mask_after)
         if rows.size:
@@ -469,7 +472,7 @@ class Evaluator:
             if changes.any():
                 self._emit_matured(
                     apos[changes],
-                    acol[changes],
+                    lat[acol[changes]],
                     np.r_[matures[between], m0][changes],
                     mask_before,
                     su[group],
@@ -482,8 +485,8 @@ class Evaluator:
         final_active = state_after[:, ends].T.astype(bool)
         pend = ~in_run & ~has_next
         pend &= (rkind == 1) != final_active[rg, rc]
-        since = np.full_like(since0, np.nan)
-        since[rg[pend], rc[pend]] = start[pend]
+        since = np.full((su.size, N_LATCHES), np.nan)
+        since[rg[pend], lat[rc[pend]]] = start[pend]
 
         self._mask[su] = mask_after[ends]
         self._since[su] = since
