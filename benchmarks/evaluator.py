@@ -143,6 +143,24 @@ def main() -> None:
         storm_ms.append(ms)
         storm_transitions += len(out.transitions)
 
+    # One loud sensor: 100 000 readings in one batch alternating across its setpoints
+    # (every reading a transition), and the same count for a calm busy sensor.
+    loud_n = 100_000
+    loud_table = ThresholdTable.build(
+        [SensorThresholds(sensor_id="D-loud", high=(10.0, 20.0, 40.0), deadband=1.0)]
+    )
+    loud_ms, loud_transitions = [], 0
+    for rep in range(5):
+        loud = Evaluator(loud_table, start_ts=999.0)
+        values = np.where(np.arange(loud_n) % 2 == 1, 45.0, 5.0)
+        b = ReadingBatch.of(np.zeros(loud_n), values, 1000.0 + rep + np.arange(loud_n) * 1e-5)
+        ms, out = timed(partial(loud.process, b, 1e12))
+        loud_ms.append(ms)
+        loud_transitions = len(out.transitions)
+    calm = Evaluator(loud_table, start_ts=999.0)
+    b = ReadingBatch.of(np.zeros(loud_n), np.full(loud_n, 5.0), 1000.0 + np.arange(loud_n) * 1e-5)
+    calm_ms = timed(partial(calm.process, b))[0]
+
     tick = statistics.median(vec_ms)
     ref_tick = statistics.median(ref_ms)
     print(
@@ -159,6 +177,10 @@ def main() -> None:
                 "shuffled_tick_ms_median": round(statistics.median(shuffled_ms), 3),
                 "storm_tick_ms_median": round(statistics.median(storm_ms), 3),
                 "storm_transitions_per_tick": storm_transitions // 10,
+                "loud_sensor_readings": loud_n,
+                "loud_sensor_ms": round(statistics.median(loud_ms), 1),
+                "loud_sensor_transitions": loud_transitions,
+                "calm_busy_sensor_ms": round(calm_ms, 1),
                 "ticks": len(batches),
                 "reference_ticks": len(ref_ms),
                 "python": platform.python_version(),
