@@ -1,5 +1,6 @@
-"""`kill -9` of the real service with a zone latched, then a start: still latched, output
-re-asserted; the broker announces the death (last will) and the latched state (retained)."""
+"""`kill -9` of the real service with a zone latched (and the latch stored), then a start:
+still latched, output re-asserted; the broker announces the death (last will) and the
+latched state (retained)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,17 @@ def plant(tmp_path: Path, broker_port: int, plc_port: int) -> dict[str, Any]:
     }
 
 
+def latched(tmp_path: Path) -> bool:
+    db = sqlite3.connect(tmp_path / "ehswatch.db")
+    try:
+        rows = db.execute("SELECT tripped FROM interlock_zone").fetchall()
+    except sqlite3.OperationalError:
+        return False  # not migrated yet
+    finally:
+        db.close()
+    return rows == [(1,)]
+
+
 async def retained(port: int, topic: str) -> bytes:
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(topic, qos=1)
@@ -97,6 +109,14 @@ def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_
                 async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
                     await pub.publish("ehs/telemetry/G-301", json.dumps({"v": 62.0}), qos=1)
                 await eventually(lambda: plc.coils.get(0) is True, timeout=10, what="the trip")
+                # Output first: the coil is written before the latch is stored. Once stored
+                # (`latch_durable`), a kill cannot lose it.
+                await eventually(lambda: latched(tmp_path), timeout=10, what="the latch stored")
+                async with asyncio.timeout(10):  # and the broker is told so
+                    while not json.loads(
+                        await retained(broker.port, "ehs/interlock/tank-farm")
+                    ).get("latch_durable"):
+                        await asyncio.sleep(0.05)
                 service.send_signal(signal.SIGKILL)
                 await service.wait()
             # The broker tells everyone the service died.

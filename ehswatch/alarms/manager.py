@@ -11,6 +11,15 @@
   `escalate_after_s` until someone acknowledges.
 - A sensor that goes in or out of alarm 3 or more times within 60 s (configurable) is
   flagged chattering, once per episode; climbing through the tiers is not chattering.
+- **Zone conditions** (`condition`): the interlock controller's alarms that belong to a
+  zone, not to a sensor — an output the PLC did not confirm, a trip whose latch is not yet
+  stored. Their source is ``zone:<id>`` and their kind one of `model.ZONE_KINDS`; they are
+  ISA-18.2 episodes like any other (raised while the condition holds, returned when it
+  ends, acknowledged by people), written through the same outbox and commit, so the relay
+  publishes them, the notifier routes them by their tier (3: routes matching
+  `interlock`) and the hazard desk opens their ticket (interlock: grade A). `condition`
+  never waits: it queues the request, and the manager's own task writes it, in order; a
+  request whose write fails stays queued and is written on the next pass.
 """
 
 from __future__ import annotations
@@ -23,13 +32,14 @@ import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Self
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ehswatch.alarms import model
-from ehswatch.alarms.model import Alarm, AlarmKind, AlarmState
+from ehswatch.alarms.model import ZONE_KINDS, Alarm, AlarmKind, AlarmState
 from ehswatch.alarms.routing import Router
 from ehswatch.alarms.store import (
     AlarmRecord,
@@ -51,6 +61,19 @@ from ehswatch.thresholds.outcome import Evaluation
 log = logging.getLogger(__name__)
 
 Change = tuple[Alarm, list[str], Actor, float]  # alarm after, events, who, when
+ZONE_SOURCE = "zone:"  # the `sensor` of a zone condition's alarm: "zone:<id>"
+ZONE_SENSOR_TYPE = "interlock"  # its `sensor_type`, for routes that match sensor types
+
+
+@dataclass(frozen=True, slots=True)
+class _ZoneRequest:
+    source: str
+    zone: str
+    kind: AlarmKind
+    active: bool
+    tier: int
+    message: str
+    at: float
 
 
 class AlarmManager(Component):
@@ -78,6 +101,10 @@ class AlarmManager(Component):
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._lock = asyncio.Lock()
         self.on_commit: list[asyncio.Event] = []  # set after each commit: relay, hazard desk
+        self._requests: deque[_ZoneRequest] = deque()  # zone conditions, in order
+        # The state last asked for, per (source, kind): what the caller has handed over,
+        # written or not yet.
+        self.conditions: dict[tuple[str, AlarmKind], bool] = {}
 
     async def __aenter__(self) -> Self:
         async with self.db.new_session() as session:
@@ -107,12 +134,113 @@ class AlarmManager(Component):
             self._wake.set()
 
     async def _apply_loop(self) -> None:
+        if self._requests:
+            self._wake.set()  # requests left by a pass that failed
         while True:
             await self._wake.wait()
             self._wake.clear()
             queued, self._queue = self._queue, []
             async with self._lock:
                 await self._commit([c for ev in queued for c in self._changes(ev)])
+                await self._apply_conditions()
+
+    # ------------------------------------------------------------ zone conditions
+
+    def condition(
+        self,
+        *,
+        source: str,
+        kind: AlarmKind,
+        active: bool,
+        tier: int = 3,
+        message: str = "",
+        at: float | None = None,
+    ) -> None:
+        """Raise (`active`) or return a zone condition's alarm; see the module docstring.
+
+        `source` is ``zone:<id>``, `kind` one of `model.ZONE_KINDS`, `tier` the tier it is
+        raised at (routes and the ticket grade follow it), `message` what happened (the
+        audit entry's comment and the log line), `at` when (default: now). Asking for the
+        state the condition is in already changes nothing. Never blocks, never waits.
+        """
+        if not source.startswith(ZONE_SOURCE) or len(source) == len(ZONE_SOURCE):
+            raise ValueError(f"a zone condition's source is 'zone:<id>', not {source!r}")
+        if kind not in ZONE_KINDS:
+            raise ValueError(f"{kind!r} is not a zone condition kind")
+        self.conditions[(source, kind)] = active
+        self._requests.append(
+            _ZoneRequest(
+                source=source,
+                zone=source[len(ZONE_SOURCE) :],
+                kind=kind,
+                active=active,
+                tier=tier,
+                message=message,
+                at=self._clock() if at is None else at,
+            )
+        )
+        self._wake.set()
+
+    async def _apply_conditions(self) -> None:
+        """Write the queued zone requests in order; one that fails stays queued."""
+        while self._requests:
+            r = self._requests[0]
+            key = (r.source, r.kind)
+            before = self.open.get(key)
+            change = self._zone_change(r)
+            if change is not None:
+                try:
+                    await self._commit(
+                        [change], audit=("raised" if r.active else "returned", r.message)
+                    )
+                except BaseException:
+                    if before is None:
+                        self.open.pop(key, None)
+                    else:
+                        self.open[key] = before
+                    raise
+                level = logging.ERROR if r.active else logging.WARNING
+                log.log(
+                    level,
+                    "alarm %s %s on %s: %s",
+                    r.kind,
+                    "raised" if r.active else "returned",
+                    r.source,
+                    r.message,
+                )
+            self._requests.popleft()
+
+    def _zone_change(self, r: _ZoneRequest) -> Change | None:
+        key = (r.source, r.kind)
+        a = self.open.get(key)
+        if a is not None and not a.open:
+            a = None
+        if a is None:
+            if not r.active:
+                return None
+            a, events = model.raised(
+                sensor=r.source,
+                zone=r.zone,
+                sensor_type=ZONE_SENSOR_TYPE,
+                kind=r.kind,
+                tier=r.tier,
+                value=None,
+                threshold=None,
+                at=r.at,
+            )
+        elif a.active == r.active:
+            return None
+        else:
+            a, events = model.condition(
+                a,
+                active=r.active,
+                tier=r.tier if r.active else 0,
+                value=None,
+                threshold=None,
+                at=r.at,
+            )
+        self.open[key] = a
+        return (a, events, SYSTEM, r.at)
 
     def _changes(self, ev: Evaluation) -> list[Change]:
         ids = self.table.sensor_ids

@@ -15,7 +15,10 @@ States: normal, unack-active, ack-active, unack-returned, shelved, out-of-servic
     sensor out of service  any open state ──────► out-of-service (closed when back in service)
 
 A sensor has at most one open alarm of each kind: `tier` (the three-tier thresholds) and
-`fault` (an instrument fault, kept apart from the tier). Each function returns the new
+`fault` (an instrument fault, kept apart from the tier). A zone has at most one open
+alarm of each zone condition kind (`output-fault`: the PLC did not confirm an interlock
+command; `not-durable`: a trip's latch is not yet stored), its `sensor` being
+``zone:<id>``; these are never shelved. Each function returns the new
 alarm and the names of the events to record, or raises `Refused`/`Forbidden`.
 """
 
@@ -43,6 +46,12 @@ STATE_CODE = {s: k for k, s in enumerate(AlarmState)}  # for InfluxDB: numbers o
 class AlarmKind(StrEnum):
     TIER = "tier"
     FAULT = "fault"
+    # Zone conditions of the interlock (source "zone:<id>"), raised at the interlock tier.
+    OUTPUT_FAULT = "output-fault"
+    NOT_DURABLE = "not-durable"
+
+
+ZONE_KINDS = frozenset({AlarmKind.OUTPUT_FAULT, AlarmKind.NOT_DURABLE})
 
 
 TIER_NAMES = {1: "warning", 2: "alarm", 3: "interlock"}
@@ -189,6 +198,8 @@ def shelve(
         raise Refused(f"an alarm is shelved for more than 0 and at most {max_minutes:g} minutes")
     if a.kind == AlarmKind.TIER and a.tier >= 3:
         raise Refused("an alarm at the interlock tier cannot be shelved")
+    if a.kind in ZONE_KINDS:
+        raise Refused("an interlock zone condition cannot be shelved")
     if not a.open or a.state in (AlarmState.SHELVED, AlarmState.OUT_OF_SERVICE):
         raise Refused(f"alarm {a.id} is {a.state if a.open else 'closed'}: it cannot be shelved")
     return dataclasses.replace(

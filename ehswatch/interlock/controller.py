@@ -1,26 +1,44 @@
-"""`InterlockController`: the rules of SPEC §6, between the evaluator and the PLCs.
+"""`InterlockController`: the interlock rules, between the evaluator and the PLCs.
 
-- **Trip.** After every evaluation that changed a tier or a fault, `vote()` runs for all
-  zones. A zone whose vote holds is latched: the new state and its audit entry are
-  committed to the database *first*, then the output command goes to the zone's PLC.
+- **Votes on events.** The evaluation listener only appends every evaluation to an inbox
+  (never dropping, never blocking). The control loop drains it, in order, into the
+  `EventVoter` (`timeline`): a zone trips if its vote held at ANY instant of the stream —
+  a 100 ms overlap inside one batch, a spike up and down inside one batch, a fault that
+  ended inside it, two batches evaluated before the loop ran. The voter also gives the
+  current vote (published, and used by reset and bypass).
+- **Output first.** A zone whose vote held and that is neither latched nor bypassed is
+  latched in memory and its PLC output commanded at once; the trip (state and audit
+  entry) is stored concurrently by the writer task, which retries with backoff until the
+  database commits it. The coil never waits on the database. If the trip is not stored
+  within `durable_within_s` (2 s), or a write fails, the zone's A-grade alarm "interlock
+  latch not durable" is raised (`latch_durable` false); it returns when the write commits.
+- **Heartbeat proves the control path alive.** The control loop turns at least every
+  0.25 s (or half the shortest heartbeat period) and stamps each turn; the PLC links
+  write the heartbeat only while that stamp is at most 2 × the heartbeat period old and
+  the last turn did not fail.
 - **Latch and reset.** A latched zone stays tripped when the values fall. `reset()` needs
-  a supervisor or above (else `Forbidden`), and is `Refused` while the vote holds or while
-  any voting input is not valid and back past its interlock setpoint by the deadband. A
-  reset writes the normal value, with the same readback. Nothing resets by itself.
+  a supervisor or above (else `Forbidden`), and is `Refused` while the current vote
+  holds or while any voting input is not valid and back past its interlock setpoint by
+  the deadband. A reset is stored first, then writes the normal value (with readback);
+  if the vote held again while the reset was being stored, the zone trips again at once
+  instead. Nothing resets by itself.
 - **Bypass.** `request_bypass()` by a safety_director and by a gm — two different people,
   one of each role, within `APPROVAL_WINDOW_S` of each other — with a reason and a
-  compensating measure, for at most the zone's `max_bypass_h` (never over 24 h), and
-  never on a zone that is tripped now. While bypassed, a holding vote does not latch
-  and no trip is written (alarms still raise: they come from the evaluator, untouched);
-  the audit log records each suppressed trip. At expiry (or `end_bypass()`), a vote that
-  still holds trips at once.
-- **Output fault.** A command the PLC has not confirmed within its `confirm_timeout_s` sets
-  the zone's `output_fault` (an A-grade "interlock output fault"), logged as an error and
-  audited; cleared when the PLC confirms.
+  compensating measure, for at most the zone's `max_bypass_h` (never over 24 h); refused
+  on a zone tripped now and while its vote holds (latched or not). While bypassed, a
+  vote that holds does not latch (each suppressed trip is audited; alarms still raise).
+  At expiry (or `end_bypass()`), a vote that still holds trips at once.
+- **Output fault, per command.** Every trip and every reset is a command with its own
+  sequence number and its own confirmation record in the `PlcLink`. If that command is
+  not read back within the PLC's `confirm_timeout_s`, the zone's `output_fault` is set
+  and its A-grade alarm "interlock output fault" raised; only a confirmed readback of
+  that command or a later one clears it — a reset does not.
 - **Restart.** States are loaded from the database at start: a latched zone is latched
-  again and its trip re-asserted by its `PlcLink`; a bypass keeps its expiry.
+  again and its trip re-asserted by its `PlcLink`; a bypass keeps its expiry; a zone with
+  an output fault has its last command tried again.
 - Every change is audited, published retained on ``{prefix}/interlock/{zone}`` and
-  written to the `interlock` measurement, when a publisher and a sink are given.
+  written to the `interlock` measurement, when a publisher and a sink are given. Zone
+  alarms go to the `AlarmManager` given (`condition`), handed off, never awaited.
 """
 
 from __future__ import annotations
@@ -28,15 +46,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from ehswatch.alarms.events import EventStream
+from ehswatch.alarms.manager import AlarmManager
+from ehswatch.alarms.model import AlarmKind
 from ehswatch.audit import record
+from ehswatch.clock import ServiceClock
 from ehswatch.component import Component, Job
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
 from ehswatch.db import Database
@@ -44,7 +68,8 @@ from ehswatch.ingest.influx import InfluxSink
 from ehswatch.interlock import store
 from ehswatch.interlock.outputs import OutputPoint, PlcLink
 from ehswatch.interlock.state import PendingBypass, ZoneState
-from ehswatch.interlock.voting import VotingTable, clear_to_reset, vote
+from ehswatch.interlock.timeline import RETENTION_S, EventVoter, Held, Inbox
+from ehswatch.interlock.voting import VotingTable, clear_to_reset
 from ehswatch.publisher import RetainedPublisher
 from ehswatch.readings import ReadingBatch
 from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
@@ -55,6 +80,47 @@ log = logging.getLogger(__name__)
 
 APPROVAL_WINDOW_S = 15 * 60  # the second bypass approval must come within this
 BYPASS_ROLES = ("safety_director", "gm")
+DURABLE_WITHIN_S = 2.0  # a trip not stored by then raises "interlock latch not durable"
+TURN_S = 0.25  # the control loop turns at least this often
+WRITE_BACKOFF_S = (0.05, 2.0)  # the writer's retry delay: first, longest
+FINAL_FLUSH_S = 5.0  # at stop, how long the writer may still try to store what is queued
+TRIP_FIELDS = ("tripped", "seq", "tripped_at", "trip_votes", "trip_cause")
+BYPASS_ON_FIELDS = ("bypass_until", "bypass_reason", "bypass_measure", "bypass_by")
+BYPASS_FIELDS = (*BYPASS_ON_FIELDS, "pending")
+
+
+@dataclass(frozen=True, slots=True)
+class _Audit:
+    actor: Actor
+    action: str
+    detail: dict[str, Any]
+    ts: float
+    comment: str = ""
+
+
+@dataclass(slots=True)
+class _Write:
+    """One change for the database: a patch of the zone's row and its audit entries."""
+
+    zone: str
+    values: dict[str, Any]
+    audits: list[_Audit]
+    done: asyncio.Future[None] | None = None  # a person's command waits for it
+    trip_seq: int | None = None  # the trip this write makes durable
+
+
+@dataclass(slots=True)
+class _Undurable:
+    seq: int
+    since: float
+    alarmed: bool = False
+
+
+@dataclass(slots=True)
+class _Decision:
+    why: str | None = None
+    forbidden: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class InterlockController(Component):
@@ -66,21 +132,38 @@ class InterlockController(Component):
         config: PlantConfig,
         evaluator: Evaluator,
         db: Database,
+        alarms: AlarmManager | None = None,
         publisher: RetainedPublisher | None = None,
         sink: InfluxSink | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         reconcile_s: float = 1.0,
+        durable_within_s: float = DURABLE_WITHIN_S,
+        retention_s: float = RETENTION_S,
     ) -> None:
         self.config = config
         self.evaluator = evaluator
         self.table = evaluator.table
         self.voting = VotingTable.from_config(config, evaluator.table)
         self.db = db
+        self.alarms = alarms
         self.publisher = publisher
         self.sink = sink
-        self._clock = clock
+        self._clock: Callable[[], float] = clock if clock is not None else ServiceClock()
+        self.durable_within_s = durable_within_s
         self._settings = {z.id: z.interlock for z in config.zones if z.interlock is not None}
+        self._index = {z: k for k, z in enumerate(self.voting.zone_ids)}
         self.states: dict[str, ZoneState] = {z: ZoneState(zone=z) for z in self.voting.zone_ids}
+        self.voter = EventVoter(
+            self.voting,
+            n_sensors=self.table.size,
+            tier=evaluator.tier,
+            faulted=evaluator.faulted,
+            start_ts=self._clock(),
+            retention_s=retention_s,
+        )
+        self.inbox = Inbox()
+        periods = [p.heartbeat.period_s for p in config.plcs if p.heartbeat is not None]
+        self.turn_s = min([TURN_S, *[p / 2 for p in periods]])
         self.links: dict[str, PlcLink] = {}
         for plc in config.plcs:
             outputs = [
@@ -88,13 +171,27 @@ class InterlockController(Component):
             ]
             if outputs or plc.heartbeat is not None:
                 self.links[plc.id] = PlcLink(
-                    plc, outputs, self._desired, self._output_report, reconcile_s=reconcile_s
+                    plc,
+                    outputs,
+                    self._desired,
+                    self._output_report,
+                    reconcile_s=reconcile_s,
+                    alive=self.control_alive,
                 )
-        self._recount = asyncio.Event()
-        self._lock = asyncio.Lock()  # one state change at a time: commands and votes
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one turn of the rules at a time (never held over I/O)
+        self._people = asyncio.Lock()  # one person's command at a time (held over I/O)
+        self._writes: deque[_Write] = deque()
+        self._write_wake = asyncio.Event()
+        self._write_failing = ""  # the last write error, while writes fail
+        self._undurable: dict[str, _Undurable] = {}
+        self._fault_seq: dict[str, int] = {}  # the command whose non-confirmation faulted
+        self._alive_at: float | None = None  # loop time of the control loop's last turn
+        self._turn_failed = False
         self._stack = AsyncExitStack()
         self._suppressed: set[str] = set()  # zones whose bypassed trip was audited
         self.stream: EventStream | None = None  # the API's live feed, when there is one
+        self.turns = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -120,8 +217,20 @@ class InterlockController(Component):
             await self._stack.aclose()
             raise
         now = self._clock()
-        for s in self.states.values():
+        for zone, s in self.states.items():
             self._publish(s, now)
+            # What is loaded is stored: no latch can be undurable. An output fault stands
+            # until a command is confirmed: the last one is tried again.
+            self._condition(zone, AlarmKind.NOT_DURABLE, False, "the zone's state is stored")
+            self._condition(
+                zone,
+                AlarmKind.OUTPUT_FAULT,
+                s.output_fault,
+                f"output fault of command seq {s.seq} still unconfirmed at start",
+            )
+            if s.output_fault:
+                self._fault_seq[zone] = s.seq
+                self._command(zone)
         return self
 
     async def __aexit__(
@@ -130,142 +239,378 @@ class InterlockController(Component):
         try:
             await super().__aexit__(et, e, tb)
         finally:
-            await self._stack.__aexit__(et, e, tb)
+            try:
+                await self._final_flush()
+            finally:
+                await self._stack.__aexit__(et, e, tb)
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
         yield "control", self._control
+        yield "writer", self._writer
 
     # ------------------------------------------------------------ from the evaluator
 
     def on_evaluation(self, _: ReadingBatch, ev: Evaluation) -> None:
-        """Evaluator stage listener: recount the votes when a tier or a fault changed."""
+        """Evaluator stage listener: keep every evaluation for the control loop."""
+        self.inbox.put(ev)
         if ev:
-            self._recount.set()
+            self._wake.set()
+
+    # ------------------------------------------------------------ the control loop
+
+    def control_alive(self, max_age_s: float) -> bool:
+        """Whether the control loop turned within `max_age_s` and its last turn worked."""
+        if self._turn_failed or self._alive_at is None:
+            return False
+        return asyncio.get_running_loop().time() - self._alive_at <= max_age_s
 
     async def _control(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recount.wait(), 1.0)
-            self._recount.clear()
+            self._wake.clear()
             async with self._lock:
-                await self._expire()  # first: a bypass that ends lets a holding vote trip
-                await self._apply_votes()
+                self._guarded_turn()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.turn_s):
+                    await self._wake.wait()
 
-    async def _apply_votes(self) -> None:
-        wanted, votes = vote(self.voting, self.evaluator.tier, self.evaluator.faulted)
+    def _guarded_turn(self) -> None:
+        try:
+            self._turn()
+        except BaseException:
+            self._turn_failed = True
+            raise
+        self._turn_failed = False
+        self._alive_at = asyncio.get_running_loop().time()
+        self.turns += 1
+
+    def _turn(self) -> None:
+        """One pass of the rules; synchronous: nothing here waits on I/O."""
         now = self._clock()
+        self._expire(now)  # first: a bypass that ends lets a holding vote trip
+        held: dict[int, Held] = {}
+        while len(self.inbox):
+            for news in self.voter.feed(self.inbox.peek()):
+                held.setdefault(news.zone, news)
+            self.inbox.pop()
+        votes, holds = self.voter.votes_now(), self.voter.holds_now()
         for k, zone in enumerate(self.voting.zone_ids):
             s = self.states[zone]
-            holds, n = bool(wanted[k]), int(votes[k])
-            if holds != s.vote_holds or n != s.votes:
-                s = self.states[zone] = dataclasses.replace(s, vote_holds=holds, votes=n)
+            n, now_holds = int(votes[k]), bool(holds[k])
+            if now_holds != s.vote_holds or n != s.votes:
+                s = self.states[zone] = dataclasses.replace(s, vote_holds=now_holds, votes=n)
                 self._publish(s, now)
-            if not holds:
+            h = held.get(k)
+            if h is None and not now_holds:
                 self._suppressed.discard(zone)
                 continue
             if s.tripped:
                 continue
-            cause = self._voters_voting(k)
+            if h is not None:
+                cause = [self.table.sensor_ids[i] for i in h.sensors]
+                at: float | None = h.at
+            else:
+                cause = [self.table.sensor_ids[i] for i in self.voter.voters_now(k)]
+                at = None
             if s.bypassed(now):
                 if zone not in self._suppressed:
                     self._suppressed.add(zone)
-                    await self._commit(
-                        s, SYSTEM, "trip suppressed by bypass", {"votes": n, "sensors": cause}, now
+                    self._write(
+                        zone,
+                        (),
+                        _Audit(
+                            SYSTEM,
+                            "trip suppressed by bypass",
+                            {"votes": len(cause), "sensors": cause, "at": at},
+                            now,
+                        ),
                     )
                 continue
-            tripped = dataclasses.replace(
-                s,
-                tripped=True,
-                seq=s.seq + 1,
-                tripped_at=now,
-                trip_votes=n,
-                trip_cause=tuple(cause),
-            )
-            await self._commit(
-                tripped, SYSTEM, "trip", {"votes": n, "sensors": cause, "seq": tripped.seq}, now
-            )
-            log.error(
-                "INTERLOCK TRIP %s: %d vote(s) from %s; output command seq %d",
-                zone,
-                n,
-                ", ".join(cause),
-                tripped.seq,
-            )
-            self._command(zone)
+            self._trip(zone, cause, at, now)
+        self._check_durable(now)
 
-    def _voters_voting(self, k: int) -> list[str]:
-        tier, faulted = self.evaluator.tier, self.evaluator.faulted
-        fault_trips = bool(self.voting.fault_trips[k])
-        return [
-            self.table.sensor_ids[s]
-            for s in self.voting.voters_of(k).tolist()
-            if (faulted[s] and fault_trips) or (not faulted[s] and tier[s] == 3)
-        ]
+    def _trip(
+        self, zone: str, cause: list[str], at: float | None, now: float, why: str = ""
+    ) -> None:
+        """Latch, command the output, then queue the write: the coil never waits."""
+        s = self.states[zone]
+        tripped = dataclasses.replace(
+            s,
+            tripped=True,
+            seq=s.seq + 1,
+            tripped_at=now,
+            trip_votes=len(cause),
+            trip_cause=tuple(cause),
+            latch_durable=False,
+        )
+        self.states[zone] = tripped
+        self._command(zone)
+        self._publish(tripped, now)
+        log.error(
+            "INTERLOCK TRIP %s: %d vote(s) from %s%s; output command seq %d%s",
+            zone,
+            len(cause),
+            ", ".join(cause),
+            "" if at is None else f" (the vote held at {at:.3f})",
+            tripped.seq,
+            f"; {why}" if why else "",
+        )
+        detail: dict[str, Any] = {
+            "votes": len(cause),
+            "sensors": cause,
+            "seq": tripped.seq,
+            "at": at,
+        }
+        if why:
+            detail["why"] = why
+        self._undurable[zone] = _Undurable(seq=tripped.seq, since=now)
+        self._write(zone, TRIP_FIELDS, _Audit(SYSTEM, "trip", detail, now), trip_seq=tripped.seq)
 
-    async def _expire(self) -> None:
-        now = self._clock()
+    def _expire(self, now: float) -> None:
         for zone, s in list(self.states.items()):
             if s.bypass_until is not None and now >= s.bypass_until:
                 ended = dataclasses.replace(
                     s, bypass_until=None, bypass_reason="", bypass_measure="", bypass_by=()
                 )
-                await self._commit(
-                    ended,
-                    SYSTEM,
-                    "bypass expired",
-                    {"until": s.bypass_until, "by": list(s.bypass_by)},
-                    now,
+                self.states[zone] = ended
+                self._publish(ended, now)
+                self._write(
+                    zone,
+                    BYPASS_ON_FIELDS,
+                    _Audit(
+                        SYSTEM,
+                        "bypass expired",
+                        {"until": s.bypass_until, "by": list(s.bypass_by)},
+                        now,
+                    ),
                 )
-                self._recount.set()  # a vote that still holds trips now
+                log.warning("interlock %s: bypass expired; the vote decides again", zone)
+            s = self.states[zone]
             if s.pending is not None and now - s.pending.at > APPROVAL_WINDOW_S:
-                s = self.states[zone]
-                await self._commit(
-                    dataclasses.replace(s, pending=None),
-                    SYSTEM,
-                    "bypass request expired",
-                    {"by": s.pending.by if s.pending else ""},
-                    now,
+                lapsed = dataclasses.replace(s, pending=None)
+                self.states[zone] = lapsed
+                self._publish(lapsed, now)
+                self._write(
+                    zone,
+                    ("pending",),
+                    _Audit(SYSTEM, "bypass request expired", {"by": s.pending.by}, now),
                 )
+
+    def _check_durable(self, now: float) -> None:
+        for zone, u in self._undurable.items():
+            if u.alarmed:
+                continue
+            late = now - u.since >= self.durable_within_s
+            if not (late or self._write_failing):
+                continue
+            u.alarmed = True
+            why = self._write_failing or (
+                f"the database has not committed it within {self.durable_within_s:g} s"
+            )
+            message = (
+                f"interlock latch not durable: the trip of {zone} (command seq {u.seq}) is "
+                f"not stored yet ({why}); the output stays tripped, a restart now would "
+                "not re-assert it"
+            )
+            log.error("A-grade: %s", message)
+            self._condition(zone, AlarmKind.NOT_DURABLE, True, message)
+
+    # ------------------------------------------------------------ the writer
+
+    def _write(
+        self,
+        zone: str,
+        fields: Iterable[str],
+        audit: _Audit | None,
+        *,
+        trip_seq: int | None = None,
+        wait: bool = False,
+        values: dict[str, Any] | None = None,
+    ) -> asyncio.Future[None] | None:
+        """Queue the zone's `fields` (from its state in memory, or `values`) and `audit`."""
+        if values is None:
+            row = store.values_of(self.states[zone])
+            values = {k: row[k] for k in fields}
+        done = asyncio.get_running_loop().create_future() if wait else None
+        self._writes.append(
+            _Write(
+                zone=zone,
+                values=values,
+                audits=[audit] if audit is not None else [],
+                done=done,
+                trip_seq=trip_seq,
+            )
+        )
+        self._write_wake.set()
+        return done
+
+    async def _writer(self) -> None:
+        first, longest = WRITE_BACKOFF_S
+        delay = first
+        while True:
+            if not self._writes:
+                self._write_wake.clear()
+                await self._write_wake.wait()
+                continue
+            batch = list(itertools.islice(self._writes, 200))
+            try:
+                await self._store(batch)
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                if not self._write_failing:
+                    log.error(
+                        "interlock: cannot store %d change(s): %s; retrying until it works",
+                        len(batch),
+                        why,
+                    )
+                self._write_failing = why
+                self._wake.set()  # the control loop raises "latch not durable" at once
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            if self._write_failing:
+                log.warning("interlock: the database takes changes again")
+            self._write_failing = ""
+            delay = first
+            for _ in batch:
+                self._writes.popleft()
+            self._stored(batch)
+
+    async def _store(self, batch: list[_Write]) -> None:
+        async with self.db.new_session() as session, session.begin():
+            for w in batch:
+                if w.values:
+                    await store.patch(session, w.zone, w.values)
+                for a in w.audits:
+                    record(
+                        session,
+                        ts=a.ts,
+                        actor=a.actor,
+                        action=a.action,
+                        subject=f"zone:{w.zone}",
+                        detail=a.detail,
+                        comment=a.comment,
+                    )
+
+    def _stored(self, batch: list[_Write]) -> None:
+        now = self._clock()
+        for w in batch:
+            if w.done is not None and not w.done.done():
+                w.done.set_result(None)
+            u = self._undurable.get(w.zone)
+            if w.trip_seq is None or u is None or u.seq > w.trip_seq:
+                continue
+            del self._undurable[w.zone]
+            s = self.states[w.zone] = dataclasses.replace(self.states[w.zone], latch_durable=True)
+            self._publish(s, now)
+            if u.alarmed:
+                log.warning("interlock %s: the latch (seq %d) is stored now", w.zone, u.seq)
+                self._condition(
+                    w.zone,
+                    AlarmKind.NOT_DURABLE,
+                    False,
+                    f"the trip of {w.zone} (command seq {u.seq}) is stored",
+                )
+
+    async def _final_flush(self) -> None:
+        """At stop: one more try to store what is queued (the control loop is gone)."""
+        if not self._writes:
+            return
+        batch = list(self._writes)
+        try:
+            async with asyncio.timeout(FINAL_FLUSH_S):
+                await self._store(batch)
+        except Exception as exc:
+            log.error(
+                "interlock: %d change(s) could not be stored before stopping: %s", len(batch), exc
+            )
+            for w in batch:
+                if w.done is not None and not w.done.done():
+                    w.done.set_exception(RuntimeError("the interlock controller stopped"))
+            return
+        self._writes.clear()
+        self._stored(batch)
+
+    async def _commit(
+        self,
+        zone: str,
+        values: dict[str, Any],
+        actor: Actor,
+        action: str,
+        detail: dict[str, Any],
+        now: float,
+        comment: str = "",
+    ) -> None:
+        """A person's change: queued behind every earlier change, and waited for."""
+        done = self._write(
+            zone, (), _Audit(actor, action, detail, now, comment), wait=True, values=values
+        )
+        assert done is not None
+        await done
 
     # ------------------------------------------------------------ commands from people
 
     async def reset(self, zone: str, actor: Actor, comment: str = "") -> ZoneState:
-        async with self._lock:
-            s = self._zone(zone)
-            now = self._clock()
-            if not actor.at_least("supervisor"):
-                await self._refuse(
-                    s, actor, "reset", "a reset needs a supervisor or above", now, comment
-                )
-                raise Forbidden(f"{actor.name} ({actor.role}) may not reset an interlock")
-            if not s.tripped:
-                await self._refuse(s, actor, "reset", "the zone is not tripped", now, comment)
-                raise Refused(f"{zone} is not tripped")
-            k = self.voting.zone_ids.index(zone)
-            wanted, votes = vote(self.voting, self.evaluator.tier, self.evaluator.faulted)
-            problems = []
-            if wanted[k]:
-                problems.append(
-                    f"the {self._settings[zone].voting} vote still holds ({int(votes[k])} vote(s))"
-                )
-            problems += clear_to_reset(
-                self.voting, k, self.table, self.evaluator.last_value, self.evaluator.faulted
+        async with self._people:
+            async with self._lock:
+                self._guarded_turn()  # decide on everything that has happened
+                s = self._zone(zone)
+                k = self._index[zone]
+                now = self._clock()
+                d = _Decision()
+                if not actor.at_least("supervisor"):
+                    d = _Decision("a reset needs a supervisor or above", forbidden=True)
+                elif not s.tripped:
+                    d = _Decision("the zone is not tripped")
+                else:
+                    problems = []
+                    if self.voter.holds_now()[k]:
+                        problems.append(
+                            f"the {self._settings[zone].voting} vote still holds "
+                            f"({int(self.voter.votes_now()[k])} vote(s))"
+                        )
+                    problems += clear_to_reset(
+                        self.voting,
+                        k,
+                        self.table,
+                        self.evaluator.last_value,
+                        self.evaluator.faulted,
+                    )
+                    if problems:
+                        d = _Decision("; ".join(problems))
+                mark = int(self.voter.held_count[k])
+            if d.why is not None:
+                await self._refuse(zone, actor, "reset", d.why, now, comment)
+                if d.forbidden:
+                    raise Forbidden(f"{actor.name} ({actor.role}) may not reset an interlock")
+                if not s.tripped:
+                    raise Refused(f"{zone} is not tripped")
+                raise Refused(f"{zone} cannot be reset yet: {d.why}")
+            seq = s.seq + 1
+            await self._commit(
+                zone, {"tripped": False, "seq": seq}, actor, "reset", {"seq": seq}, now, comment
             )
-            if problems:
-                why = "; ".join(problems)
-                await self._refuse(s, actor, "reset", why, now, comment)
-                raise Refused(f"{zone} cannot be reset yet: {why}")
-            reset = dataclasses.replace(s, tripped=False, seq=s.seq + 1, output_fault=False)
-            await self._commit(reset, actor, "reset", {"seq": reset.seq}, now, comment)
-            log.warning(
-                "interlock %s reset by %s (%s); output command seq %d",
-                zone,
-                actor.name,
-                actor.role,
-                reset.seq,
-            )
-            self._command(zone)
-            return reset
+            async with self._lock:
+                self._guarded_turn()
+                now = self._clock()
+                reset = self.states[zone] = dataclasses.replace(
+                    self.states[zone], tripped=False, seq=seq
+                )
+                log.warning(
+                    "interlock %s reset by %s (%s); output command seq %d",
+                    zone,
+                    actor.name,
+                    actor.role,
+                    seq,
+                )
+                if int(self.voter.held_count[k]) != mark or self.voter.holds_now()[k]:
+                    # The vote held again while the reset was being stored: trip again now,
+                    # and the output never leaves its trip.
+                    cause = [self.table.sensor_ids[i] for i in self.voter.voters_now(k)]
+                    self._trip(zone, cause, None, now, why="the vote held again during the reset")
+                else:
+                    self._command(zone)
+                    self._publish(reset, now)
+                return self.states[zone]
 
     async def request_bypass(
         self,
@@ -278,59 +623,68 @@ class InterlockController(Component):
         comment: str = "",
     ) -> ZoneState:
         """First call: a pending request; the second, by the other role: the bypass."""
-        async with self._lock:
-            s = self._zone(zone)
-            now = self._clock()
-            limit = min(self._settings[zone].max_bypass_h, MAX_BYPASS_HOURS)
-            why = None
-            if actor.role not in BYPASS_ROLES:
-                await self._refuse(
-                    s,
-                    actor,
-                    "bypass",
-                    "only a safety director and a general manager may approve a bypass",
-                    now,
-                    comment,
+        async with self._people:
+            async with self._lock:
+                self._guarded_turn()
+                s = self._zone(zone)
+                k = self._index[zone]
+                now = self._clock()
+                limit = min(self._settings[zone].max_bypass_h, MAX_BYPASS_HOURS)
+                why = None
+                forbidden = actor.role not in BYPASS_ROLES
+                pending = (
+                    s.pending if s.pending and now - s.pending.at <= APPROVAL_WINDOW_S else None
                 )
-                raise Forbidden(f"{actor.name} ({actor.role}) may not approve a bypass")
-            pending = s.pending if s.pending and now - s.pending.at <= APPROVAL_WINDOW_S else None
-            if pending is None and (not reason.strip() or not measure.strip()):
-                # The second approver approves the first one's reason and measure.
-                why = "a bypass needs a reason and a compensating measure"
-            elif not 0 < hours <= limit:
-                why = f"a bypass of {zone} lasts more than 0 and at most {limit:g} h"
-            elif s.tripped:
-                why = f"{zone} is tripped now: reset it first"
-            elif s.bypassed(now):
-                why = f"{zone} is already bypassed"
-            elif pending is not None and pending.by == actor.name:
-                why = "the second approval must come from a different person"
-            elif pending is not None and pending.role == actor.role:
-                why = f"the second approval must come from the {_other(pending.role)}"
+                if forbidden:
+                    why = "only a safety director and a general manager may approve a bypass"
+                elif pending is None and (not reason.strip() or not measure.strip()):
+                    # The second approver approves the first one's reason and measure.
+                    why = "a bypass needs a reason and a compensating measure"
+                elif not 0 < hours <= limit:
+                    why = f"a bypass of {zone} lasts more than 0 and at most {limit:g} h"
+                elif self.voter.holds_now()[k]:
+                    why = (
+                        f"the {self._settings[zone].voting} vote of {zone} holds now "
+                        f"({int(self.voter.votes_now()[k])} vote(s)): a bypass is refused "
+                        "while the vote holds"
+                    )
+                elif s.tripped:
+                    why = f"{zone} is tripped now: reset it first"
+                elif s.bypassed(now):
+                    why = f"{zone} is already bypassed"
+                elif pending is not None and pending.by == actor.name:
+                    why = "the second approval must come from a different person"
+                elif pending is not None and pending.role == actor.role:
+                    why = f"the second approval must come from the {_other(pending.role)}"
+                mark = int(self.voter.held_count[k])
             if why is not None:
-                await self._refuse(s, actor, "bypass", why, now, comment)
+                await self._refuse(zone, actor, "bypass", why, now, comment)
+                if forbidden:
+                    raise Forbidden(f"{actor.name} ({actor.role}) may not approve a bypass")
                 raise Refused(why)
             if pending is None:
-                asked = dataclasses.replace(
-                    s,
-                    pending=PendingBypass(
-                        by=actor.name,
-                        role=actor.role,
-                        at=now,
-                        reason=reason,
-                        measure=measure,
-                        hours=hours,
-                    ),
+                asked = PendingBypass(
+                    by=actor.name,
+                    role=actor.role,
+                    at=now,
+                    reason=reason,
+                    measure=measure,
+                    hours=hours,
                 )
+                values = store.values_of(dataclasses.replace(s, pending=asked))
                 await self._commit(
-                    asked,
+                    zone,
+                    {"pending": values["pending"]},
                     actor,
                     "bypass requested",
                     {"reason": reason, "measure": measure, "hours": hours},
                     now,
                     comment,
                 )
-                return asked
+                async with self._lock:
+                    s = self.states[zone] = dataclasses.replace(self.states[zone], pending=asked)
+                    self._publish(s, self._clock())
+                    return s
             hours = min(hours, pending.hours)
             on = dataclasses.replace(
                 s,
@@ -340,8 +694,10 @@ class InterlockController(Component):
                 bypass_measure=pending.measure,
                 bypass_by=(pending.by, actor.name),
             )
+            row = store.values_of(on)
             await self._commit(
-                on,
+                zone,
+                {k_: row[k_] for k_ in BYPASS_FIELDS},
                 actor,
                 "bypass on",
                 {
@@ -354,21 +710,51 @@ class InterlockController(Component):
                 now,
                 comment,
             )
+            async with self._lock:
+                self._guarded_turn()
+                cur = self.states[zone]
+                later = self._clock()
+                if cur.tripped or self.voter.holds_now()[k] or self.voter.held_count[k] != mark:
+                    # The vote came while the bypass was being stored: it never takes effect.
+                    withdrawn = dataclasses.replace(
+                        cur,
+                        pending=None,
+                        bypass_until=None,
+                        bypass_reason="",
+                        bypass_measure="",
+                        bypass_by=(),
+                    )
+                    self.states[zone] = withdrawn
+                    why = f"the vote of {zone} held while the bypass was being recorded"
+                    self._write(
+                        zone, BYPASS_FIELDS, _Audit(SYSTEM, "bypass withdrawn", {"why": why}, later)
+                    )
+                    self._publish(withdrawn, later)
+                    raise Refused(f"{why}: a bypass is refused while the vote holds")
+                s = self.states[zone] = dataclasses.replace(
+                    cur,
+                    pending=None,
+                    bypass_until=on.bypass_until,
+                    bypass_reason=on.bypass_reason,
+                    bypass_measure=on.bypass_measure,
+                    bypass_by=on.bypass_by,
+                )
+                self._publish(s, later)
             log.warning(
                 "interlock %s BYPASSED until %s by %s",
                 zone,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(on.bypass_until)),
                 " and ".join(on.bypass_by),
             )
-            return on
+            return s
 
     async def end_bypass(self, zone: str, actor: Actor, comment: str = "") -> ZoneState:
-        async with self._lock:
+        async with self._people:
             s = self._zone(zone)
             now = self._clock()
             if not actor.at_least("supervisor"):
                 await self._refuse(
-                    s, actor, "end bypass", "needs a supervisor or above", now, comment
+                    zone, actor, "end bypass", "needs a supervisor or above", now, comment
                 )
                 raise Forbidden(f"{actor.name} ({actor.role}) may not end a bypass")
             if not s.bypassed(now):
@@ -376,9 +762,21 @@ class InterlockController(Component):
             ended = dataclasses.replace(
                 s, bypass_until=None, bypass_reason="", bypass_measure="", bypass_by=()
             )
-            await self._commit(ended, actor, "bypass ended", {}, now, comment)
-            self._recount.set()
-            return ended
+            row = store.values_of(ended)
+            await self._commit(
+                zone, {k: row[k] for k in BYPASS_ON_FIELDS}, actor, "bypass ended", {}, now, comment
+            )
+            async with self._lock:
+                ended = self.states[zone] = dataclasses.replace(
+                    self.states[zone],
+                    bypass_until=None,
+                    bypass_reason="",
+                    bypass_measure="",
+                    bypass_by=(),
+                )
+                self._publish(ended, self._clock())
+                self._guarded_turn()  # a vote that still holds trips now
+                return self.states[zone]
 
     # ------------------------------------------------------------ outputs
 
@@ -388,29 +786,48 @@ class InterlockController(Component):
 
     def _command(self, zone: str) -> None:
         link = self.links[self._settings[zone].plc]
-        link.command(zone)
+        link.command(zone, self.states[zone].seq)
 
-    def _output_report(self, zone: str, confirmed: bool, detail: str) -> None:
+    def _output_report(self, zone: str, seq: int, confirmed: bool, detail: str) -> None:
+        """From the PLC link (synchronous): command `seq` confirmed, or overdue."""
         s = self.states[zone]
-        if confirmed == (not s.output_fault):
-            return
-        asyncio.get_running_loop().create_task(
-            self._set_output_fault(zone, not confirmed, detail), name=f"interlock:output-{zone}"
-        )
-
-    async def _set_output_fault(self, zone: str, fault: bool, detail: str) -> None:
-        async with self._lock:
-            s = self.states[zone]
-            if s.output_fault == fault:
+        now = self._clock()
+        if confirmed:
+            if not s.output_fault or seq < self._fault_seq.get(zone, 0):
                 return
-            now = self._clock()
-            changed = dataclasses.replace(s, output_fault=fault)
-            action = "output fault" if fault else "output confirmed"
-            await self._commit(changed, SYSTEM, action, {"detail": detail}, now)
-            if fault:
-                log.error("A-grade: INTERLOCK OUTPUT FAULT %s: %s", zone, detail)
-            else:
-                log.warning("interlock %s output confirmed again: %s", zone, detail)
+            s = self.states[zone] = dataclasses.replace(s, output_fault=False)
+            self._fault_seq.pop(zone, None)
+            self._write(
+                zone,
+                ("output_fault",),
+                _Audit(SYSTEM, "output confirmed", {"seq": seq, "detail": detail}, now),
+            )
+            self._publish(s, now)
+            log.warning("interlock %s output confirmed again: %s", zone, detail)
+            self._condition(
+                zone, AlarmKind.OUTPUT_FAULT, False, f"command seq {seq} confirmed: {detail}"
+            )
+            return
+        self._fault_seq[zone] = max(seq, self._fault_seq.get(zone, 0))
+        self._write(
+            zone,
+            ("output_fault",),
+            _Audit(SYSTEM, "output fault", {"seq": seq, "detail": detail}, now),
+            values={"output_fault": True},
+        )
+        message = f"interlock output fault: {zone}: {detail}"
+        log.error("A-grade: INTERLOCK OUTPUT FAULT %s: %s", zone, detail)
+        if not s.output_fault:
+            s = self.states[zone] = dataclasses.replace(s, output_fault=True)
+            self._publish(s, now)
+            self._condition(zone, AlarmKind.OUTPUT_FAULT, True, message)
+
+    def _condition(self, zone: str, kind: AlarmKind, active: bool, message: str) -> None:
+        """Hand a zone alarm to the alarm manager (it queues its own work)."""
+        if self.alarms is not None:
+            self.alarms.condition(
+                source=f"zone:{zone}", kind=kind, active=active, tier=3, message=message
+            )
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -419,46 +836,13 @@ class InterlockController(Component):
             raise KeyError(f"no interlocked zone {zone!r}")
         return self.states[zone]
 
-    async def _commit(
-        self,
-        s: ZoneState,
-        actor: Actor,
-        action: str,
-        detail: dict[str, Any],
-        now: float,
-        comment: str = "",
-    ) -> None:
-        """Store the new state with its audit entry, then publish it."""
-        async with self.db.new_session() as session, session.begin():
-            await store.save(session, s)
-            record(
-                session,
-                ts=now,
-                actor=actor,
-                action=action,
-                subject=f"zone:{s.zone}",
-                detail=detail,
-                comment=comment,
-            )
-        self.states[s.zone] = s
-        self._publish(s, now)
-
     async def _refuse(
-        self, s: ZoneState, actor: Actor, action: str, why: str, now: float, comment: str
+        self, zone: str, actor: Actor, action: str, why: str, now: float, comment: str
     ) -> None:
-        async with self.db.new_session() as session, session.begin():
-            record(
-                session,
-                ts=now,
-                actor=actor,
-                action=f"{action} refused",
-                subject=f"zone:{s.zone}",
-                detail={"why": why},
-                comment=comment,
-            )
         log.warning(
-            "interlock %s: %s by %s (%s) refused: %s", s.zone, action, actor.name, actor.role, why
+            "interlock %s: %s by %s (%s) refused: %s", zone, action, actor.name, actor.role, why
         )
+        await self._commit(zone, {}, actor, f"{action} refused", {"why": why}, now, comment)
 
     def _publish(self, s: ZoneState, now: float) -> None:
         if self.stream is not None:
@@ -479,6 +863,7 @@ def influx_fields(s: ZoneState, now: float) -> dict[str, int | float]:
         "vote_holds": int(s.vote_holds),
         "seq": s.seq,
         "output_fault": int(s.output_fault),
+        "latch_durable": int(s.latch_durable),
     }
 
 

@@ -1,16 +1,22 @@
 """`PlcLink`: one task per PLC that owns its Modbus connection and writes the outputs.
 
-- **Commands** (a trip, or a reset's normal value): written at once, then read back;
-  retried with backoff (20 ms doubling) until the readback matches. If it has not matched
-  within the PLC's `confirm_timeout_s`, the zone's output is reported unconfirmed (an
-  interlock output fault); the link keeps trying, and reports the confirmation when it
-  comes.
+- **Commands** (a trip, or a reset's normal value), each identified by the zone's command
+  sequence number: written at once, then read back; retried with backoff (20 ms
+  doubling, at most 0.5 s) until the readback matches. Every command has its own
+  confirmation record: if *that* command has not been read back within the PLC's
+  `confirm_timeout_s`, it is reported unconfirmed (the zone's output fault); the link
+  keeps trying, and reports the confirmation, with the command's sequence number, when
+  it comes. A newer command of the zone replaces the record of an older one.
 - **Re-assert**: after every (re)connection, and every `reconcile_s`, the link reads back
   every output that should be tripped and writes the trip again where the PLC lost it (a
   PLC restart comes up with its outputs off). It never writes an output back to normal on
   its own: only an authorised reset does that.
 - **Heartbeat**: a counter (1…65535, wrapping) written to the PLC's heartbeat register
-  every `period_s`, so the PLC's watchdog can stop the line when ehswatch dies.
+  every `period_s`, so the PLC's watchdog can stop the line when ehswatch dies — and only
+  while the interlock control loop is alive (`alive(max_age_s)`: its last turn is at most
+  2 × `period_s` old and did not fail). Otherwise the beat is held back (counted in
+  `heartbeats_held`, logged once per episode): a control loop that is stuck must look
+  dead to the PLC, not healthy.
 - With `seq_register` set, a command's sequence number is written there after the output,
   so the PLC (and its logs) can tell commands apart.
 """
@@ -66,8 +72,10 @@ class OutputPoint:
 
 # zone → (should the output be tripped, command sequence number)
 Desired = Callable[[str], tuple[bool, int]]
-# (zone, confirmed, detail)
-Report = Callable[[str, bool, str], None]
+# (zone, command sequence number, confirmed, detail)
+Report = Callable[[str, int, bool, str], None]
+# max age (s) → is the control loop alive
+Alive = Callable[[float], bool]
 
 
 class LinkDown(Exception):
@@ -76,6 +84,9 @@ class LinkDown(Exception):
 
 @dataclass
 class _Command:
+    """The confirmation record of one command (one sequence number) of a zone."""
+
+    seq: int
     given: float  # loop time the command was given
     next_try: float
     backoff: float = 0.02
@@ -93,6 +104,7 @@ class PlcLink(Component):
         report: Report,
         *,
         reconcile_s: float = 1.0,
+        alive: Alive | None = None,
     ) -> None:
         self.plc = plc
         self.outputs = {o.zone: o for o in outputs}
@@ -102,19 +114,30 @@ class PlcLink(Component):
         self._commands: dict[str, _Command] = {}
         self._wake = asyncio.Event()
         self._client: AsyncModbusTcpClient | None = None
+        self._alive = alive
+        self._held_back = False
         self.heartbeat = 0
+        self.heartbeats_held = 0  # beats not written: the control loop was not alive
         self.connected = False
         self.writes = 0
         self.last_error = ""
 
-    def command(self, zone: str) -> None:
-        """Write the zone's desired output now, and confirm it by reading it back."""
+    def command(self, zone: str, seq: int) -> None:
+        """Write the zone's desired output (command `seq`) now, and confirm it by reading
+        it back. A new `seq` gets its own confirmation record; the same `seq` again is
+        tried again at once."""
         now = asyncio.get_running_loop().time()
-        if zone not in self._commands:
-            self._commands[zone] = _Command(given=now, next_try=now)
+        cmd = self._commands.get(zone)
+        if cmd is None or cmd.seq != seq:
+            self._commands[zone] = _Command(seq=seq, given=now, next_try=now)
         else:
-            self._commands[zone].next_try = now
+            cmd.next_try = now
         self._wake.set()
+
+    def pending(self, zone: str) -> int | None:
+        """The sequence number of the zone's command waiting for its readback, if any."""
+        cmd = self._commands.get(zone)
+        return None if cmd is None else cmd.seq
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
         yield self.plc.id, self._run
@@ -158,8 +181,25 @@ class PlcLink(Component):
             for zone in [z for z, c in self._commands.items() if c.next_try <= now]:
                 await self._attempt(zone, loop)
             if hb is not None and now >= next_beat:
-                self.heartbeat = self.heartbeat % 65535 + 1
-                await self._write("register", hb.address, self.heartbeat)
+                if self._alive is None or self._alive(2 * hb.period_s):
+                    if self._held_back:
+                        self._held_back = False
+                        log.warning(
+                            "PLC %s: the control loop runs again; heartbeat resumes", self.plc.id
+                        )
+                    self.heartbeat = self.heartbeat % 65535 + 1
+                    await self._write("register", hb.address, self.heartbeat)
+                else:
+                    self.heartbeats_held += 1
+                    if not self._held_back:
+                        self._held_back = True
+                        log.error(
+                            "PLC %s: heartbeat held back: the interlock control loop has not "
+                            "run for over %g s (or its last turn failed); the PLC watchdog "
+                            "should stop the line",
+                            self.plc.id,
+                            2 * hb.period_s,
+                        )
                 next_beat = max(next_beat + hb.period_s, now)
             if now >= next_reconcile:
                 await self._reassert()
@@ -181,14 +221,18 @@ class PlcLink(Component):
         cmd = self._commands[zone]
         out = self.outputs[zone]
         tripped, seq = self._desired(zone)
+        if seq != cmd.seq:
+            # The state moved on without a command (should not happen): its own record.
+            cmd = self._commands[zone] = _Command(seq=seq, given=loop.time(), next_try=0.0)
         value = out.trip_value if tripped else out.normal_value
         await self._write(out.table, out.address, value)
         if out.seq_register is not None:
             await self._write("register", out.seq_register, seq % 65536)
         now = loop.time()
         if await self._read(out.table, out.address) == value:
-            del self._commands[zone]
-            self._report(zone, True, f"{out.table} {out.address} = {value} (seq {seq})")
+            if self._commands.get(zone) is cmd:
+                del self._commands[zone]
+            self._report(zone, seq, True, f"{out.table} {out.address} = {value} (seq {seq})")
             return
         cmd.next_try = now + cmd.backoff
         cmd.backoff = min(cmd.backoff * 2, 0.5)
@@ -199,12 +243,17 @@ class PlcLink(Component):
             if not cmd.reported and now - cmd.given > self.plc.confirm_timeout_s:
                 cmd.reported = True
                 self._report(
-                    zone, False, f"not confirmed within {self.plc.confirm_timeout_s:g} s: {why}"
+                    zone,
+                    cmd.seq,
+                    False,
+                    f"command seq {cmd.seq} not confirmed within "
+                    f"{self.plc.confirm_timeout_s:g} s: {why}",
                 )
 
     async def _reassert(self) -> None:
         for zone, out in self.outputs.items():
-            if zone in self._commands or not self._desired(zone)[0]:
+            tripped, seq = self._desired(zone)
+            if zone in self._commands or not tripped:
                 continue
             if await self._read(out.table, out.address) != out.trip_value:
                 log.warning(
@@ -214,7 +263,7 @@ class PlcLink(Component):
                     out.table,
                     out.address,
                 )
-                self.command(zone)
+                self.command(zone, seq)
 
     async def _write(self, table: str, address: int, value: int) -> None:
         assert self._client is not None

@@ -31,10 +31,11 @@ class ZoneState:
     bypass_measure: str = ""
     bypass_by: tuple[str, ...] = ()
     pending: PendingBypass | None = None
-    output_fault: bool = False  # the PLC did not confirm the last command in time
-    # live, not stored: the current vote
+    output_fault: bool = False  # the PLC did not confirm a command in time (and no later)
+    # live, not stored: the current vote, and whether the latch is in the database yet
     votes: int = 0
     vote_holds: bool = False
+    latch_durable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def bypassed(self, now: float) -> bool:

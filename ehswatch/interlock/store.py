@@ -1,8 +1,15 @@
-"""Interlock zone state in the database, written *before* any PLC command it causes."""
+"""Interlock zone state in the database.
+
+A trip is written *after* its PLC command (output first: the coil never waits on the
+database); people's commands (reset, bypass) are written before they act. Changes are
+stored as patches of the fields they change (`patch`), in the order they happened, so a
+write queued behind another never undoes a field it does not own.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlalchemy import Boolean, Float, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,8 +59,8 @@ async def load_all(session: AsyncSession) -> dict[str, ZoneState]:
     return {r.zone: to_state(r) for r in rows}
 
 
-async def save(session: AsyncSession, s: ZoneState) -> None:
-    """Add the zone's state to the session (the caller commits, with its audit entry)."""
+def values_of(s: ZoneState) -> dict[str, Any]:
+    """The zone's state as the columns of its row (without the key)."""
     pending = None
     if s.pending is not None:
         p = s.pending
@@ -65,19 +72,32 @@ async def save(session: AsyncSession, s: ZoneState) -> None:
             "measure": p.measure,
             "hours": p.hours,
         }
-    await session.merge(
-        ZoneRecord(
-            zone=s.zone,
-            tripped=s.tripped,
-            seq=s.seq,
-            tripped_at=s.tripped_at,
-            trip_votes=s.trip_votes,
-            trip_cause=json.dumps(list(s.trip_cause)),
-            bypass_until=s.bypass_until,
-            bypass_reason=s.bypass_reason,
-            bypass_measure=s.bypass_measure,
-            bypass_by=json.dumps(list(s.bypass_by)),
-            pending=json.dumps(pending, ensure_ascii=False),
-            output_fault=s.output_fault,
-        )
-    )
+    return {
+        "tripped": s.tripped,
+        "seq": s.seq,
+        "tripped_at": s.tripped_at,
+        "trip_votes": s.trip_votes,
+        "trip_cause": json.dumps(list(s.trip_cause)),
+        "bypass_until": s.bypass_until,
+        "bypass_reason": s.bypass_reason,
+        "bypass_measure": s.bypass_measure,
+        "bypass_by": json.dumps(list(s.bypass_by)),
+        "pending": json.dumps(pending, ensure_ascii=False),
+        "output_fault": s.output_fault,
+    }
+
+
+async def save(session: AsyncSession, s: ZoneState) -> None:
+    """Add the zone's whole state to the session (the caller commits, with its audit)."""
+    await session.merge(ZoneRecord(zone=s.zone, **values_of(s)))
+
+
+async def patch(session: AsyncSession, zone: str, values: dict[str, Any]) -> None:
+    """Set the given columns of the zone's row (created with the defaults if missing)."""
+    rec = await session.get(ZoneRecord, zone)
+    if rec is None:
+        rec = ZoneRecord(zone=zone, **values_of(ZoneState(zone=zone)))
+        session.add(rec)
+        await session.flush()
+    for k, v in values.items():
+        setattr(rec, k, v)

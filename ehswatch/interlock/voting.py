@@ -1,10 +1,15 @@
-"""`vote()`: which zones' interlock votes hold, for all zones at once.
+"""`VotingTable` (which sensors vote in which zone, M of each), the snapshot `vote()`, and
+`clear_to_reset()`.
 
 A zone votes over its sensors of the listed types (config cross-checks make N equal the
 number of those sensors). A sensor votes to trip when its tier is 3 (interlock); a
 faulted sensor (bad or stale) votes to trip when the zone says `fault_counts_as_trip`
 (the default: fail-safe) and does not vote at all otherwise — its held tier never
 counts, since a fault means its value is unknown. The zone trips with M votes or more.
+
+The controller does not trip on `vote()` of the current arrays: it votes on the events
+of every evaluation (`ehswatch.interlock.timeline.EventVoter`), so that a vote that held
+for a moment inside one batch is never missed. `vote()` is the same rule on a snapshot.
 """
 
 from __future__ import annotations
