@@ -65,11 +65,13 @@ class Service:
         self.publisher = (
             RetainedPublisher(config.mqtt, config.site.id) if config.mqtt is not None else None
         )
+        self.alarms = AlarmManager(config=config, evaluator=self.stage.evaluator, db=self.db)
         self.interlock = (
             InterlockController(
                 config=config,
                 evaluator=self.stage.evaluator,
                 db=self.db,
+                alarms=self.alarms,
                 publisher=self.publisher,
                 sink=self.sink,
             )
@@ -79,7 +81,6 @@ class Service:
         if self.interlock is not None:
             self.stage.listen(self.interlock.on_evaluation)
         self.events = EventStream()
-        self.alarms = AlarmManager(config=config, evaluator=self.stage.evaluator, db=self.db)
         self.relay = AlarmRelay(
             config=config, db=self.db, stream=self.events, publisher=self.publisher, sink=self.sink
         )
