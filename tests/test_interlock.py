@@ -176,7 +176,7 @@ async def rig(
     clock: Clock | None = None,
     confirm_timeout_s: float = 1.0,
     heartbeat_s: float = 0.1,
-    plc: PlcSim | None = None,
+    plc_class: type[PlcSim] = PlcSim,
     alarms: bool = False,
 ) -> AsyncIterator[Rig]:
     config = plant(
@@ -186,7 +186,7 @@ async def rig(
     table = ThresholdTable.from_config(config)
     stage = EvaluatorStage(table=table, queue=ReadingQueue(), clock=clock)
     async with AsyncExitStack() as stack:
-        sim = await stack.enter_async_context(plc or PlcSim(config.plcs[0]))
+        sim = await stack.enter_async_context(plc_class(config.plcs[0]))
         db = await stack.enter_async_context(Database(config.database.url))
         manager = desk = None
         if alarms:
@@ -346,6 +346,78 @@ def test_the_latch_holds_after_the_values_fall(tmp_path: Path) -> None:
     run(main())
 
 
+# ------------------------------------------------------------------ votes on events, not snapshots
+
+
+def test_a_transient_inside_one_batch_trips_2oo2(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            # Both CH channels at the interlock tier together for 100 ms, inside one batch.
+            r.batch([("C1", 60.0, 0.0), ("C2", 61.0, 0.1), ("C1", 5.0, 0.2), ("C2", 5.0, 0.3)])
+            tier = r.stage.evaluator.tier
+            assert tier[r.stage.table.index["C1"]] == tier[r.stage.table.index["C2"]] == 0
+            await eventually(lambda: r.coil("z2oo2") is True, what="coil 2 tripped")
+            s = r.state("z2oo2")
+            assert s.tripped and s.trip_cause == ("C1", "C2") and not s.vote_holds
+
+    run(main())
+
+
+def test_a_1oo1_spike_inside_one_batch_trips(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.batch([("A1", 5.0, 0.0), ("A1", 45.0, 0.1), ("A1", 5.0, 0.2)])
+            await eventually(lambda: r.coil("z1oo1") is True, what="coil 0 tripped")
+            assert r.state("z1oo1").tripped and r.state("z1oo1").votes == 0
+
+    run(main())
+
+
+def test_a_nan_then_a_good_value_trips_as_a_fault_vote(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.batch(
+                [("A1", math.nan, 0.0), ("A1", 5.0, 0.1), ("E1", math.nan, 0.0), ("E1", 5.0, 0.1)]
+            )
+            await eventually(lambda: r.coil("z1oo1") is True, what="coil 0 tripped")
+            assert r.state("z1oo1").trip_cause == ("A1",)
+            # A zone that tolerates a lost channel: the fault is no vote.
+            beats = len(r.plc.heartbeats)
+            await eventually(lambda: len(r.plc.heartbeats) > beats + 3, what="time passes")
+            assert not r.state("znofault").tripped and r.coil("znofault") is None
+
+    run(main())
+
+
+def test_two_batches_evaluated_before_the_controller_runs_both_count(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.batch([("C1", 60.0, 0.0)])
+            r.batch([("C2", 61.0, 0.0), ("C1", 5.0, 0.1), ("C2", 5.0, 0.2)])
+            r.batch([("A1", 45.0, 0.0)])
+            r.batch([("A1", 5.0, 0.0)])
+            assert len(r.controller.inbox) == 4  # nothing has run in between
+            await eventually(
+                lambda: r.coil("z2oo2") is True and r.coil("z1oo1") is True, what="both coils"
+            )
+
+    run(main())
+
+
+def test_a_vote_that_held_once_trips_only_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.batch([("A1", 45.0, 0.0), ("A1", 5.0, 0.1)])
+            await eventually(lambda: r.coil("z1oo1") is True, what="trip")
+            for _ in range(3):
+                r.read({"A1": 2.0})
+            await settled(r)
+            assert r.state("z1oo1").seq == 1
+            assert [e.action for e in await r.audit()] == ["trip"]
+
+    run(main())
+
+
 # ------------------------------------------------------------------ reset
 
 
@@ -389,6 +461,45 @@ def test_reset_refused_until_the_value_is_back_past_setpoint_minus_deadband(tmp_
             r.fault("A1")  # no valid reading: never resettable
             with pytest.raises(Refused, match="A1 has no valid reading"):
                 await r.controller.reset("z1oo1", ZHANG)
+
+    run(main())
+
+
+def test_a_reset_is_refused_while_a_voting_value_is_inside_the_deadband(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"C1": 45.0, "C2": 45.0})
+            await eventually(lambda: r.state("z2oo2").tripped, what="trip")
+            # C1 below the setpoint 40 but not below 40 - 1: its tier holds, one vote of 2.
+            r.read({"C1": 39.5, "C2": 5.0})
+            await eventually(lambda: r.state("z2oo2").votes == 1, what="one vote left")
+            assert not r.state("z2oo2").vote_holds
+            with pytest.raises(Refused, match=r"C1 reads 39.5, not yet below 40 - deadband 1"):
+                await r.controller.reset("z2oo2", ZHANG)
+            assert r.state("z2oo2").tripped and r.coil("z2oo2") is True
+            last = (await r.audit())[-1]
+            assert last.action == "reset refused" and "deadband" in last.details()["why"]
+            r.read({"C1": 38.5, "C2": 5.0})  # past the deadband
+            s = await r.controller.reset("z2oo2", ZHANG)
+            assert not s.tripped
+            await eventually(lambda: r.coil("z2oo2") is False, what="coil back to normal")
+
+    run(main())
+
+
+def test_a_reset_decides_on_what_happened_not_yet_seen_by_the_control_loop(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            r.read({"A1": 2.0})
+            await eventually(lambda: not r.state("z1oo1").vote_holds, what="vote gone")
+            r.read({"A1": 45.0})  # the control loop has not run since
+            with pytest.raises(Refused, match="vote still holds"):
+                await r.controller.reset("z1oo1", ZHANG)
+            assert r.state("z1oo1").tripped and r.coil("z1oo1") is True
 
     run(main())
 
@@ -523,6 +634,33 @@ def test_a_bypass_is_at_most_max_bypass_h_and_never_on_a_tripped_zone(tmp_path: 
             r.read({"A1": 2.0})  # the vote is gone, the latch holds
             with pytest.raises(Refused, match="tripped now"):
                 await r.controller.request_bypass("z1oo1", CHEN, reason="r", measure="m", hours=1)
+
+    run(main())
+
+
+def test_a_bypass_is_refused_while_the_vote_holds_before_the_zone_latched(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await r.controller.request_bypass(
+                "z1oo1", CHEN, reason="replace filter", measure="fire watch", hours=2
+            )
+            r.read({"A1": 45.0})  # the vote holds; the control loop has not latched it yet
+            assert not r.state("z1oo1").tripped
+            with pytest.raises(Refused, match="refused while the vote holds"):
+                await r.controller.request_bypass("z1oo1", ZHAO, reason="", measure="", hours=2)
+            assert not r.state("z1oo1").bypassed(r.clock())
+            await eventually(lambda: r.coil("z1oo1") is True, what="the trip, not a bypass")
+            last = (await r.audit())[-1]
+            assert (last.action, last.actor) == ("bypass refused", "zhao.lei")
+            assert "vote of z1oo1 holds now" in last.details()["why"]
+
+            # Latched or not: a 1oo2 zone whose vote holds while it is latched.
+            r.read({"B1": 45.0})
+            await eventually(lambda: r.state("z1oo2").tripped, what="z1oo2 trip")
+            with pytest.raises(Refused, match="refused while the vote holds"):
+                await r.controller.request_bypass("z1oo2", CHEN, reason="r", measure="m", hours=1)
 
     run(main())
 
