@@ -4,6 +4,7 @@ another, drained by the controller at random moments."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,10 @@ from hypothesis import strategies as st
 from ehswatch.interlock.reference import ReferenceVoter
 from ehswatch.interlock.timeline import EventVoter, Held, Inbox
 from ehswatch.interlock.voting import VotingTable
+from ehswatch.readings import ReadingBatch
+from ehswatch.thresholds import Evaluator, SensorThresholds, ThresholdTable
 from ehswatch.thresholds.outcome import Evaluation, FaultChanges, TierTransitions
+from ehswatch.thresholds.reference import ReferenceEvaluator
 
 # (kind, sensor, ts, value): kind 0 a tier change to `value`, 1 a fault change to `value`
 Event = tuple[int, int, float, int]
@@ -297,3 +301,75 @@ def test_initial_state_holds_from_the_start(fault_trips: bool) -> None:
         vt, n_sensors=2, faulted=np.array([True, False]), tier=np.array([3, 0]), start_ts=7.0
     )
     assert v.holds_now()[0] == fault_trips
+
+
+# ------------------------------------------------------------------ through the evaluators
+
+SENSORS = [
+    SensorThresholds(
+        sensor_id=f"S{k}",
+        high=(10.0, 20.0, 40.0),
+        deadband=1.0,
+        on_delay_s=delay,
+        off_delay_s=delay,
+        stale_after_s=5.0,
+    )
+    for k, delay in enumerate([0.0, 0.0, 0.5, 0.0, 0.0, 1.0, 0.0])
+]
+EVAL_ZONES = [(2, 2, True), (1, 1, True), (2, 3, False), (1, 1, False)]  # S0-1, S2, S3-5, S6
+VALUES = [5.0, 15.0, 38.5, 39.5, 40.0, 45.0, math.nan]
+
+
+@st.composite
+def reading_streams(
+    draw: st.DrawFn,
+) -> list[tuple[list[tuple[int, float, float, int]], float | None]]:
+    steps, t = [], 0.0
+    for _ in range(draw(st.integers(1, 8))):
+        batch = []
+        for _ in range(draw(st.integers(0, 10))):
+            t += draw(st.sampled_from([0.0, 0.1, 0.25, 1.0, 3.0]))
+            ts = t - (draw(st.sampled_from([0.5, 2.0])) if draw(st.integers(0, 5)) == 0 else 0.0)
+            batch.append(
+                (draw(st.integers(0, len(SENSORS) - 1)), draw(st.sampled_from(VALUES)), ts, 0)
+            )
+        tick = None
+        if draw(st.booleans()):
+            t += draw(st.sampled_from([0.0, 0.5, 2.0, 6.0]))
+            tick = t
+        steps.append((batch, tick))
+    return steps
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reading_streams())
+def test_readings_through_the_evaluator_trip_as_through_the_reference_evaluator(
+    steps: list[tuple[list[tuple[int, float, float, int]], float | None]],
+) -> None:
+    vt, spec = table(EVAL_ZONES)
+    vec_ev = Evaluator(ThresholdTable.build(SENSORS), start_ts=0.0)
+    ref_ev = ReferenceEvaluator(SENSORS, start_ts=0.0)
+    vec: list[Evaluation] = []
+    ref: list[Evaluation] = []
+    for batch, tick in steps:
+        rb = ReadingBatch.of(
+            [r[0] for r in batch],
+            [r[1] for r in batch],
+            [r[2] for r in batch],
+            [r[3] for r in batch],
+        )
+        vec.append(vec_ev.process(rb))
+        ref.append(ref_ev.process(batch))
+        if tick is not None:
+            vec.append(vec_ev.tick(tick))
+            ref.append(ref_ev.tick(tick))
+    voter = EventVoter(vt, n_sensors=len(SENSORS), start_ts=0.0)
+    got = run_voter(voter, vec, [1, 2, 3])
+    reference = ReferenceVoter(spec, start_ts=0.0)
+    reference.feed_all(ref)
+    want = {
+        k: Report(d.first_evaluation, d.first_at, d.earliest_at)
+        for k, d in enumerate(reference.verdict.values())
+        if d.first_evaluation is not None
+    }
+    assert got == want
