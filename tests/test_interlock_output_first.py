@@ -10,16 +10,18 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from pymodbus.constants import ExcCodes
 
 from ehswatch.alarms.model import AlarmKind, AlarmState
 from ehswatch.alarms.routing import Router
 from ehswatch.config import Notifications
+from ehswatch.roles import Refused
 from ehswatch.simulators.modbus_server import WRITE_COIL, WRITE_COILS
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds.outcome import Evaluation
 from tests.aio import eventually, run
-from tests.test_interlock import ZHANG, Rig, rig, settled
+from tests.test_interlock import CHEN, ZHANG, ZHAO, Rig, rig, settled
 
 NOT_DURABLE = ("zone:z1oo1", AlarmKind.NOT_DURABLE)
 OUTPUT_FAULT = ("zone:z1oo1", AlarmKind.OUTPUT_FAULT)
@@ -117,6 +119,74 @@ def test_a_trip_stored_in_time_raises_no_durability_alarm(tmp_path: Path) -> Non
             await eventually(lambda: r.controller.turns > 5, what="turns")
             assert NOT_DURABLE not in r.alarms.conditions or not r.alarms.conditions[NOT_DURABLE]
             assert zone_alarms(tmp_path, "not-durable") == []
+
+    run(main())
+
+
+class Locked:
+    """Another connection holding the database's write lock while inside."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.con = sqlite3.connect(
+            tmp_path / "ehswatch.db", isolation_level=None, check_same_thread=False
+        )
+
+    async def __aenter__(self) -> Locked:
+        await asyncio.to_thread(self.con.execute, "BEGIN EXCLUSIVE")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await asyncio.to_thread(self.con.execute, "ROLLBACK")
+        self.con.close()
+
+
+def test_a_vote_back_while_the_reset_is_stored_trips_again_and_the_coil_never_drops(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})
+            await eventually(lambda: r.coil("z1oo1") is True, what="trip")
+            await settled(r)
+            r.read({"A1": 2.0})
+            await eventually(lambda: not r.state("z1oo1").vote_holds, what="vote gone")
+            async with Locked(tmp_path):
+                reset = asyncio.create_task(r.controller.reset("z1oo1", ZHANG))
+                await eventually(lambda: bool(r.controller._writes), what="the reset queued")
+                r.read({"A1": 45.0})  # the vote comes back before the reset is stored
+                await eventually(lambda: r.state("z1oo1").vote_holds, what="vote back")
+                assert r.state("z1oo1").tripped  # still latched: the reset has not acted
+            s = await reset
+            assert s.tripped and s.seq == 3
+            await settled(r)
+            writes = [w.values for w in r.plc.writes if w.table == "coil" and w.address == 0]
+            assert set(writes) == {(1,)}  # never the normal value
+            assert [e.action for e in await r.audit()] == ["trip", "reset", "trip"]
+
+    run(main())
+
+
+def test_a_vote_while_the_bypass_is_stored_withdraws_the_bypass(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await r.controller.request_bypass(
+                "z1oo1", CHEN, reason="replace filter", measure="fire watch", hours=2
+            )
+            async with Locked(tmp_path):
+                second = asyncio.create_task(
+                    r.controller.request_bypass("z1oo1", ZHAO, reason="", measure="", hours=2)
+                )
+                await eventually(lambda: bool(r.controller._writes), what="the bypass queued")
+                r.read({"A1": 45.0})
+                await eventually(lambda: r.coil("z1oo1") is True, what="the trip, at once")
+            with pytest.raises(Refused, match="held while the bypass was being recorded"):
+                await second
+            s = r.state("z1oo1")
+            assert s.tripped and not s.bypassed(r.clock()) and s.bypass_until is None
+            await settled(r)
+            assert rows(tmp_path, "SELECT tripped, bypass_until FROM interlock_zone") == [(1, None)]
+            actions = [e.action for e in await r.audit()]
+            assert actions[-3:] == ["bypass on", "trip", "bypass withdrawn"]
 
     run(main())
 

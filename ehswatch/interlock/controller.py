@@ -190,6 +190,7 @@ class InterlockController(Component):
         self._turn_failed = False
         self._stack = AsyncExitStack()
         self._suppressed: set[str] = set()  # zones whose bypassed trip was audited
+        self._last_held: dict[str, Held] = {}  # each zone's latest newly learned holding
         self.stream: EventStream | None = None  # the API's live feed, when there is one
         self.turns = 0
 
@@ -300,6 +301,8 @@ class InterlockController(Component):
                 s = self.states[zone] = dataclasses.replace(s, vote_holds=now_holds, votes=n)
                 self._publish(s, now)
             h = held.get(k)
+            if h is not None:
+                self._last_held[zone] = h
             if h is None and not now_holds:
                 self._suppressed.discard(zone)
                 continue
@@ -605,8 +608,18 @@ class InterlockController(Component):
                 if int(self.voter.held_count[k]) != mark or self.voter.holds_now()[k]:
                     # The vote held again while the reset was being stored: trip again now,
                     # and the output never leaves its trip.
-                    cause = [self.table.sensor_ids[i] for i in self.voter.voters_now(k)]
-                    self._trip(zone, cause, None, now, why="the vote held again during the reset")
+                    h = self._last_held.get(zone)
+                    if self.voter.holds_now()[k] or h is None:
+                        cause, at = self.voter.voters_now(k), None
+                    else:
+                        cause, at = list(h.sensors), h.at
+                    self._trip(
+                        zone,
+                        [self.table.sensor_ids[i] for i in cause],
+                        at,
+                        now,
+                        why="the vote held again while the reset was being stored",
+                    )
                 else:
                     self._command(zone)
                     self._publish(reset, now)

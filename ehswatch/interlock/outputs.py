@@ -82,6 +82,14 @@ class LinkDown(Exception):
     pass
 
 
+def _still_wanted() -> None:
+    """Raise if this task was asked to stop: a cancellation swallowed by a library call
+    (3.11's `wait_for` can) must not keep the link running after its component left."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @dataclass
 class _Command:
     """The confirmation record of one command (one sequence number) of a zone."""
@@ -146,6 +154,7 @@ class PlcLink(Component):
         loop = asyncio.get_running_loop()
         delay = 0.2
         while True:
+            _still_wanted()
             client = AsyncModbusTcpClient(
                 self.plc.host,
                 port=self.plc.port,
@@ -177,6 +186,7 @@ class PlcLink(Component):
         next_beat = loop.time()
         next_reconcile = loop.time()  # re-assert at once after (re)connecting
         while True:
+            _still_wanted()
             now = loop.time()
             for zone in [z for z, c in self._commands.items() if c.next_try <= now]:
                 await self._attempt(zone, loop)
@@ -211,10 +221,13 @@ class PlcLink(Component):
             await self._sleep(max(0.0, wake_at - loop.time()))
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake for a new command."""
+        """Sleep, but wake for a new command. (`asyncio.timeout`, not `wait_for`: on 3.11
+        `wait_for` can swallow a cancellation that meets a wake-up, and the link would then
+        outlive its component.)"""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _attempt(self, zone: str, loop: asyncio.AbstractEventLoop) -> None:
         """One write-and-read-back of a zone's output. Errors propagate: reconnect."""
