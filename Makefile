@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 # Debian packages the tests use: real servers, and tools (mosquitto-clients: the benchmark's
 # C publisher and subscriber; openssl: test certificates; victoria-metrics: the server
 # behind the InfluxDB write API; chromium and its driver: the board test, with CJK fonts
-# so its screenshot reads).
-APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk
+# so its screenshot reads; faketime: the real service with its wall clock stepped).
+APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk faketime
 
 .PHONY: test demo lint deps apt bench clean
 

@@ -4,6 +4,11 @@
 stage, then the collectors that the config calls for; leaving stops them in reverse
 order (collectors first, so nothing is left half-handed to the evaluator, and the sink
 last, so it spools whatever it still holds). `run()` serves until `stop`.
+
+Every part that decides by time (the evaluator's ticks and staleness, interlocks, alarms,
+hazards, notifications, the stamps on readings that carry none) runs on the one
+`ServiceClock` of the service (`service.clock`), so that a step of the wall clock changes
+none of their decisions; `ClockWatch` logs when the wall clock moves away from it.
 """
 
 from __future__ import annotations
@@ -12,8 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
@@ -24,7 +28,8 @@ from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.notifier import Notifier
 from ehswatch.alarms.relay import AlarmRelay
-from ehswatch.component import Component
+from ehswatch.clock import ServiceClock
+from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
@@ -41,10 +46,61 @@ from ehswatch.thresholds.table import ThresholdTable
 
 log = logging.getLogger(__name__)
 
+#: how far (seconds) the wall clock may move away from the service clock before the
+#: service says so (a warning in the log, `degraded` on /health)
+WALL_OFFSET_TOLERANCE_S = 1.0
+
+
+def wall_offset_problem(offset: float) -> str | None:
+    """The operator's reason when the wall clock is too far from the service clock."""
+    if abs(offset) <= WALL_OFFSET_TOLERANCE_S:
+        return None
+    return f"wall clock stepped or drifted by {offset:+.1f} s since start"
+
+
+class ClockWatch(Component):
+    """Compares the wall clock with the service clock every `period_s`: one warning when
+    they first drift apart by more than `WALL_OFFSET_TOLERANCE_S`, one line when they
+    agree again. The service's decisions do not change either way (they run on the
+    service clock); the log tells the operator why records and wall time disagree."""
+
+    component_name = "clock-watch"
+
+    def __init__(self, clock: ServiceClock, period_s: float = 1.0) -> None:
+        self.clock = clock
+        self.period_s = period_s
+        self.wall_off = False  # the wall clock is currently out of tolerance
+
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "check", self._run
+
+    def check(self) -> float:
+        offset = self.clock.wall_offset()
+        problem = wall_offset_problem(offset)
+        if problem is not None and not self.wall_off:
+            log.warning(
+                "%s; decisions keep the service clock (a restart takes the wall time again)",
+                problem,
+            )
+        elif problem is None and self.wall_off:
+            log.info("wall clock back within %.0f s of the service clock", WALL_OFFSET_TOLERANCE_S)
+        self.wall_off = problem is not None
+        return offset
+
+    async def _run(self) -> None:
+        while True:
+            self.check()
+            await asyncio.sleep(self.period_s)
+
 
 class Service:
-    def __init__(self, config: PlantConfig, *, tick_s: float = 1.0) -> None:
+    def __init__(
+        self, config: PlantConfig, *, tick_s: float = 1.0, clock: ServiceClock | None = None
+    ) -> None:
         self.config = config
+        # The one clock of every decision; see `ehswatch.clock`.
+        self.clock = clock if clock is not None else ServiceClock()
+        self.clock_watch = ClockWatch(self.clock)
         self.table = ThresholdTable.from_config(config)
         self.queue = ReadingQueue()
         self.stage = EvaluatorStage(
@@ -53,9 +109,10 @@ class Service:
             names={s.id: s.name for s in config.sensors},
             timezone=config.site.timezone,
             tick_s=tick_s,
+            clock=self.clock,
         )
         self.sink = (
-            InfluxSink.from_config(config, self.table.sensor_ids)
+            InfluxSink.from_config(config, self.table.sensor_ids, clock=self.clock)
             if config.influxdb is not None
             else None
         )
@@ -65,7 +122,9 @@ class Service:
         self.publisher = (
             RetainedPublisher(config.mqtt, config.site.id) if config.mqtt is not None else None
         )
-        self.alarms = AlarmManager(config=config, evaluator=self.stage.evaluator, db=self.db)
+        self.alarms = AlarmManager(
+            config=config, evaluator=self.stage.evaluator, db=self.db, clock=self.clock
+        )
         self.interlock = (
             InterlockController(
                 config=config,
@@ -74,6 +133,7 @@ class Service:
                 alarms=self.alarms,
                 publisher=self.publisher,
                 sink=self.sink,
+                clock=self.clock,
             )
             if any(z.interlock is not None for z in config.zones)
             else None
@@ -82,11 +142,16 @@ class Service:
             self.stage.listen(self.interlock.on_evaluation)
         self.events = EventStream()
         self.relay = AlarmRelay(
-            config=config, db=self.db, stream=self.events, publisher=self.publisher, sink=self.sink
+            config=config,
+            db=self.db,
+            stream=self.events,
+            publisher=self.publisher,
+            sink=self.sink,
+            clock=self.clock,
         )
-        self.notifier = Notifier(config=config, db=self.db)
+        self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.alarms.on_commit.append(self.relay.wake)
-        self.hazards = HazardDesk(config=config, db=self.db)
+        self.hazards = HazardDesk(config=config, db=self.db, clock=self.clock)
         self.alarms.on_commit.append(self.hazards.wake)
         self.hazards.notify_wake = self.notifier.wake
         self.relay.notify_wake = self.notifier.wake
@@ -96,14 +161,14 @@ class Service:
         if self.interlock is not None:
             self.interlock.stream = self.events
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
-        self.started_at = time.time()
+        self.started_at = self.clock()
         self.modbus = (
-            ModbusCollector.from_config(config, self.table, self.queue)
+            ModbusCollector.from_config(config, self.table, self.queue, clock=self.clock)
             if config.modbus_devices
             else None
         )
         self.mqtt = (
-            MqttCollector.from_config(config, self.table, self.queue)
+            MqttCollector.from_config(config, self.table, self.queue, clock=self.clock)
             if config.mqtt is not None
             else None
         )
@@ -112,6 +177,7 @@ class Service:
     async def __aenter__(self) -> Self:
         await self._stack.__aenter__()
         try:
+            await self._stack.enter_async_context(self.clock_watch)
             await self._stack.enter_async_context(self.db)
             if self.publisher is not None:
                 await self._stack.enter_async_context(self.publisher)
@@ -154,6 +220,7 @@ class Service:
             self.stage,
             self.modbus,
             self.mqtt,
+            self.clock_watch,
         ]
         return [c for c in parts if c is not None]
 

@@ -69,7 +69,15 @@ class ModbusCollector(Component):
         self._clock = clock
 
     @classmethod
-    def from_config(cls, config: PlantConfig, table: ThresholdTable, queue: ReadingQueue) -> Self:
+    def from_config(
+        cls,
+        config: PlantConfig,
+        table: ThresholdTable,
+        queue: ReadingQueue,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Self:
+        """`clock` stamps the readings (the service passes its `ServiceClock`)."""
         devices = []
         for d in config.modbus_devices:
             points = [
@@ -79,7 +87,7 @@ class ModbusCollector(Component):
             ]
             if points:
                 devices.append((d, RegisterPlan.build(points)))
-        return cls(devices=devices, queue=queue)
+        return cls(devices=devices, queue=queue, clock=clock)
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
         for device, plan in self._devices:

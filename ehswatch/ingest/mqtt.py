@@ -85,14 +85,26 @@ class MqttCollector(Component):
         self._backoff = backoff
 
     @classmethod
-    def from_config(cls, config: PlantConfig, table: ThresholdTable, queue: ReadingQueue) -> Self:
+    def from_config(
+        cls,
+        config: PlantConfig,
+        table: ThresholdTable,
+        queue: ReadingQueue,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Self:
+        """`clock` stamps readings whose payload has no `ts` (the service passes its
+        `ServiceClock`, so that a wall-clock step does not make them look old)."""
         assert config.mqtt is not None
         topics = {s.mqtt.topic: table.index[s.id] for s in config.sensors if s.mqtt is not None}
         # Sensors with no source of their own publish on {prefix}/telemetry/{id}; a
         # sensor read over Modbus may still be published there by a gateway.
         decoder = TelemetryDecoder(topics, table.index, config.mqtt.topic_prefix)
         return cls(
-            options=session_options(config.mqtt, config.site.id), decoder=decoder, queue=queue
+            options=session_options(config.mqtt, config.site.id),
+            decoder=decoder,
+            queue=queue,
+            clock=clock,
         )
 
     def jobs(self) -> Iterable[tuple[str, Job]]:

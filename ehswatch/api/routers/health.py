@@ -1,13 +1,18 @@
-"""`/health`: which components are up (open, for load balancers and the wall screen)."""
+"""`/health`: which components are up (open, for load balancers and the wall screen).
+
+`clock.wall_offset_s` is how far the wall clock has moved from the service clock since
+start (decisions keep the service clock); beyond 1 s the status is `degraded`, with the
+reason in `clock.reason`.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
 
 from ehswatch.api.deps import ServiceDep
+from ehswatch.service import wall_offset_problem
 
 router = APIRouter(tags=["health"])
 
@@ -41,15 +46,22 @@ async def health(service: ServiceDep) -> dict[str, Any]:
     checks["notification_channels"] = {
         c: {"down": s.down} for c, s in service.notifier.stats.items()
     }
+    offset = service.clock.wall_offset()
+    clock: dict[str, Any] = {"wall_offset_s": round(offset, 3)}
+    clock_problem = wall_offset_problem(offset)
+    if clock_problem is not None:
+        clock["reason"] = clock_problem
     down = [n for n, jobs in components.items() for j in jobs.values() if not j["running"]]
     degraded = (
         bool(down)
         or (service.mqtt is not None and not service.mqtt.stats.connected)
         or any(not v["connected"] for v in checks.get("plcs", {}).values())
+        or clock_problem is not None
     )
     return {
         "status": "degraded" if degraded else "ok",
-        "uptime_s": round(time.time() - service.started_at, 1),
+        "uptime_s": round(service.clock() - service.started_at, 1),
         "components": components,
         "checks": checks,
+        "clock": clock,
     }

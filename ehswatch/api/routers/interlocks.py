@@ -1,14 +1,17 @@
-"""`/api/interlocks` (+ `/{zone}/reset`, `/{zone}/bypass`, `/{zone}/bypass/end`)."""
+"""`/api/interlocks` (+ `/{zone}/reset`, `/{zone}/bypass`, `/{zone}/bypass/end`).
+
+States are shown at the service clock's time (a bypass's remaining time, whether it is
+on), the clock the controller decides by, never the wall clock.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ehswatch.api.deps import InterlockDep, Supervisor, Viewer
+from ehswatch.api.deps import InterlockDep, ServiceDep, Supervisor, Viewer
 from ehswatch.api.models import Comment
 
 router = APIRouter(prefix="/api/interlocks", tags=["interlocks"])
@@ -22,31 +25,43 @@ class BypassRequest(BaseModel):
 
 
 @router.get("")
-async def list_interlocks(interlock: InterlockDep, _: Viewer) -> list[dict[str, Any]]:
-    now = time.time()
+async def list_interlocks(
+    interlock: InterlockDep, service: ServiceDep, _: Viewer
+) -> list[dict[str, Any]]:
+    now = service.clock()
     return [s.public(now) for s in interlock.states.values()]
 
 
 @router.post("/{zone}/reset")
 async def reset(
-    zone: str, interlock: InterlockDep, user: Supervisor, body: Comment | None = None
+    zone: str,
+    interlock: InterlockDep,
+    service: ServiceDep,
+    user: Supervisor,
+    body: Comment | None = None,
 ) -> dict[str, Any]:
-    return (await interlock.reset(zone, user, (body or Comment()).comment)).public(time.time())
+    s = await interlock.reset(zone, user, (body or Comment()).comment)
+    return s.public(service.clock())
 
 
 @router.post("/{zone}/bypass")
 async def bypass(
-    zone: str, body: BypassRequest, interlock: InterlockDep, user: Supervisor
+    zone: str, body: BypassRequest, interlock: InterlockDep, service: ServiceDep, user: Supervisor
 ) -> dict[str, Any]:
     """The first call (safety director or gm) asks; the second, by the other role, turns it on."""
     s = await interlock.request_bypass(
         zone, user, reason=body.reason, measure=body.measure, hours=body.hours, comment=body.comment
     )
-    return s.public(time.time())
+    return s.public(service.clock())
 
 
 @router.post("/{zone}/bypass/end")
 async def end_bypass(
-    zone: str, interlock: InterlockDep, user: Supervisor, body: Comment | None = None
+    zone: str,
+    interlock: InterlockDep,
+    service: ServiceDep,
+    user: Supervisor,
+    body: Comment | None = None,
 ) -> dict[str, Any]:
-    return (await interlock.end_bypass(zone, user, (body or Comment()).comment)).public(time.time())
+    s = await interlock.end_bypass(zone, user, (body or Comment()).comment)
+    return s.public(service.clock())
