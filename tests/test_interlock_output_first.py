@@ -296,6 +296,8 @@ def test_an_unconfirmed_command_is_an_a_grade_alarm_with_its_ticket_per_command(
                 {"routes": [{"match": {"tiers": ["interlock"]}, "notify": ["shift-lead"]}]}
             )
             assert Router(routes).channels(a) == ["shift-lead"]
+            with pytest.raises(Refused, match="cannot be shelved"):
+                await r.alarms.shelve(a.id, ZHANG, minutes=10, reason="nuisance")
 
             # 2. The PLC takes it: command 1 confirmed clears the fault; the alarm returns.
             plc.stuck = False
