@@ -3,7 +3,9 @@
 `create_app(config)` builds the app; its lifespan starts the whole service (collectors,
 evaluator, storage, interlocks, alarms, hazards) and stops it with the server, and the
 routes reach the parts through the `...Dep` aliases of `deps`. Domain refusals become
-JSON errors: `Forbidden` 403, `Refused` 409 (evidence: 413/415), unknown ids 404.
+JSON errors: `Forbidden` 403, `Refused` 409 (evidence: 413/415), unknown ids 404. A
+malformed request (path, query, body) is a 4xx with a JSON `{"detail": ...}`, never a
+500: see `errors`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException
 
 from ehswatch import __version__
+from ehswatch.api.errors import error_response, http_error, invalid_request, strict_json
 from ehswatch.api.routers import (
     alarms,
     audit,
@@ -49,27 +54,30 @@ def create_app(config: PlantConfig, service: Service | None = None) -> FastAPI:
         description="Telemetry, three-tier alarms, PLC interlocks and hazard tickets for "
         "combustible-dust and gas sensors. Bearer tokens; roles viewer < operator "
         "< supervisor < dept_head < safety_director < gm < admin.",
+        dependencies=[Depends(strict_json)],  # NaN / Infinity in a JSON body: 422
     )
     for r in (health, metrics, sensors, alarms, interlocks, hazards, audit, events):
         app.include_router(r.router)
 
+    # Every error answer is written through `json_safe`: what it echoes may be anything.
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
+
     @app.exception_handler(Forbidden)
     async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=403)
+        return error_response(403, str(exc))
 
     @app.exception_handler(EvidenceRejected)
     async def rejected(_: Request, exc: EvidenceRejected) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return error_response(exc.status, str(exc))
 
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return error_response(409, str(exc))
 
     @app.exception_handler(KeyError)
     async def missing(_: Request, exc: KeyError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc.args[0]) if exc.args else "not found"}, status_code=404
-        )
+        return error_response(404, str(exc.args[0]) if exc.args else "not found")
 
     @app.get("/", include_in_schema=False)
     async def board() -> FileResponse:
