@@ -116,8 +116,6 @@ class Service:
             if config.influxdb is not None
             else None
         )
-        if self.sink is not None:
-            self.stage.listen(self.sink.submit)
         self.db = Database(config.database.url)
         self.publisher = (
             RetainedPublisher(config.mqtt, config.site.id) if config.mqtt is not None else None
@@ -138,8 +136,12 @@ class Service:
             if any(z.interlock is not None for z in config.zones)
             else None
         )
+        # The interlock hears of an evaluation first: it commands a trip within the
+        # evaluator's turn, before storage, alarms and tickets start their work.
         if self.interlock is not None:
             self.stage.listen(self.interlock.on_evaluation)
+        if self.sink is not None:
+            self.stage.listen(self.sink.submit)
         self.events = EventStream()
         self.relay = AlarmRelay(
             config=config,

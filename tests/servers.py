@@ -204,6 +204,8 @@ class Mosquitto(ServerProcess):
         lines += [
             # Let a persistent session hold a real backlog while the collector is away.
             "max_queued_messages 100000",
+            # As deploy/mosquitto.conf: no Nagle delay on small packets (trip latency).
+            "set_tcp_nodelay true",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {workdir}/",
             f"log_dest file {workdir}/mosquitto.log",

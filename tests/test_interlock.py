@@ -131,6 +131,13 @@ class Rig:
             ReadingBatch.of([idx[s] for s in values], list(values.values()), [now] * len(values))
         )
 
+    @asynccontextmanager
+    async def rules_held(self) -> AsyncIterator[None]:
+        """Hold the rules as a person's command does while it is stored: evaluations
+        queue up in the inbox and no turn is taken until the block ends."""
+        async with self.controller.rules_held():
+            yield
+
     def batch(self, readings: list[tuple[str, float, float]]) -> None:
         """One batch a second later: (sensor, value, seconds after the batch's time)."""
         self.clock.advance(1.0)
@@ -335,11 +342,13 @@ def test_the_latch_holds_after_the_values_fall(tmp_path: Path) -> None:
     async def main() -> None:
         async with rig(tmp_path) as r:
             r.read({"A1": 45.0})
-            await eventually(lambda: r.state("z1oo1").tripped, what="trip")
+            await eventually(lambda: r.plc.coils.get(0) is True, what="coil tripped")
             r.read({"A1": 3.0})
             for _ in range(5):
                 r.read({"A1": 2.0})
             await eventually(lambda: not r.state("z1oo1").vote_holds, what="vote gone")
+            writes = len(r.plc.writes)
+            await eventually(lambda: len(r.plc.writes) > writes + 3, what="the link writing on")
             assert r.state("z1oo1").tripped
             assert r.plc.coils.get(0) is True
 
@@ -389,14 +398,32 @@ def test_a_nan_then_a_good_value_trips_as_a_fault_vote(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_trip_is_commanded_within_the_evaluation_that_completes_the_vote(
+    tmp_path: Path,
+) -> None:
+    """Nothing else runs between the evaluation and the PLC command: storage, alarms and
+    tickets hear of the evaluation only after the output is commanded."""
+
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"A1": 45.0})  # no await between the evaluation and the checks
+            assert r.state("z1oo1").tripped
+            assert r.controller.links["plc-1"].pending("z1oo1") == r.state("z1oo1").seq
+            await eventually(lambda: r.coil("z1oo1") is True, what="coil tripped")
+
+    run(main())
+
+
 def test_two_batches_evaluated_before_the_controller_runs_both_count(tmp_path: Path) -> None:
     async def main() -> None:
         async with rig(tmp_path) as r:
-            r.batch([("C1", 60.0, 0.0)])
-            r.batch([("C2", 61.0, 0.0), ("C1", 5.0, 0.1), ("C2", 5.0, 0.2)])
-            r.batch([("A1", 45.0, 0.0)])
-            r.batch([("A1", 5.0, 0.0)])
-            assert len(r.controller.inbox) == 4  # nothing has run in between
+            async with r.rules_held():
+                r.batch([("C1", 60.0, 0.0)])
+                r.batch([("C2", 61.0, 0.0), ("C1", 5.0, 0.1), ("C2", 5.0, 0.2)])
+                r.batch([("A1", 45.0, 0.0)])
+                r.batch([("A1", 5.0, 0.0)])
+                assert len(r.controller.inbox) == 4  # nothing has run in between
+                assert not r.state("z2oo2").tripped
             await eventually(
                 lambda: r.coil("z2oo2") is True and r.coil("z1oo1") is True, what="both coils"
             )
@@ -646,8 +673,10 @@ def test_a_bypass_is_refused_while_the_vote_holds_before_the_zone_latched(
             await r.controller.request_bypass(
                 "z1oo1", CHEN, reason="replace filter", measure="fire watch", hours=2
             )
-            r.read({"A1": 45.0})  # the vote holds; the control loop has not latched it yet
-            assert not r.state("z1oo1").tripped
+            async with r.rules_held():
+                r.read({"A1": 45.0})  # the vote holds; no turn of the rules latched it yet
+                assert not r.state("z1oo1").tripped
+            # The bypass takes the rules before the control loop's next turn.
             with pytest.raises(Refused, match="refused while the vote holds"):
                 await r.controller.request_bypass("z1oo1", ZHAO, reason="", measure="", hours=2)
             assert not r.state("z1oo1").bypassed(r.clock())

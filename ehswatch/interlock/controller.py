@@ -50,7 +50,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -252,12 +252,34 @@ class InterlockController(Component):
     # ------------------------------------------------------------ from the evaluator
 
     def on_evaluation(self, _: ReadingBatch, ev: Evaluation) -> None:
-        """Evaluator stage listener: keep every evaluation for the control loop."""
+        """Evaluator stage listener: keep every evaluation, and take a turn of the rules
+        at once when it changed something, so that a trip is commanded inside the
+        evaluator's own turn of the event loop — before storage, alarms and tickets are
+        even told of the evaluation. While a person's command holds the rules (never
+        over I/O, but across an await), the control loop takes the turn instead."""
         self.inbox.put(ev)
-        if ev:
+        if not ev:
+            return
+        if self._lock.locked():
+            self._wake.set()
+            return
+        try:
+            self._guarded_turn()
+        except Exception:
+            # The control loop takes the turn again and fails visibly there (its job
+            # restarts, and the heartbeat stops while it fails).
+            log.exception("interlock: a turn of the rules failed")
             self._wake.set()
 
     # ------------------------------------------------------------ the control loop
+
+    @contextlib.asynccontextmanager
+    async def rules_held(self) -> AsyncIterator[None]:
+        """Hold the rules (for tests and tools): evaluations queue in the inbox, and the
+        turn they call for is taken by the control loop once the block ends."""
+        async with self._lock:
+            yield
+        self._wake.set()
 
     def control_alive(self, max_age_s: float) -> bool:
         """Whether the control loop turned within `max_age_s` and its last turn worked."""

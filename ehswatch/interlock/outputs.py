@@ -211,8 +211,7 @@ class PlcLink(Component):
                             2 * hb.period_s,
                         )
                 next_beat = max(next_beat + hb.period_s, now)
-            if now >= next_reconcile:
-                await self._reassert()
+            if now >= next_reconcile and await self._reassert():
                 next_reconcile = now + self._reconcile_s
             wake_at = min(
                 [next_reconcile, *[c.next_try for c in self._commands.values()]]
@@ -263,20 +262,50 @@ class PlcLink(Component):
                     f"{self.plc.confirm_timeout_s:g} s: {why}",
                 )
 
-    async def _reassert(self) -> None:
+    async def _reassert(self) -> bool:
+        """Read back every output that should be tripped, a span of addresses per
+        request, and command the trip again where the PLC lost it. Stops early (False)
+        when a command is due: a new trip never waits behind a re-assert pass."""
+        wanted = []
         for zone, out in self.outputs.items():
             tripped, seq = self._desired(zone)
-            if zone in self._commands or not tripped:
-                continue
-            if await self._read(out.table, out.address) != out.trip_value:
-                log.warning(
-                    "PLC %s: the %s output (%s %d) lost its trip; re-asserting",
-                    self.plc.id,
-                    zone,
-                    out.table,
-                    out.address,
-                )
-                self.command(zone, seq)
+            if tripped and zone not in self._commands:
+                wanted.append((out, seq))
+        for table in ("coil", "register"):
+            points = sorted((o for o in wanted if o[0].table == table), key=lambda o: o[0].address)
+            for span in _spans(points, READ_SPAN[table]):
+                if self._command_due():
+                    return False
+                start = span[0][0].address
+                values = await self._read_span(table, start, span[-1][0].address - start + 1)
+                for out, seq in span:
+                    if values[out.address - start] != out.trip_value:
+                        log.warning(
+                            "PLC %s: the %s output (%s %d) lost its trip; re-asserting",
+                            self.plc.id,
+                            out.zone,
+                            out.table,
+                            out.address,
+                        )
+                        self.command(out.zone, seq)
+        return True
+
+    def _command_due(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(c.next_try <= now for c in self._commands.values())
+
+    async def _read_span(self, table: str, start: int, count: int) -> list[int]:
+        assert self._client is not None
+        unit = self.plc.unit
+        if table == "coil":
+            rr = await self._client.read_coils(start, count=count, device_id=unit)
+            if rr.isError():
+                raise ModbusException(f"PLC {self.plc.id} refused reading coils {start}+{count}")
+            return [int(bool(b)) for b in rr.bits[:count]]
+        rr = await self._client.read_holding_registers(start, count=count, device_id=unit)
+        if rr.isError():
+            raise ModbusException(f"PLC {self.plc.id} refused reading registers {start}+{count}")
+        return [int(r) for r in rr.registers[:count]]
 
     async def _write(self, table: str, address: int, value: int) -> None:
         assert self._client is not None
@@ -301,3 +330,25 @@ class PlcLink(Component):
         if rr.isError():
             raise ModbusException(f"PLC {self.plc.id} refused reading register {address}: {rr}")
         return int(rr.registers[0])
+
+
+# The most one read request may cover (Modbus: 2000 coils, 125 registers), and the widest
+# gap between two outputs that is still read in one request rather than two.
+READ_SPAN = {"coil": 2000, "register": 125}
+SPAN_GAP = 32
+
+_Wanted = tuple[OutputPoint, int]
+
+
+def _spans(points: list[_Wanted], most: int) -> list[list[_Wanted]]:
+    """Outputs sorted by address, cut into spans one read request can cover."""
+    spans: list[list[_Wanted]] = []
+    for p in points:
+        if spans:
+            first, last = spans[-1][0][0].address, spans[-1][-1][0].address
+            a = p[0].address
+            if a - last <= SPAN_GAP and a - first < most:
+                spans[-1].append(p)
+                continue
+        spans.append([p])
+    return spans
