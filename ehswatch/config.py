@@ -113,6 +113,9 @@ class InfluxSettings(_Model):
     flush_interval_ms: Annotated[int, Field(ge=10)] = 1000
     spool_dir: str = "var/spool"
     spool_max_mb: Annotated[int, Field(ge=1)] = 1024
+    # Points kept in memory while neither the server nor the spool takes them (pending
+    # readings included); over it the oldest readings are dropped and counted.
+    memory_max_points: Annotated[int, Field(ge=1000)] = 200_000
 
 
 class DatabaseSettings(_Model):
@@ -198,7 +201,7 @@ class _ThresholdFields(_Model):
     off_delay_s: Seconds | None = None
     stale_after_s: PositiveSeconds | None = None
     max_ahead_s: Seconds | None = None
-    clock_skew_after: Annotated[int, Field(ge=1, le=1000)] | None = None
+    clock_skew_after_s: Seconds | None = None
 
 
 class SensorType(_ThresholdFields):
@@ -209,8 +212,8 @@ class SensorType(_ThresholdFields):
     stale_after_s: PositiveSeconds = 30.0
     # A reading stamped further ahead of the service clock than this is rejected.
     max_ahead_s: Seconds = 5.0
-    # This many late or future readings in a row put the sensor in FAULT clock_skew.
-    clock_skew_after: Annotated[int, Field(ge=1, le=1000)] = 5
+    # Only late or future readings for this long (service time): FAULT clock_skew.
+    clock_skew_after_s: Seconds = 10.0
 
     @model_validator(mode="after")
     def _sides_apart(self) -> SensorType:

@@ -96,6 +96,15 @@ class ReadingBatch:
             quality=np.concatenate([b.quality for b in batches]),
         )
 
+    def part(self, start: int, stop: int) -> ReadingBatch:
+        """Readings `start` to `stop` (views, no copy)."""
+        return ReadingBatch(
+            sensor=self.sensor[start:stop],
+            value=self.value[start:stop],
+            ts=self.ts[start:stop],
+            quality=self.quality[start:stop],
+        )
+
     def take(self, positions: NDArray[np.intp] | NDArray[np.bool_]) -> ReadingBatch:
         return ReadingBatch(
             sensor=self.sensor[positions],

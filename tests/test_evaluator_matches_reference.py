@@ -68,7 +68,7 @@ def sensor_sets(draw: st.DrawFn) -> list[SensorThresholds]:
                 off_delay_s=draw(delays),
                 stale_after_s=draw(st.sampled_from([1.5, 4.0, 100.0])),
                 max_ahead_s=draw(st.sampled_from([0.0, 5.0])),
-                clock_skew_after=draw(st.sampled_from([1, 2, 5])),
+                clock_skew_after_s=draw(st.sampled_from([0.0, 2.0, 10.0])),
             )
         )
     return sensors
@@ -113,7 +113,7 @@ def streams(draw: st.DrawFn, n_sensors: int, monotonic: bool) -> list[Step]:
                 batch = sorted(batch, key=lambda r: -r[2])
             elif order == "shuffled":
                 batch = draw(st.permutations(batch))
-            if draw(st.booleans()):
+            if draw(st.integers(0, 3)):
                 # The service clock: some readings are stamped too far ahead of it.
                 now = t - draw(st.sampled_from([0.0, 3.0, 6.0, 20.0]))
         tick = None

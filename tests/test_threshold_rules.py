@@ -343,35 +343,54 @@ def test_a_reading_too_far_ahead_is_rejected_counted_and_never_the_latest(
 def test_readings_that_keep_arriving_from_the_future_fault_clock_skew(
     make_harness: MakeHarness,
 ) -> None:
-    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after=3)
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after_s=10.0)
     h = make_harness([dust])
     h.feed([("D", 5.0, 100.0)], now=100.0)
-    assert faults(h.feed([("D", 5.0, 200.0), ("D", 5.0, 201.0)], now=101.0)) == []
-    ev = h.feed([("D", 5.0, 202.0)], now=102.0)
+    # A device clock a minute ahead, a reading a second: rejected, and for 10 s only that.
+    for now in range(101, 111):
+        assert faults(h.feed([("D", 5.0, now + 60.0)], now=float(now))) == []
+    ev = h.feed([("D", 5.0, 171.0)], now=111.0)
     assert faults(ev) == [(True, FaultReason.CLOCK_SKEW, 100.0)]
     assert h.faulted("D")
     # A reading in order again clears it.
-    ev = h.feed([("D", 5.0, 103.0)], now=103.0)
-    assert faults(ev) == [(False, FaultReason.CLOCK_SKEW, 103.0)]
+    ev = h.feed([("D", 5.0, 112.0)], now=112.0)
+    assert faults(ev) == [(False, FaultReason.CLOCK_SKEW, 112.0)]
 
 
 def test_readings_that_keep_arriving_late_fault_clock_skew(make_harness: MakeHarness) -> None:
-    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after=3)
+    """A device clock stepped back: every reading is older than the latest, for longer
+    than clock_skew_after_s — FAULT, and the reading that shows it is not taken."""
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after_s=10.0)
     h = make_harness([dust])
-    h.feed([("D", 5.0, 100.0)])
-    ev = h.feed([("D", 5.0, 90.0), ("D", 5.0, 91.0), ("D", 45.0, 92.0)])
-    assert ev.late == 3
-    # The third late reading completes the run: FAULT, and that reading is not taken.
-    assert faults(ev) == [(True, FaultReason.CLOCK_SKEW, 100.0)]
+    h.feed([("D", 5.0, 1000.0)], now=1000.0)
+    for now in range(1001, 1011):
+        ev = h.feed([("D", 5.0, now - 600.0)], now=float(now))
+        assert ev.late == 1 and faults(ev) == []
+    ev = h.feed([("D", 45.0, 411.0)], now=1011.0)
+    assert faults(ev) == [(True, FaultReason.CLOCK_SKEW, 1000.0)]
     assert steps(ev) == []
 
 
-def test_an_in_order_reading_ends_the_skew_run(make_harness: MakeHarness) -> None:
-    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after=3)
+def test_a_burst_of_old_readings_is_taken_raise_only_and_faults_nothing(
+    make_harness: MakeHarness,
+) -> None:
+    """A gateway replaying its buffer after the live readings: late, all at once."""
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after_s=10.0)
     h = make_harness([dust])
-    h.feed([("D", 5.0, 100.0)])
-    for t in (101.0, 102.0, 103.0):
-        h.feed([("D", 5.0, t - 50.0), ("D", 5.0, t - 49.0), ("D", 5.0, t)])
+    h.feed([("D", 5.0, 1000.0)], now=1000.0)
+    replay = [("D", 45.0 if k == 19_999 else 5.0, 400.0 + k * 0.01) for k in range(20_000)]
+    ev = h.feed(replay, now=1000.5)
+    assert ev.late == 20_000
+    assert faults(ev) == []
+    assert steps(ev) == [(N, TRIP, 1000.0)]  # the replay's high reading raised the tier
+
+
+def test_an_in_order_reading_ends_the_skew_run(make_harness: MakeHarness) -> None:
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), clock_skew_after_s=10.0)
+    h = make_harness([dust])
+    h.feed([("D", 5.0, 100.0)], now=100.0)
+    for t in range(101, 131):
+        h.feed([("D", 5.0, t - 50.0), ("D", 5.0, t - 49.0), ("D", 5.0, float(t))], now=float(t))
     assert not h.faulted("D")
 
 

@@ -78,7 +78,7 @@ class Evaluator:
         self._last_ts = np.full(n, float(start_ts))
         self._last_value = np.full(n, np.nan)
         self._seen = np.zeros(n, dtype=bool)  # has taken an in-order reading
-        self._skew = np.zeros(n, dtype=np.int64)  # late or future readings in a row
+        self._skew = np.full(n, np.nan)  # service time the current skew run began
         self.late_count = np.zeros(n, dtype=np.int64)  # per sensor, since start
         self.future_count = np.zeros(n, dtype=np.int64)
         self._lo = np.empty(n)
@@ -177,11 +177,11 @@ class Evaluator:
         """
         future, late, in_order = self._classify(b, now)
         if late.any():
-            tiers[pos[late]] = self._late(b.take(late), out)
+            tiers[pos[late]] = self._late(b.take(late), now, out)
         if in_order.any():
             tiers[pos[in_order]] = self._runs(b.take(in_order), out)
         if future.any():
-            self._future(b.take(future), out)
+            self._future(b.take(future), now, out)
             accepted[pos[future]] = False
             tiers[pos[future]] = _TIER_OF_MASK[self._mask[b.sensor[future]]]
 
@@ -219,7 +219,7 @@ class Evaluator:
             self._last_ts[at] = b.ts
             self._last_value[at] = b.value
             self._seen[at] = True
-            self._skew[at] = 0
+            self._skew[at] = np.nan
             tiers[:] = _TIER_OF_MASK[self._mask[at]]
             return
         # Record every reading as the latest in one sweep, then put back the previous
@@ -231,29 +231,30 @@ class Evaluator:
         self._last_ts[at] = b.ts
         self._last_value[at] = b.value
         self._seen[at] = True
-        self._skew[at] = 0
+        self._skew[at] = np.nan
         self._last_ts[s], self._last_value[s], self._seen[s], self._skew[s] = saved
         lb = b.take(loud)
         future, late, in_order = self._classify(lb, now)
         if late.any():
-            self._late(lb.take(late), out)
+            self._late(lb.take(late), now, out)
         if in_order.any():
             one = lb.take(in_order)
             rows = one.sensor.astype(np.intp)
             self._advance(rows, one.ts, out)
             self._apply(rows, one, out)
         if future.any():
-            self._future(lb.take(future), out)
+            self._future(lb.take(future), now, out)
             accepted[loud[future]] = False
         tiers[:] = _TIER_OF_MASK[self._mask[at]]
 
     # ---------------------------------------------------------------- late and future
 
     def _skewed(
-        self, b: ReadingBatch, out: EvaluationBuilder
+        self, b: ReadingBatch, now: float, out: EvaluationBuilder
     ) -> tuple[Rows, NDArray[np.intp], NDArray[np.intp]]:
-        """Count late or future readings (grouped by sensor) into each sensor's skew run;
-        put the sensors whose run reaches `clock_skew_after` in FAULT clock_skew.
+        """Late or future readings (grouped by sensor) at `now`: start each sensor's skew
+        run, and put the sensors whose run began `clock_skew_after_s` ago or more in
+        FAULT clock_skew (see the reference).
 
         Returns (sensor of each group, group of each reading, rank of the reading that
         faulted its sensor — the group size where none did)."""
@@ -263,11 +264,14 @@ class Evaluator:
         starts = np.flatnonzero(first)
         sizes = np.diff(np.r_[starts, idx.size])
         su = idx[starts].astype(np.intp)
-        run0 = self._skew[su]
-        # A sensor that is not faulted has a run below its limit (see the reference).
-        faults_at = self._skew_after[su] - run0 - 1
-        faults = ~self._faulted[su] & (faults_at < sizes)
-        self._skew[su] = run0 + sizes
+        began = np.where(np.isnan(self._skew[su]), now, self._skew[su])
+        self._skew[su] = began
+        # All readings of a batch arrive at one `now`: the first skewed one decides.
+        # (With no clock given, `now` is infinite and nothing can be measured.)
+        faults = ~self._faulted[su] & (
+            (now - began >= self._skew_after[su]) if math.isfinite(now) else False
+        )
+        faults_at = np.zeros(su.size, dtype=np.intp)
         if faults.any():
             f = su[faults]
             self._faulted[f] = True
@@ -284,20 +288,20 @@ class Evaluator:
             )
         return su, group, np.where(faults, faults_at, sizes)
 
-    def _future(self, b: ReadingBatch, out: EvaluationBuilder) -> None:
+    def _future(self, b: ReadingBatch, now: float, out: EvaluationBuilder) -> None:
         """Readings stamped too far ahead, grouped by sensor: rejected and counted."""
         out.future += len(b)
         np.add.at(self.future_count, b.sensor, 1)
-        self._skewed(b, out)
+        self._skewed(b, now, out)
 
-    def _late(self, b: ReadingBatch, out: EvaluationBuilder) -> NDArray[np.int8]:
+    def _late(self, b: ReadingBatch, now: float, out: EvaluationBuilder) -> NDArray[np.int8]:
         """Late readings, grouped by sensor in timestamp order, under the raise-only rule
         (see the reference): each is taken at its sensor's latest time; the tier just
         after each is returned."""
         out.late += len(b)
         np.add.at(self.late_count, b.sensor, 1)
         faulted0 = self._faulted[b.sensor]  # before this batch's skew faults
-        su, group, stop = self._skewed(b, out)
+        su, group, stop = self._skewed(b, now, out)
         idx = b.sensor.astype(np.intp)
         rank = np.arange(idx.size) - np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])[group]
         mask0 = self._mask[su]  # masks before the late readings (faults keep latches)
@@ -494,7 +498,7 @@ class Evaluator:
         self._last_ts[su] = t[ends]
         self._last_value[su] = v[ends]
         self._seen[su] = True
-        self._skew[su] = 0
+        self._skew[su] = np.nan
         self._refresh_band(su)
         tiers: NDArray[np.int8] = _TIER_OF_MASK[mask_after]
         return tiers
@@ -682,7 +686,7 @@ class Evaluator:
         self._last_ts[rows] = b.ts
         self._last_value[rows] = b.value
         self._seen[rows] = True
-        self._skew[rows] = 0
+        self._skew[rows] = np.nan
         self._refresh_band(rows)
 
     def _emit(

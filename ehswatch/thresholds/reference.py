@@ -40,11 +40,14 @@ changes nothing but the count.
 Future readings. A reading stamped more than max_ahead_s after the service clock's `now`
 (given to `process`) is rejected: counted, never taken, never the sensor's latest.
 
-Clock skew. Every late or future reading adds one to the sensor's run of skewed readings;
-an accepted in-order reading ends the run. When the run reaches clock_skew_after, the
-sensor goes to FAULT (reason CLOCK_SKEW) at its latest time, unless it is already
-faulted; the reading that completes the run is not taken. Like any fault it ends every
-pending delay, and the next good in-order reading clears it.
+Clock skew. A late or future reading starts the sensor's skew run at the service clock's
+`now`, unless one is running; an accepted in-order reading ends it. A late or future
+reading that arrives clock_skew_after_s or more after its run began puts the sensor in
+FAULT (reason CLOCK_SKEW) at its latest time, unless it is already faulted, and is not
+taken. So a burst of old readings (a gateway replaying its buffer) is taken raise-only
+and faults nothing, while a device whose clock stays wrong is a fault within
+clock_skew_after_s. Like any fault it ends every pending delay, and the next good
+in-order reading clears it.
 """
 
 from __future__ import annotations
@@ -84,13 +87,13 @@ class _Sensor:
     off_delay: float
     stale_after: float
     max_ahead: float
-    skew_after: int
+    skew_after: float
     last_ts: float
     last_value: float = math.nan
     faulted: bool = False
     reason: FaultReason = FaultReason.NONE
     seen: bool = False  # has taken an in-order reading (until then none is late)
-    skew_run: int = 0  # late or future readings in a row
+    skew_since: float | None = None  # service time the current skew run began
 
     def delay(self, latch: _Latch) -> float:
         return self.off_delay if latch.active else self.on_delay
@@ -127,7 +130,7 @@ class ReferenceEvaluator:
                 off_delay=s.off_delay_s,
                 stale_after=s.stale_after_s,
                 max_ahead=s.max_ahead_s,
-                skew_after=s.clock_skew_after,
+                skew_after=s.clock_skew_after_s,
                 last_ts=start_ts,
             )
             for s in sensors
@@ -198,14 +201,14 @@ class ReferenceEvaluator:
         bad = quality != 0 or not math.isfinite(value)
         if ts > now + s.max_ahead:
             out.future += 1
-            self._skewed(i, s, out)
+            self._skewed(i, s, now, out)
             return False
         if s.seen and ts < s.last_ts:
             out.late += 1
-            if not self._skewed(i, s, out) and not s.faulted and not bad:
+            if not self._skewed(i, s, now, out) and not s.faulted and not bad:
                 self._late(i, s, value, out)
             return True
-        s.skew_run = 0
+        s.skew_since = None
         s.seen = True
         self._advance(i, s, ts, out)
         before_tier, before_sp = s.tier(), s.top_setpoint()
@@ -228,10 +231,13 @@ class ReferenceEvaluator:
         s.last_ts, s.last_value = ts, value
         return True
 
-    def _skewed(self, i: int, s: _Sensor, out: EvaluationBuilder) -> bool:
-        """Count a late or future reading; True if it put the sensor in FAULT clock_skew."""
-        s.skew_run += 1
-        if s.skew_run < s.skew_after or s.faulted:
+    def _skewed(self, i: int, s: _Sensor, now: float, out: EvaluationBuilder) -> bool:
+        """A late or future reading at `now`; True if it put the sensor in FAULT
+        clock_skew."""
+        if s.skew_since is None:
+            s.skew_since = now
+        # With no clock given (`now` infinite) nothing can be measured.
+        if s.faulted or not math.isfinite(now) or not now - s.skew_since >= s.skew_after:
             return False
         s.faulted, s.reason = True, FaultReason.CLOCK_SKEW
         for la in s.latches:

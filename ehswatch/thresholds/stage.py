@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from ehswatch.component import Component, Job
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.readings import ReadingBatch
@@ -26,6 +28,9 @@ from ehswatch.thresholds.outcome import Evaluation
 from ehswatch.thresholds.table import ThresholdTable
 
 log = logging.getLogger("ehswatch.transitions")
+
+SLICE_READINGS = 50_000  # the most readings evaluated in one turn of the event loop
+LOG_MOST = 50  # the most transitions and fault changes logged one by one per evaluation
 
 Listener = Callable[[ReadingBatch, Evaluation], None]
 
@@ -39,6 +44,7 @@ class StageStats:
     fault_changes: int = 0
     late: int = 0
     future: int = 0
+    slices: int = 0  # parts of batches too large to evaluate in one turn of the loop
     last_batch_ms: float = 0.0
     max_batch_ms: float = 0.0
 
@@ -63,6 +69,7 @@ class EvaluatorStage(Component):
         self._names = names or {}
         self._tz = ZoneInfo(timezone)
         self._tick_s = tick_s
+        self.slice_readings = SLICE_READINGS
         self._clock = clock
         self._listeners: list[Listener] = []
 
@@ -102,10 +109,27 @@ class EvaluatorStage(Component):
         if ev:
             self.stats.transitions += len(ev.transitions)
             self.stats.fault_changes += len(ev.faults)
-            for line in describe(ev, self.table.sensor_ids, self._names, self._tz):
+            for line in describe(ev, self.table.sensor_ids, self._names, self._tz, LOG_MOST):
                 log.info("%s", line)
         for listener in self._listeners:
             listener(batch, ev)
+
+    async def evaluate_in_slices(self, batch: ReadingBatch) -> None:
+        """Evaluate a batch however large without holding the event loop: sorted by
+        (sensor, timestamp) once, then evaluated `slice_readings` at a time, letting the
+        loop turn in between (heartbeats, the API, other collectors). Each sensor's
+        readings stay in timestamp order across the slices, so the result is the one
+        evaluation of the whole batch would give; trips are commanded slice by slice."""
+        n = len(batch)
+        if n <= self.slice_readings:
+            self.evaluate(batch)
+            return
+        key = np.where(np.isfinite(batch.ts), batch.ts, np.inf)
+        ordered = batch.take(np.lexsort((key, batch.sensor)))
+        for start in range(0, n, self.slice_readings):
+            self.evaluate(ordered.part(start, start + self.slice_readings))
+            self.stats.slices += 1
+            await asyncio.sleep(0)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -113,7 +137,7 @@ class EvaluatorStage(Component):
         while True:
             batch = await self.queue.drain(timeout=max(0.0, next_tick - loop.time()))
             if len(batch):
-                self.evaluate(batch)
+                await self.evaluate_in_slices(batch)
             if loop.time() >= next_tick:
                 self.tick(self._clock())
                 next_tick = max(next_tick + self._tick_s, loop.time())

@@ -34,12 +34,10 @@ class SensorThresholds:
     off_delay_s: float = 0.0
     stale_after_s: float = 30.0
     max_ahead_s: float = 5.0  # readings stamped further ahead of the service clock: rejected
-    clock_skew_after: int = 5  # late or future readings in a row that make FAULT clock_skew
+    clock_skew_after_s: float = 10.0  # only late or future readings this long: FAULT clock_skew
 
     def __post_init__(self) -> None:
-        if self.clock_skew_after < 1:
-            raise ValueError(f"{self.sensor_id}.clock_skew_after: must be >= 1")
-        for name in ("deadband", "on_delay_s", "off_delay_s", "max_ahead_s"):
+        for name in ("deadband", "on_delay_s", "off_delay_s", "max_ahead_s", "clock_skew_after_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{self.sensor_id}.{name}: must be a finite number >= 0, got {v}")
@@ -62,7 +60,7 @@ class ThresholdTable:
     off_delay: NDArray[np.float64]
     stale_after: NDArray[np.float64]
     max_ahead: NDArray[np.float64]
-    skew_after: NDArray[np.int64]
+    skew_after: NDArray[np.float64]
     index: Mapping[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +98,7 @@ class ThresholdTable:
             off_delay=np.array([s.off_delay_s for s in sensors], dtype=np.float64),
             stale_after=np.array([s.stale_after_s for s in sensors], dtype=np.float64),
             max_ahead=np.array([s.max_ahead_s for s in sensors], dtype=np.float64),
-            skew_after=np.array([s.clock_skew_after for s in sensors], dtype=np.int64),
+            skew_after=np.array([s.clock_skew_after_s for s in sensors], dtype=np.float64),
         )
 
     @classmethod
@@ -125,8 +123,8 @@ def sensor_thresholds(config: PlantConfig) -> list[SensorThresholds]:
                 off_delay_s=t.off_delay_s if s.off_delay_s is None else s.off_delay_s,
                 stale_after_s=t.stale_after_s if s.stale_after_s is None else s.stale_after_s,
                 max_ahead_s=t.max_ahead_s if s.max_ahead_s is None else s.max_ahead_s,
-                clock_skew_after=(
-                    t.clock_skew_after if s.clock_skew_after is None else s.clock_skew_after
+                clock_skew_after_s=(
+                    t.clock_skew_after_s if s.clock_skew_after_s is None else s.clock_skew_after_s
                 ),
             )
         )
