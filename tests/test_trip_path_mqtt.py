@@ -33,6 +33,9 @@ ZONES = {  # zone: (voting, sensors, coil, sensor type)
 }
 
 
+HEARTBEAT_S = 0.2
+
+
 def plant(broker_port: int, plc_port: int, workdir: Path) -> PlantConfig:
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "test"},
@@ -54,7 +57,14 @@ def plant(broker_port: int, plc_port: int, workdir: Path) -> PlantConfig:
                 "stale_after_s": 3600,
             },
         },
-        "plcs": [{"id": "plc-1", "host": "127.0.0.1", "port": plc_port}],
+        "plcs": [
+            {
+                "id": "plc-1",
+                "host": "127.0.0.1",
+                "port": plc_port,
+                "heartbeat": {"register": 100, "period_s": HEARTBEAT_S},
+            }
+        ],
         "zones": [
             {
                 "id": z,
@@ -227,5 +237,44 @@ def test_a_nan_then_a_good_value_trips_as_a_fault_vote(broker: Mosquitto, tmp_pa
                 f' {{"id": "P-1", "v": 3.0, "ts": {round(t * 1000) + 100}}}]',
             )
             await p.trips("poison")
+
+    run(main())
+
+
+def test_a_100_000_reading_replay_keeps_the_heartbeat_and_the_api_on_pace(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A gateway replaying its buffer: 100 000 readings of one sensor stamped ten minutes
+    ago, in five messages. The heartbeat keeps its period, and the replay's own
+    interlock reading still trips (taken raise-only: they are older than the latest)."""
+
+    async def main() -> None:
+        async with running(broker, tmp_path) as p:
+            t = time.time()
+            await p.batch([("S-1", 3.0, t)])
+            await eventually(lambda: p.service.stage.stats.readings >= 1, what="first reading")
+            hb_before = len(p.plc.heartbeats)
+            base = t - 600
+            for part in range(5):
+                readings = [
+                    ("S-1", 60.0 if k == 99_999 else 3.0, base + k * 0.005)
+                    for k in range(part * 20_000, (part + 1) * 20_000)
+                ]
+                await p.batch(readings)
+            await eventually(
+                lambda: p.service.stage.stats.readings >= 100_001, timeout=30, what="the replay"
+            )
+            await p.trips("spike")
+            await eventually(
+                lambda: len(p.plc.heartbeats) >= hb_before + 5, what="heartbeats meanwhile"
+            )
+            stamps = [w.ts for w in p.plc.writes if w.table == "register" and w.address == 100]
+            gaps = [
+                b - a for a, b in zip(stamps[hb_before:], stamps[hb_before + 1 :], strict=False)
+            ]
+            assert len(gaps) >= 3
+            assert max(gaps) <= 2 * HEARTBEAT_S, f"heartbeat gap {max(gaps):.3f} s"
+            # Late readings (older than the sensor's latest) are counted, none is lost.
+            assert p.service.stage.stats.late == 100_000
 
     run(main())
