@@ -169,6 +169,8 @@ class Service:
             if config.modbus_devices
             else None
         )
+        if self.modbus is not None:  # a device that stops answering: one alarm, not one each
+            self.modbus.on_status.append(self.alarms.on_device_status)
         self.mqtt = (
             MqttCollector.from_config(config, self.table, self.queue, clock=self.clock)
             if config.mqtt is not None

@@ -77,6 +77,8 @@ class Renderer:
         sensor = f"{a['sensor']} {self.sensor_names.get(a['sensor'], '')}".strip()
         if a["kind"] == "fault":
             what = "仪表故障 instrument FAULT"
+        elif a["kind"] == "comm":
+            what = "通讯中断 device not answering"
         else:
             what = TIER_LABEL.get(a["peak_tier"], str(a["peak_tier"]))
         unit = self.units.get(a["sensor"], "")
@@ -90,6 +92,8 @@ class Renderer:
             head = "升级 ESCALATION — unacknowledged"
         elif a["kind"] == "fault":
             head = "仪表故障 FAULT"
+        elif a["kind"] == "comm":
+            head = "通讯中断 COMM LOST"
         else:
             head = TIER_LABEL.get(a["peak_tier"], "alarm")
         zone = self.zone_names.get(a["zone"], a["zone"])

@@ -20,6 +20,21 @@
   `interlock`) and the hazard desk opens their ticket (interlock: grade A). `condition`
   never waits: it queues the request, and the manager's own task writes it, in order; a
   request whose write fails stays queued and is written on the next pass.
+- **Device conditions** (`on_device_status`, a listener of the Modbus collector): a
+  device or gateway that stops answering is ONE alarm of kind `comm`, source
+  ``device:<id>``, zone and sensor type those of most of its sensors, routed and graded
+  as a fault — stored with its outbox event, relayed, notified and ticketed like any
+  other. The FAULT alarms its sensors raise (or that reactivate) while it is down are
+  **grouped** under it (`grouped_under`, `suppressed_by`): they are alarms — listed,
+  stored, published, and the evaluator's faults still vote for interlocks, which never
+  look at alarms — but the relay notifies none of them and the hazard desk opens no
+  ticket for them, they never escalate, and they close when they return. When the
+  device answers again its alarm returns; a grouped alarm whose sensor still reads
+  faulted after that (a reading stamped at or after the device's return) is
+  **released** — from then on an alarm of its own, notified and ticketed. Status
+  changes are queued with the evaluations, in the order they were handed over (the
+  collector hands a change over before the readings that follow from it), so the
+  device alarm is written before the faults it groups.
 """
 
 from __future__ import annotations
@@ -33,9 +48,9 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ehswatch.alarms import model
@@ -47,7 +62,6 @@ from ehswatch.alarms.store import (
     SensorServiceRecord,
     alarm_dict,
     to_alarm,
-    to_record,
 )
 from ehswatch.audit import record
 from ehswatch.component import Component, Job
@@ -58,11 +72,19 @@ from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
 from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.outcome import Evaluation
 
+if TYPE_CHECKING:
+    from ehswatch.ingest.modbus import DeviceStatus
+
 log = logging.getLogger(__name__)
 
 Change = tuple[Alarm, list[str], Actor, float]  # alarm after, events, who, when
 ZONE_SOURCE = "zone:"  # the `sensor` of a zone condition's alarm: "zone:<id>"
 ZONE_SENSOR_TYPE = "interlock"  # its `sensor_type`, for routes that match sensor types
+DEVICE_SOURCE = "device:"  # the `sensor` of a device's comm alarm: "device:<id>"
+#: after a device answers again, how long (s) a reading stamped before its return still
+#: counts as one of the outage (its fault is grouped, not an alarm of its own)
+RELEASE_GRACE_S = 10.0
+Episode = tuple[str, AlarmKind, float]  # sensor, kind, first_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +96,22 @@ class _ZoneRequest:
     tier: int
     message: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceRequest:
+    device: str
+    up: bool
+    at: float
+    reason: str
+
+
+def _most_common(values: list[str]) -> str:
+    """The most frequent value; a tie goes to the one seen first."""
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return max(counts, key=lambda v: counts[v])
 
 
 class AlarmManager(Component):
@@ -94,7 +132,24 @@ class AlarmManager(Component):
         self.router = Router(config.notifications)
         self._clock = clock
         self._sensor = {s.id: s for s in config.sensors}
-        self._queue: list[Evaluation] = []
+        # Evaluations and device status changes, in the order they were handed over.
+        self._queue: list[Evaluation | _DeviceRequest] = []
+        self._device_of = {s.id: s.modbus.device for s in config.sensors if s.modbus is not None}
+        self._device_sensors: dict[str, list[str]] = defaultdict(list)
+        for sid, dev in self._device_of.items():
+            self._device_sensors[dev].append(sid)
+        self._device_zone = {
+            d: _most_common([self._sensor[s].zone for s in ss])
+            for d, ss in self._device_sensors.items()
+        }
+        self._device_type = {
+            d: _most_common([self._sensor[s].type for s in ss])
+            for d, ss in self._device_sensors.items()
+        }
+        # Devices that answer again, and since when: their grouped alarms wait for a reading
+        # stamped after that to clear them, or are released.
+        self._releasing: dict[str, float] = {}
+        self.devices: dict[str, bool] = {}  # device → up, as last handed over
         self._wake = asyncio.Event()
         self.open: dict[tuple[str, AlarmKind], Alarm] = {}
         self.out_of_service: set[str] = set()
@@ -134,15 +189,190 @@ class AlarmManager(Component):
             self._wake.set()
 
     async def _apply_loop(self) -> None:
-        if self._requests:
+        if self._requests or self._queue:
             self._wake.set()  # requests left by a pass that failed
         while True:
             await self._wake.wait()
             self._wake.clear()
             queued, self._queue = self._queue, []
             async with self._lock:
-                await self._commit([c for ev in queued for c in self._changes(ev)])
+                if any(isinstance(q, _DeviceRequest) for q in queued):
+                    await self._apply_with_devices(queued)
+                else:
+                    await self._commit(
+                        [
+                            c
+                            for ev in queued
+                            if not isinstance(ev, _DeviceRequest)
+                            for c in self._changes(ev)
+                        ]
+                    )
                 await self._apply_conditions()
+                await self._commit(self._releases(self._clock()))
+
+    # ------------------------------------------------------------ device conditions
+
+    def on_device_status(self, status: DeviceStatus) -> None:
+        """A Modbus device stopped answering (`up` false) or answers again; see the module
+        docstring. Queued with the evaluations, in order; never blocks, never waits."""
+        if status.device not in self._device_sensors:
+            raise ValueError(f"no sensor reads from Modbus device {status.device!r}")
+        self.devices[status.device] = status.up
+        self._queue.append(
+            _DeviceRequest(device=status.device, up=status.up, at=status.at, reason=status.reason)
+        )
+        self._wake.set()
+
+    async def _apply_with_devices(self, queued: list[Evaluation | _DeviceRequest]) -> None:
+        """Queued evaluations and device changes in one transaction, in order: each device
+        change is written before the changes after it are worked out, so that the faults
+        it groups know its alarm's id. If the transaction fails, the cache is restored and
+        the whole pass is queued again."""
+        before_open, before_releasing = dict(self.open), dict(self._releasing)
+        wrote = False
+        logs: list[tuple[Alarm, _DeviceRequest]] = []
+        try:
+            async with self.db.new_session() as session, session.begin():
+                pending: list[Change] = []
+                for item in queued:
+                    if not isinstance(item, _DeviceRequest):
+                        pending += self._changes(item)
+                        continue
+                    await self._write(session, pending)
+                    wrote |= bool(pending)
+                    pending = []
+                    change = self._device_change(item)
+                    if change is not None:
+                        what = "raised" if not item.up else "returned"
+                        message = item.reason if not item.up else "the device answers again"
+                        await self._write(session, [change], audit=(what, message))
+                        wrote = True
+                        a = change[0]
+                        logs.append((self.open.get((a.sensor, a.kind), a), item))
+                    pending += self._regroup(item)
+                await self._write(session, pending)
+                wrote |= bool(pending)
+        except BaseException:
+            self.open.clear()
+            self.open.update(before_open)
+            self._releasing = before_releasing
+            self._queue[:0] = queued
+            raise
+        if wrote:
+            for wake in self.on_commit:
+                wake.set()
+        for a, r in logs:
+            if r.up:
+                log.warning("alarm %s returned: Modbus %s answers again", a.id, r.device)
+            else:
+                log.error(
+                    "alarm %s: Modbus %s stopped answering (%s); the faults of its %d sensors "
+                    "are grouped under this one alarm",
+                    a.id,
+                    r.device,
+                    r.reason or "no answer",
+                    len(self._device_sensors[r.device]),
+                )
+
+    def _device_change(self, r: _DeviceRequest) -> Change | None:
+        source = DEVICE_SOURCE + r.device
+        key = (source, AlarmKind.COMM)
+        a = self.open.get(key)
+        if a is not None and not a.open:
+            a = None
+        if not r.up:
+            self._releasing.pop(r.device, None)
+            if a is None:
+                a, events = model.raised(
+                    sensor=source,
+                    zone=self._device_zone[r.device],
+                    sensor_type=self._device_type[r.device],
+                    kind=AlarmKind.COMM,
+                    tier=0,
+                    value=None,
+                    threshold=None,
+                    at=r.at,
+                )
+            elif a.active:
+                return None
+            else:
+                a, events = model.condition(
+                    a, active=True, tier=0, value=None, threshold=None, at=r.at
+                )
+        else:
+            # Its grouped alarms (also those left by a restart) wait for fresh readings.
+            self._releasing[r.device] = r.at
+            if a is None or not a.active:
+                return None
+            a, events = model.condition(
+                a, active=False, tier=0, value=None, threshold=None, at=r.at
+            )
+        self.open[key] = a
+        return (a, events, SYSTEM, r.at)
+
+    def _group_for(self, sensor: str, ts: float) -> Alarm | None:
+        """The device alarm a fault of `sensor` raised at `ts` belongs under, if any."""
+        dev = self._device_of.get(sensor)
+        if dev is None:
+            return None
+        d = self.open.get((DEVICE_SOURCE + dev, AlarmKind.COMM))
+        if d is None or not d.open or d.id is None or ts < d.first_at:
+            return None  # no outage, or a fault from before it
+        if d.active:
+            return d
+        up_at = self._releasing.get(dev)
+        return d if up_at is not None and ts < up_at else None
+
+    def _regroup(self, r: _DeviceRequest) -> list[Change]:
+        """Down again: alarms still grouped under its previous episode join this one."""
+        if r.up:
+            return []
+        source = DEVICE_SOURCE + r.device
+        d = self.open.get((source, AlarmKind.COMM))
+        if d is None or d.id is None:
+            return []
+        out: list[Change] = []
+        for sid in self._device_sensors[r.device]:
+            key = (sid, AlarmKind.FAULT)
+            a = self.open.get(key)
+            if a is None or not a.open or a.grouped_under != source or a.suppressed_by == d.id:
+                continue
+            a, events = model.regroup(a, d, r.at)
+            self.open[key] = a
+            out.append((a, events, SYSTEM, r.at))
+        return out
+
+    def _releases(self, now: float) -> list[Change]:
+        """Grouped alarms of devices that answer again: released once their sensor has
+        read since and is still faulted; the device leaves `_releasing` when none waits."""
+        if not self._releasing:
+            return []
+        last_ts, faulted = self.evaluator.last_ts, self.evaluator.faulted
+        out: list[Change] = []
+        for dev, up_at in list(self._releasing.items()):
+            source = DEVICE_SOURCE + dev
+            waiting = False
+            for sid in self._device_sensors[dev]:
+                key = (sid, AlarmKind.FAULT)
+                a = self.open.get(key)
+                if a is None or not a.open or not a.active or a.grouped_under != source:
+                    continue
+                i = self.table.index[sid]
+                if last_ts[i] >= up_at and faulted[i]:
+                    a, events = model.release(a, now)
+                    self.open[key] = a
+                    out.append((a, events, SYSTEM, now))
+                    log.warning(
+                        "alarm %s (%s fault) released: Modbus %s answers, the sensor does not",
+                        a.id,
+                        sid,
+                        dev,
+                    )
+                else:
+                    waiting = True
+            if not waiting and now >= up_at + RELEASE_GRACE_S:
+                del self._releasing[dev]
+        return out
 
     # ------------------------------------------------------------ zone conditions
 
@@ -278,6 +508,10 @@ class AlarmManager(Component):
                 a, events = model.condition(
                     a, active=active, tier=tier, value=value, threshold=threshold, at=ts
                 )
+            if kind == AlarmKind.FAULT and active and not a.grouped:
+                under = self._group_for(sid, ts) if flips else None
+                if under is not None:
+                    a = model.group(a, under)  # its device stopped answering
             recent = self._recent[sid]
             if flips:
                 recent.append(ts)
@@ -426,6 +660,9 @@ class AlarmManager(Component):
                     threshold=None,
                     at=now,
                 )
+                under = self._group_for(sensor, now) if kind == AlarmKind.FAULT else None
+                if under is not None:
+                    a = model.group(a, under)
                 self.open[(sensor, kind)] = a
                 changes.append((a, events, SYSTEM, now))
         return changes
@@ -451,7 +688,7 @@ class AlarmManager(Component):
                     a, events = model.unshelve(a, now)
                     self.open[key] = a
                     changes.append((a, events, SYSTEM, now))
-                if not a.unacked:
+                if not a.unacked or a.grouped:  # a grouped alarm: its device alarm escalates
                     continue
                 after = self.router.escalate_after(a)
                 since = a.last_escalated_at if a.last_escalated_at is not None else a.first_at
@@ -482,27 +719,50 @@ class AlarmManager(Component):
     async def _write(
         self, session: AsyncSession, changes: list[Change], audit: tuple[str, str] | None = None
     ) -> None:
-        assigned: dict[tuple[str, AlarmKind, float], int] = {}  # episodes new in this batch
-        for a, events, actor, ts in changes:
+        """Each episode's record (inserted, or updated to its newest state) and every
+        change's outbox events, in bulk: a flood of thousands of alarms is a handful of
+        statements, not thousands of round trips."""
+        if not changes:
+            return
+        ids: dict[Episode, int] = {}
+        newest: dict[Episode, Alarm] = {}
+        for a, _events, _actor, _ts in changes:
             episode = (a.sensor, a.kind, a.first_at)
-            if a.id is None and episode in assigned:
-                a = dataclasses.replace(a, id=assigned[episode])
-            rec = await session.merge(to_record(a))
-            await session.flush()
-            a = dataclasses.replace(a, id=rec.id)
-            assigned[episode] = rec.id
+            if a.id is not None:
+                ids[episode] = a.id
+            newest[episode] = a
+        new = [e for e in newest if e not in ids]
+        known = [e for e in newest if e in ids]
+        if new:
+            # Each new row names its episode: no reliance on the order RETURNING gives.
+            result = await session.execute(
+                insert(AlarmRecord).returning(
+                    AlarmRecord.id, AlarmRecord.sensor, AlarmRecord.kind, AlarmRecord.first_at
+                ),
+                [_columns(newest[e]) for e in new],
+            )
+            for rid, sensor, kind, first_at in result.tuples():
+                ids[(sensor, AlarmKind(kind), first_at)] = rid
+        if known:
+            await session.execute(
+                update(AlarmRecord), [{"id": ids[e], **_columns(newest[e])} for e in known]
+            )
+        outbox: list[dict[str, object]] = []
+        for a, events, actor, ts in changes:
+            rid = ids[(a.sensor, a.kind, a.first_at)]
+            a = dataclasses.replace(a, id=rid)
             payload = json.dumps(alarm_dict(a), ensure_ascii=False)
-            for e in events:
-                session.add(
-                    OutboxRecord(alarm_id=rec.id, ts=ts, event=e, actor=actor.name, payload=payload)
-                )
+            outbox += [
+                {"alarm_id": rid, "ts": ts, "event": e, "actor": actor.name, "payload": payload}
+                for e in events
+            ]
             if audit is not None:
                 record(
                     session,
                     ts=ts,
                     actor=actor,
                     action=f"alarm {audit[0]}",
-                    subject=f"alarm:{rec.id}",
+                    subject=f"alarm:{rid}",
                     detail={"state": str(a.state), "events": events},
                     comment=audit[1],
                 )
@@ -515,3 +775,12 @@ class AlarmManager(Component):
                 self.open[key] = a
             elif current is not None and current.first_at == a.first_at:
                 del self.open[key]
+        if outbox:
+            await session.execute(insert(OutboxRecord), outbox)
+
+
+def _columns(a: Alarm) -> dict[str, object]:
+    """The alarm's record columns, but its id."""
+    d = alarm_dict(a)
+    del d["id"]
+    return d

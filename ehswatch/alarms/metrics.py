@@ -6,7 +6,10 @@
   more than 10 alarms: EEMUA's flood);
 - `active`, `unacknowledged`, `shelved`, `standing` (active for more than 24 h);
 - `chattering` (alarms flagged chattering in the last 24 h);
-- `median_time_to_ack_s`, `mean_time_to_ack_s` (alarms acknowledged in the last 24 h).
+- `median_time_to_ack_s`, `mean_time_to_ack_s` (alarms acknowledged in the last 24 h);
+- `grouped`: open alarms grouped under a Modbus device's comm alarm. Those are not
+  annunciated one by one, so the rates and flood counts above leave them out (their
+  device alarm counts once).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ async def alarm_metrics(db: Database, now: float) -> dict[str, Any]:
                 await session.execute(select(AlarmRecord).where(AlarmRecord.closed_at.is_(None)))
             ).scalars()
         )
+    grouped = sum(1 for a in open_ if a.grouped_under)
+    recent = [a for a in recent if not a.grouped_under]
     buckets: dict[int, int] = {}
     for a in recent:
         k = int((now - a.first_at) // TEN_MIN)
@@ -56,4 +61,5 @@ async def alarm_metrics(db: Database, now: float) -> dict[str, Any]:
         "chattering": sum(1 for a in recent if a.chattering),
         "median_time_to_ack_s": round(statistics.median(acks), 1) if acks else None,
         "mean_time_to_ack_s": round(statistics.fmean(acks), 1) if acks else None,
+        "grouped": grouped,
     }

@@ -13,13 +13,20 @@ States: normal, unack-active, ack-active, unack-returned, shelved, out-of-servic
     shelf expires/unshelve shelved ─────────────► unack-active if still active, else closed
     tier 3 while shelved   shelved ─────────────► unack-active (tier 3 cannot be shelved)
     sensor out of service  any open state ──────► out-of-service (closed when back in service)
+    grouped alarm returns  unack-active ────────► normal   (episode closed: never annunciated)
 
 A sensor has at most one open alarm of each kind: `tier` (the three-tier thresholds) and
 `fault` (an instrument fault, kept apart from the tier). A zone has at most one open
 alarm of each zone condition kind (`output-fault`: the PLC did not confirm an interlock
 command; `not-durable`: a trip's latch is not yet stored), its `sensor` being
-``zone:<id>``; these are never shelved. Each function returns the new
-alarm and the names of the events to record, or raises `Refused`/`Forbidden`.
+``zone:<id>``; these are never shelved. A Modbus device that stops answering has one
+`comm` alarm, its `sensor` being ``device:<id>``; the `fault` alarms its sensors raise
+meanwhile are **grouped** under it (`grouped_under` is the device alarm's source,
+`suppressed_by` its id): visible, but neither notified nor ticketed one by one, and
+closed as soon as they return (nobody was asked to acknowledge them). A grouped alarm
+still active after its device answers again is **released** (`released`): from then on
+it is an alarm of its own. Each function returns the new alarm and the names of the
+events to record, or raises `Refused`/`Forbidden`.
 """
 
 from __future__ import annotations
@@ -49,12 +56,22 @@ class AlarmKind(StrEnum):
     # Zone conditions of the interlock (source "zone:<id>"), raised at the interlock tier.
     OUTPUT_FAULT = "output-fault"
     NOT_DURABLE = "not-durable"
+    # A Modbus device or gateway that stopped answering (source "device:<id>").
+    COMM = "comm"
 
 
 ZONE_KINDS = frozenset({AlarmKind.OUTPUT_FAULT, AlarmKind.NOT_DURABLE})
+# Kinds that routes, grades and messages treat as an instrument fault.
+FAULT_KINDS = frozenset({AlarmKind.FAULT, AlarmKind.COMM})
 
 
 TIER_NAMES = {1: "warning", 2: "alarm", 3: "interlock"}
+
+
+def route_tier_of(kind: str, peak_tier: int) -> str:
+    """The tier name routes and ticket grades go by: warning, alarm, interlock, or fault
+    (an instrument fault, or a device that stopped answering)."""
+    return "fault" if kind in FAULT_KINDS else TIER_NAMES.get(peak_tier, "warning")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,6 +99,8 @@ class Alarm:
     chattering: bool = False
     escalations: int = 0
     last_escalated_at: float | None = None
+    grouped_under: str = ""  # "device:<id>": grouped under that device's comm alarm
+    suppressed_by: int | None = None  # the id of that comm alarm
 
     @property
     def open(self) -> bool:
@@ -94,9 +113,11 @@ class Alarm:
     @property
     def route_tier(self) -> str:
         """The tier name routes match: warning, alarm, interlock, or fault."""
-        return (
-            "fault" if self.kind == AlarmKind.FAULT else TIER_NAMES.get(self.peak_tier, "warning")
-        )
+        return route_tier_of(self.kind, self.peak_tier)
+
+    @property
+    def grouped(self) -> bool:
+        return bool(self.grouped_under)
 
 
 Outcome = tuple[Alarm, list[str]]
@@ -166,6 +187,8 @@ def condition(
             ), [change]
         return dataclasses.replace(base, peak_tier=peak), [change]
     # returned to normal
+    if a.grouped and a.state == s.UNACK_ACTIVE:  # never annunciated: nothing to acknowledge
+        return dataclasses.replace(base, state=s.NORMAL, closed_at=at), ["returned", "closed"]
     if a.state == s.UNACK_ACTIVE:
         return dataclasses.replace(base, state=s.UNACK_RETURNED), ["returned"]
     if a.state == s.ACK_ACTIVE:
@@ -230,6 +253,23 @@ def out_of_service(a: Alarm, at: float) -> Outcome:
 
 def back_in_service(a: Alarm, at: float) -> Outcome:
     return dataclasses.replace(a, state=AlarmState.NORMAL, closed_at=at), ["closed"]
+
+
+def group(a: Alarm, under: Alarm) -> Alarm:
+    """`a` belongs to the device alarm `under` (no event of its own: the change that
+    raised or reactivated it carries the group)."""
+    return dataclasses.replace(a, grouped_under=under.sensor, suppressed_by=under.id)
+
+
+def regroup(a: Alarm, under: Alarm, at: float) -> Outcome:
+    """The device stopped answering again: its alarms still grouped under the previous
+    episode join the new one."""
+    return dataclasses.replace(group(a, under), last_at=at), ["grouped"]
+
+
+def release(a: Alarm, at: float) -> Outcome:
+    """The device answers again and the condition still holds: an alarm of its own."""
+    return dataclasses.replace(a, grouped_under="", suppressed_by=None, last_at=at), ["released"]
 
 
 def flag_chattering(a: Alarm, recent_transitions: int, at_least: int = 3) -> Outcome:

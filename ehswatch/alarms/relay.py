@@ -9,6 +9,8 @@ For each unpublished outbox event, oldest first:
   `reactivated`, `tier_raised` and `unshelved` into an unacknowledged state — and for
   the escalation channels on `escalated`. A row is unique per (event, channel), so an
   event relayed twice (a crash before it was marked published) never sends twice.
+  An alarm grouped under its device's comm alarm (`grouped_under`) notifies nobody: the
+  device alarm does; once `released` it notifies like any other.
 
 The notification rows and the "published" mark are committed together.
 """
@@ -46,7 +48,7 @@ from ehswatch.publisher import RetainedPublisher
 
 log = logging.getLogger(__name__)
 
-NOTIFY_EVENTS = {"raised", "reactivated", "tier_raised", "unshelved"}
+NOTIFY_EVENTS = {"raised", "reactivated", "tier_raised", "unshelved", "released"}
 
 
 class AlarmRelay(Component):
@@ -120,7 +122,9 @@ class AlarmRelay(Component):
                 self._publish(row, alarm)
                 channels: list[str] = []
                 kind = "alarm"
-                if row.event in NOTIFY_EVENTS and alarm["state"] == AlarmState.UNACK_ACTIVE:
+                if alarm.get("grouped_under"):
+                    pass  # its device's comm alarm is notified instead
+                elif row.event in NOTIFY_EVENTS and alarm["state"] == AlarmState.UNACK_ACTIVE:
                     channels = self.router.channels(alarm)
                 elif row.event == "escalated":
                     channels, kind = self.router.escalation_channels(alarm), "escalation"

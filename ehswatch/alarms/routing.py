@@ -1,17 +1,18 @@
 """`Router`: which channels hear about an alarm, and when it escalates (SPEC §7).
 
 A route matches an alarm when every criterion it gives matches: `zones`, `tiers` (the
-alarm's peak tier name — warning, alarm, interlock — or `fault` for an instrument fault),
-`sensor_types`. An alarm goes to the `notify` channels of every matching route; if one of
-them has `escalate_after_s`, the alarm escalates to its `escalate_to` channels after that
-long unacknowledged, and again every `escalate_after_s` until acknowledged.
+alarm's peak tier name — warning, alarm, interlock — or `fault` for an instrument fault
+or a Modbus device that stopped answering), `sensor_types`. An alarm goes to the
+`notify` channels of every matching route; if one of them has `escalate_after_s`, the
+alarm escalates to its `escalate_to` channels after that long unacknowledged, and again
+every `escalate_after_s` until acknowledged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ehswatch.alarms.model import TIER_NAMES, Alarm
+from ehswatch.alarms.model import Alarm, route_tier_of
 from ehswatch.config import Notifications, Route
 
 
@@ -30,7 +31,7 @@ class Router:
 
     def _matching(self, a: Alarm | dict[str, Any]) -> list[Route]:
         if isinstance(a, dict):
-            tier = "fault" if a["kind"] == "fault" else TIER_NAMES.get(a["peak_tier"], "warning")
+            tier = route_tier_of(a["kind"], a["peak_tier"])
             zone, stype = a["zone"], a["sensor_type"]
         else:
             tier, zone, stype = a.route_tier, a.zone, a.sensor_type

@@ -39,6 +39,9 @@ class AlarmRecord(Base):
     chattering: Mapped[bool] = mapped_column(Boolean, default=False)
     escalations: Mapped[int] = mapped_column(Integer, default=0)
     last_escalated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # A fault grouped under a device's comm alarm: its source ("device:<id>") and id.
+    grouped_under: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    suppressed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 FIELDS = [c.name for c in AlarmRecord.__table__.columns]

@@ -3,7 +3,10 @@
 - **Intake.** It reads the alarm outbox with its own cursor (committed with the tickets
   it causes): a `raised` event opens the episode's ticket, graded by
   `hazards.tier_grade`; a later `tier_raised` raises the same ticket's grade. A ticket is
-  unique per alarm episode, so a restart never duplicates one.
+  unique per alarm episode, so a restart never duplicates one. A Modbus device that
+  stops answering is one ticket (its `comm` alarm, graded as a fault); the faults of its
+  sensors grouped under that alarm open none — a grouped fault that is `released` (its
+  sensor still faulted after the device answers again) opens its own.
 - **People.** `register`, `start`, `add_evidence`, `submit`, `verify`, `approve`,
   `lower_grade` (rules in `model`); every action and every refusal is audited; every
   change is queued for the outbound webhook.
@@ -37,7 +40,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ehswatch.alarms.model import TIER_NAMES
+from ehswatch.alarms.model import route_tier_of
 from ehswatch.alarms.store import NotificationRecord, OutboxRecord
 from ehswatch.audit import record
 from ehswatch.component import Component, Job
@@ -59,7 +62,7 @@ from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
 
 log = logging.getLogger(__name__)
 CURSOR = "hazard-desk"
-INTAKE_EVENTS = ("raised", "tier_raised", "reactivated")
+INTAKE_EVENTS = ("raised", "tier_raised", "reactivated", "released")
 DAY = 86400.0
 
 
@@ -137,16 +140,16 @@ class HazardDesk(Component):
                 return 0
             for row in rows:
                 if row.event in INTAKE_EVENTS:
-                    await self._intake(s, row.alarm(), row.ts)
+                    alarm = row.alarm()
+                    if not alarm.get("grouped_under"):  # grouped: its device's ticket
+                        await self._intake(s, alarm, row.ts)
             cursor.last_event_id = rows[-1].id
             await s.merge(cursor)
         self._outbound_wake.set()
         return len(rows)
 
     def _grade_of(self, alarm: dict[str, Any]) -> str:
-        tier = (
-            "fault" if alarm["kind"] == "fault" else TIER_NAMES.get(alarm["peak_tier"], "warning")
-        )
+        tier = route_tier_of(alarm["kind"], alarm["peak_tier"])
         return self.settings.tier_grade[tier]  # type: ignore[index]
 
     async def _intake(self, s: AsyncSession, alarm: dict[str, Any], ts: float) -> None:

@@ -56,7 +56,7 @@ class HazardTicket:
     alarm_id: int
     sensor: str
     zone: str
-    kind: str  # "tier" or "fault"
+    kind: str  # the alarm's kind: "tier", "fault", "comm" (a device), or a zone condition
     grade: str
     state: TicketState = TicketState.DETECTED
     created_at: float

@@ -9,6 +9,14 @@ evaluator understands — never into a 0 that looks like clean air:
   poll interval, doubling, at most 5 s) in its own task, so other devices keep flowing;
 - a Modbus exception response (the device answered "illegal address", "device
   failure"…): the sensors of that span get a BAD reading; the rest of the device is read.
+
+**Device status.** Each device is up (it answered, exception responses included) or down
+(it did not). `status` holds the last known `DeviceStatus` of each device, and every
+change — the first poll's outcome, then each flip — is handed to the `on_status`
+listeners (plain functions: they must not block). A change is handed over *before* the
+readings that follow from it are queued, so whoever listens learns that a device is down
+before its sensors' COMM_LOST readings reach the evaluator (the alarm manager groups
+those faults under one device alarm). The collector never waits on a listener.
 """
 
 from __future__ import annotations
@@ -47,6 +55,20 @@ class DeviceStats:
     last_error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A device answers (`up`) or does not, since `at` (seconds, the collector's clock —
+    the stamp of the readings that follow)."""
+
+    device: str
+    up: bool
+    at: float
+    reason: str = ""  # why it is down (the last error), empty when up
+
+
+StatusListener = Callable[[DeviceStatus], None]
+
+
 class DeviceLost(Exception):
     """The device did not answer or the connection broke."""
 
@@ -67,6 +89,8 @@ class ModbusCollector(Component):
         self.queue = queue
         self.stats = {d.id: DeviceStats() for d, _ in self._devices}
         self._clock = clock
+        self.status: dict[str, DeviceStatus] = {}  # the last known status of each device
+        self.on_status: list[StatusListener] = []  # told of every change, never awaited
 
     @classmethod
     def from_config(
@@ -127,7 +151,9 @@ class ModbusCollector(Component):
                     stats.last_error,
                     backoff,
                 )
-                await self.queue.put(self._lost(plan))
+                at = self._clock()
+                self._set_status(device.id, up=False, at=at, reason=stats.last_error)
+                await self.queue.put(self._lost(plan, at))
             finally:
                 client.close()
             await asyncio.sleep(backoff)
@@ -159,16 +185,33 @@ class ModbusCollector(Component):
         quality = np.where(ok, Quality.GOOD, Quality.BAD).astype(np.uint8)
         stats.polls += 1
         stats.last_success = now
+        self._set_status(device.id, up=True, at=now)
         await self.queue.put(
             ReadingBatch.of(plan.sensor, values, np.full(values.size, now), quality)
         )
 
-    def _lost(self, plan: RegisterPlan) -> ReadingBatch:
+    def _set_status(self, device: str, *, up: bool, at: float, reason: str = "") -> None:
+        """Record the device's status; on a change, tell the listeners (before the
+        readings that follow are queued)."""
+        current = self.status.get(device)
+        if current is not None and current.up == up:
+            return
+        status = DeviceStatus(device=device, up=up, at=at, reason="" if up else reason)
+        self.status[device] = status
+        if up and current is not None:
+            log.warning("Modbus %s answers again", device)
+        for listener in self.on_status:
+            try:
+                listener(status)
+            except Exception:
+                log.exception("Modbus %s: a status listener failed", device)
+
+    def _lost(self, plan: RegisterPlan, at: float) -> ReadingBatch:
         n = plan.sensor.size
         return ReadingBatch.of(
             plan.sensor,
             np.full(n, np.nan),
-            np.full(n, self._clock()),
+            np.full(n, at),
             np.full(n, Quality.COMM_LOST),
         )
 
