@@ -201,6 +201,7 @@ class _ThresholdFields(_Model):
     off_delay_s: Seconds | None = None
     stale_after_s: PositiveSeconds | None = None
     max_ahead_s: Seconds | None = None
+    max_behind_s: PositiveSeconds | None = None
     clock_skew_after_s: Seconds | None = None
 
 
@@ -212,6 +213,9 @@ class SensorType(_ThresholdFields):
     stale_after_s: PositiveSeconds = 30.0
     # A reading stamped further ahead of the service clock than this is rejected.
     max_ahead_s: Seconds = 5.0
+    # A reading stamped further back than this (a backlog after a long outage, a device
+    # clock far behind) is rejected and counted: the horizon of what is evaluated.
+    max_behind_s: PositiveSeconds = 3600.0
     # Only late or future readings for this long (service time): FAULT clock_skew.
     clock_skew_after_s: Seconds = 10.0
 

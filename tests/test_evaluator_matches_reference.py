@@ -68,6 +68,7 @@ def sensor_sets(draw: st.DrawFn) -> list[SensorThresholds]:
                 off_delay_s=draw(delays),
                 stale_after_s=draw(st.sampled_from([1.5, 4.0, 100.0])),
                 max_ahead_s=draw(st.sampled_from([0.0, 5.0])),
+                max_behind_s=draw(st.sampled_from([2.0, 8.0, 3600.0])),
                 clock_skew_after_s=draw(st.sampled_from([0.0, 2.0, 10.0])),
             )
         )
@@ -170,7 +171,9 @@ def test_vectorized_equals_reference_for_any_batch_in_any_order(data: st.DataObj
     # Each reading is stored with its sensor's tier just after it: the same in both.
     assert [e.reading_tier.tolist() for e in vec] == [e.reading_tier.tolist() for e in ref_results]
     assert [e.accepted.tolist() for e in vec] == [e.accepted.tolist() for e in ref_results]
-    assert [(e.late, e.future) for e in vec] == [(e.late, e.future) for e in ref_results]
+    assert [(e.late, e.future, e.too_old) for e in vec] == [
+        (e.late, e.future, e.too_old) for e in ref_results
+    ]
     assert ev.tier.tolist() == ref.tiers()
     assert ev.faulted.tolist() == ref.faulted()
 

@@ -394,6 +394,17 @@ def test_an_in_order_reading_ends_the_skew_run(make_harness: MakeHarness) -> Non
     assert not h.faulted("D")
 
 
+def test_a_reading_older_than_the_horizon_is_rejected_and_counted(
+    make_harness: MakeHarness,
+) -> None:
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), max_behind_s=3600.0)
+    h = make_harness([dust])
+    ev = h.feed([("D", 45.0, 10_000.0 - 3601.0), ("D", 45.0, 10_000.0 - 3599.0)], now=10_000.0)
+    assert ev.too_old == 1
+    assert ev.accepted.tolist() == [False, True]
+    assert steps(ev) == [(N, TRIP, 10_000.0 - 3599.0)]
+
+
 def test_readings_from_before_the_start_are_taken_in_order(make_harness: MakeHarness) -> None:
     """A broker's backlog after a restart is stamped before the evaluator started."""
     h = make_harness([DUST])  # started at t = 0

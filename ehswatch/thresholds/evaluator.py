@@ -69,6 +69,7 @@ class Evaluator:
         self._off = table.off_delay
         self._stale = table.stale_after
         self._ahead = table.max_ahead
+        self._behind = table.max_behind
         self._skew_after = table.skew_after
         self._mask = np.zeros(n, dtype=np.uint8)
         self._since = np.full((n, N_LATCHES), np.nan)
@@ -81,6 +82,7 @@ class Evaluator:
         self._skew = np.full(n, np.nan)  # service time the current skew run began
         self.late_count = np.zeros(n, dtype=np.int64)  # per sensor, since start
         self.future_count = np.zeros(n, dtype=np.int64)
+        self.too_old_count = np.zeros(n, dtype=np.int64)
         self._lo = np.empty(n)
         self._hi = np.empty(n)
         self._stamp = np.empty(n, dtype=np.intp)
@@ -153,12 +155,14 @@ class Evaluator:
 
     def _classify(
         self, b: ReadingBatch, now: float
-    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
-        """(future, late, in order) masks of readings, against the state before them."""
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+        """(future, too old, late, in order) masks of readings, against the state before
+        them. Per sensor in timestamp order they come as too old, late, in order, future."""
         idx = b.sensor
         future = ~(b.ts <= now + self._ahead[idx])  # NaN compares false: rejected
-        late = ~future & self._seen[idx] & (b.ts < self._last_ts[idx])
-        return future, late, ~future & ~late
+        old = ~future & (b.ts < now - self._behind[idx]) if math.isfinite(now) else ~future & False
+        late = ~future & ~old & self._seen[idx] & (b.ts < self._last_ts[idx])
+        return future, old, late, ~future & ~old & ~late
 
     def _process_sequences(
         self,
@@ -175,7 +179,11 @@ class Evaluator:
         latest before the batch), in-order ones, and ones stamped too far ahead. Each
         part is taken for all sensors at once, in that order.
         """
-        future, late, in_order = self._classify(b, now)
+        future, old, late, in_order = self._classify(b, now)
+        if old.any():
+            self._too_old(b.take(old), now, out)
+            accepted[pos[old]] = False
+            tiers[pos[old]] = _TIER_OF_MASK[self._mask[b.sensor[old]]]
         if late.any():
             tiers[pos[late]] = self._late(b.take(late), now, out)
         if in_order.any():
@@ -215,6 +223,8 @@ class Evaluator:
         quiet &= b.ts <= stale_at
         if now != math.inf:
             quiet &= b.ts <= now + self._ahead[at]
+            if math.isfinite(now):
+                quiet &= b.ts >= now - self._behind[at]
         if bool(quiet.all()):
             self._last_ts[at] = b.ts
             self._last_value[at] = b.value
@@ -234,7 +244,10 @@ class Evaluator:
         self._skew[at] = np.nan
         self._last_ts[s], self._last_value[s], self._seen[s], self._skew[s] = saved
         lb = b.take(loud)
-        future, late, in_order = self._classify(lb, now)
+        future, old, late, in_order = self._classify(lb, now)
+        if old.any():
+            self._too_old(lb.take(old), now, out)
+            accepted[loud[old]] = False
         if late.any():
             self._late(lb.take(late), now, out)
         if in_order.any():
@@ -287,6 +300,12 @@ class Evaluator:
                 self._last_ts[f],
             )
         return su, group, np.where(faults, faults_at, sizes)
+
+    def _too_old(self, b: ReadingBatch, now: float, out: EvaluationBuilder) -> None:
+        """Readings stamped too far back, grouped by sensor: rejected and counted."""
+        out.too_old += len(b)
+        np.add.at(self.too_old_count, b.sensor, 1)
+        self._skewed(b, now, out)
 
     def _future(self, b: ReadingBatch, now: float, out: EvaluationBuilder) -> None:
         """Readings stamped too far ahead, grouped by sensor: rejected and counted."""

@@ -86,11 +86,12 @@ class Evaluation:
     # raise a tier, never lower one), and readings stamped too far ahead (rejected).
     late: int = 0
     future: int = 0
+    too_old: int = 0  # readings stamped more than max_behind_s before `now`: rejected
     # For `process`: the tier of each reading's sensor just after that reading was taken,
     # aligned with the input batch (what storage writes as the reading's `tier`).
     reading_tier: NDArray[np.int8] = field(default_factory=lambda: np.empty(0, dtype=np.int8))
     # For `process`, aligned with the input batch: False for a reading rejected as stamped
-    # too far ahead of the service clock (storage does not keep it either).
+    # too far ahead of the service clock or too far behind it (storage does not keep it).
     accepted: NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, dtype=bool))
 
     def __bool__(self) -> bool:
@@ -105,6 +106,7 @@ class EvaluationBuilder:
         self._f: list[tuple[NDArray[np.generic], ...]] = []
         self.late = 0
         self.future = 0
+        self.too_old = 0
 
     def transitions(
         self,
@@ -143,6 +145,7 @@ class EvaluationBuilder:
             faults=FaultChanges(sensor=f[0], faulted=f[1], reason=f[2], value=f[3], ts=f[4]),
             late=self.late,
             future=self.future,
+            too_old=self.too_old,
             reading_tier=np.empty(0, dtype=np.int8) if reading_tier is None else reading_tier,
             accepted=np.empty(0, dtype=bool) if accepted is None else accepted,
         )

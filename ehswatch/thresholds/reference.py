@@ -40,6 +40,10 @@ changes nothing but the count.
 Future readings. A reading stamped more than max_ahead_s after the service clock's `now`
 (given to `process`) is rejected: counted, never taken, never the sensor's latest.
 
+Too old. A reading stamped more than max_behind_s before `now` is rejected the same way
+(counted apart): the horizon of a backlog worth evaluating. For the skew run it counts as
+a future reading does.
+
 Clock skew. A late or future reading starts the sensor's skew run at the service clock's
 `now`, unless one is running; an accepted in-order reading ends it. A late or future
 reading that arrives clock_skew_after_s or more after its run began puts the sensor in
@@ -87,6 +91,7 @@ class _Sensor:
     off_delay: float
     stale_after: float
     max_ahead: float
+    max_behind: float
     skew_after: float
     last_ts: float
     last_value: float = math.nan
@@ -130,6 +135,7 @@ class ReferenceEvaluator:
                 off_delay=s.off_delay_s,
                 stale_after=s.stale_after_s,
                 max_ahead=s.max_ahead_s,
+                max_behind=s.max_behind_s,
                 skew_after=s.clock_skew_after_s,
                 last_ts=start_ts,
             )
@@ -199,8 +205,12 @@ class ReferenceEvaluator:
         """Take one reading; False if it was rejected (stamped too far ahead)."""
         s = self._sensors[i]
         bad = quality != 0 or not math.isfinite(value)
-        if ts > now + s.max_ahead:
+        if ts > now + s.max_ahead or not math.isfinite(ts):
             out.future += 1
+            self._skewed(i, s, now, out)
+            return False
+        if math.isfinite(now) and ts < now - s.max_behind:
+            out.too_old += 1
             self._skewed(i, s, now, out)
             return False
         if s.seen and ts < s.last_ts:

@@ -44,6 +44,7 @@ class StageStats:
     fault_changes: int = 0
     late: int = 0
     future: int = 0
+    too_old: int = 0
     slices: int = 0  # parts of batches too large to evaluate in one turn of the loop
     last_batch_ms: float = 0.0
     max_batch_ms: float = 0.0
@@ -100,6 +101,12 @@ class EvaluatorStage(Component):
     def _publish(self, batch: ReadingBatch, ev: Evaluation) -> None:
         self.stats.late += ev.late
         self.stats.future += ev.future
+        self.stats.too_old += ev.too_old
+        if ev.too_old:
+            log.warning(
+                "rejected %d readings stamped further back than their sensor's horizon",
+                ev.too_old,
+            )
         if ev.late:
             log.warning("%d readings older than their sensor's latest (taken raise-only)", ev.late)
         if ev.future:

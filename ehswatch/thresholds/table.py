@@ -34,9 +34,12 @@ class SensorThresholds:
     off_delay_s: float = 0.0
     stale_after_s: float = 30.0
     max_ahead_s: float = 5.0  # readings stamped further ahead of the service clock: rejected
+    max_behind_s: float = 3600.0  # readings stamped further back: rejected (the horizon)
     clock_skew_after_s: float = 10.0  # only late or future readings this long: FAULT clock_skew
 
     def __post_init__(self) -> None:
+        if not (self.max_behind_s > 0):
+            raise ValueError(f"{self.sensor_id}.max_behind_s: must be > 0")
         for name in ("deadband", "on_delay_s", "off_delay_s", "max_ahead_s", "clock_skew_after_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -60,6 +63,7 @@ class ThresholdTable:
     off_delay: NDArray[np.float64]
     stale_after: NDArray[np.float64]
     max_ahead: NDArray[np.float64]
+    max_behind: NDArray[np.float64]
     skew_after: NDArray[np.float64]
     index: Mapping[str, int] = field(init=False)
 
@@ -76,6 +80,7 @@ class ThresholdTable:
             self.off_delay,
             self.stale_after,
             self.max_ahead,
+            self.max_behind,
             self.skew_after,
         ):
             arr.setflags(write=False)
@@ -98,6 +103,7 @@ class ThresholdTable:
             off_delay=np.array([s.off_delay_s for s in sensors], dtype=np.float64),
             stale_after=np.array([s.stale_after_s for s in sensors], dtype=np.float64),
             max_ahead=np.array([s.max_ahead_s for s in sensors], dtype=np.float64),
+            max_behind=np.array([s.max_behind_s for s in sensors], dtype=np.float64),
             skew_after=np.array([s.clock_skew_after_s for s in sensors], dtype=np.float64),
         )
 
@@ -123,6 +129,7 @@ def sensor_thresholds(config: PlantConfig) -> list[SensorThresholds]:
                 off_delay_s=t.off_delay_s if s.off_delay_s is None else s.off_delay_s,
                 stale_after_s=t.stale_after_s if s.stale_after_s is None else s.stale_after_s,
                 max_ahead_s=t.max_ahead_s if s.max_ahead_s is None else s.max_ahead_s,
+                max_behind_s=t.max_behind_s if s.max_behind_s is None else s.max_behind_s,
                 clock_skew_after_s=(
                     t.clock_skew_after_s if s.clock_skew_after_s is None else s.clock_skew_after_s
                 ),

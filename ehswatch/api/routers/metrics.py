@@ -56,6 +56,11 @@ async def metrics(service: ServiceDep) -> str:
             "Readings rejected as stamped too far ahead of the service clock, per sensor.",
             ev.future_count,
         ),
+        (
+            "ehswatch_sensor_too_old_readings_total",
+            "Readings rejected as stamped further back than max_behind_s, per sensor.",
+            ev.too_old_count,
+        ),
     ):
         rows = np.flatnonzero(counts)
         metric(
