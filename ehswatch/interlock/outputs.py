@@ -142,6 +142,11 @@ class PlcLink(Component):
             cmd.next_try = now
         self._wake.set()
 
+    @property
+    def heartbeat_held_back(self) -> bool:
+        """Whether heartbeats are being held back (the control loop is not alive)."""
+        return self._held_back
+
     def pending(self, zone: str) -> int | None:
         """The sequence number of the zone's command waiting for its readback, if any."""
         cmd = self._commands.get(zone)
