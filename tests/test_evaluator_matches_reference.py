@@ -119,8 +119,13 @@ def streams(draw: st.DrawFn, n_sensors: int, monotonic: bool) -> list[Step]:
                 now = t - draw(st.sampled_from([0.0, 3.0, 6.0, 20.0]))
         tick = None
         if draw(st.booleans()):
-            t += draw(st.sampled_from([0.0, 0.5, 3.0, 8.0]))
-            tick = t
+            ahead = draw(st.sampled_from([0.0, 0.5, 3.0, 8.0]))
+            tick = t + ahead
+            # In order: the next readings come after the tick. Otherwise the service
+            # clock may run ahead of readings still in flight: they come stamped before
+            # the tick that already decided their sensor's state up to it.
+            if monotonic or draw(st.booleans()):
+                t = tick
         steps.append(Step(batch, tick, now))
     return steps
 

@@ -405,6 +405,23 @@ def test_a_reading_older_than_the_horizon_is_rejected_and_counted(
     assert steps(ev) == [(N, TRIP, 10_000.0 - 3599.0)]
 
 
+def test_a_sensor_s_changes_are_stamped_in_time_order_whatever_the_arrival_order(
+    make_harness: MakeHarness,
+) -> None:
+    """A tick found the sensor stale at 13; its gateway's buffer then arrives stamped
+    before that: late (the state up to 13 is decided), taken raise-only — so no change
+    of this sensor is ever stamped before one already reported."""
+    dust = SensorThresholds(sensor_id="D", high=(10.0, 20.0, 40.0), stale_after_s=10.0)
+    h = make_harness([dust])
+    h.feed([("D", 5.0, 3.0)])
+    assert faults(h.tick(14.0)) == [(True, FaultReason.STALE, 13.0)]
+    ev = h.feed([("D", 5.0, 4.0), ("D", 5.0, 12.0)])
+    assert ev.late == 2
+    assert faults(ev) == [] and h.faulted("D")
+    ev = h.feed([("D", 5.0, 13.5)])
+    assert faults(ev) == [(False, FaultReason.STALE, 13.5)]
+
+
 def test_readings_from_before_the_start_are_taken_in_order(make_harness: MakeHarness) -> None:
     """A broker's backlog after a restart is stamped before the evaluator started."""
     h = make_harness([DUST])  # started at t = 0

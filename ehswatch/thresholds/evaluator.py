@@ -78,7 +78,8 @@ class Evaluator:
         self._reason = np.zeros(n, dtype=np.int8)
         self._last_ts = np.full(n, float(start_ts))
         self._last_value = np.full(n, np.nan)
-        self._seen = np.zeros(n, dtype=bool)  # has taken an in-order reading
+        # The latest instant each sensor's state is decided for (see the reference).
+        self._decided = np.full(n, -np.inf)
         self._skew = np.full(n, np.nan)  # service time the current skew run began
         self.late_count = np.zeros(n, dtype=np.int64)  # per sensor, since start
         self.future_count = np.zeros(n, dtype=np.int64)
@@ -159,9 +160,9 @@ class Evaluator:
         """(future, too old, late, in order) masks of readings, against the state before
         them. Per sensor in timestamp order they come as too old, late, in order, future."""
         idx = b.sensor
-        future = ~(b.ts <= now + self._ahead[idx])  # NaN compares false: rejected
+        future = ~np.isfinite(b.ts) | ~(b.ts <= now + self._ahead[idx])  # NaN: rejected
         old = ~future & (b.ts < now - self._behind[idx]) if math.isfinite(now) else ~future & False
-        late = ~future & ~old & self._seen[idx] & (b.ts < self._last_ts[idx])
+        late = ~future & ~old & (b.ts < self._decided[idx])
         return future, old, late, ~future & ~old & ~late
 
     def _process_sequences(
@@ -220,6 +221,7 @@ class Evaluator:
         quiet = (b.value > lo) & (b.value < hi)
         quiet &= b.quality == 0
         quiet &= b.ts >= last
+        quiet &= b.ts >= self._decided[at]
         quiet &= b.ts <= stale_at
         if now != math.inf:
             quiet &= b.ts <= now + self._ahead[at]
@@ -228,7 +230,7 @@ class Evaluator:
         if bool(quiet.all()):
             self._last_ts[at] = b.ts
             self._last_value[at] = b.value
-            self._seen[at] = True
+            self._decided[at] = b.ts
             self._skew[at] = np.nan
             tiers[:] = _TIER_OF_MASK[self._mask[at]]
             return
@@ -237,12 +239,12 @@ class Evaluator:
         # splitting the whole batch in two.
         loud = np.flatnonzero(~quiet)
         s = idx[loud]
-        saved = (self._last_ts[s], self._last_value[s], self._seen[s], self._skew[s])
+        saved = (self._last_ts[s], self._last_value[s], self._decided[s], self._skew[s])
         self._last_ts[at] = b.ts
         self._last_value[at] = b.value
-        self._seen[at] = True
+        self._decided[at] = b.ts
         self._skew[at] = np.nan
-        self._last_ts[s], self._last_value[s], self._seen[s], self._skew[s] = saved
+        self._last_ts[s], self._last_value[s], self._decided[s], self._skew[s] = saved
         lb = b.take(loud)
         future, old, late, in_order = self._classify(lb, now)
         if old.any():
@@ -297,7 +299,7 @@ class Evaluator:
                 np.ones(f.size, dtype=bool),
                 np.full(f.size, FaultReason.CLOCK_SKEW, dtype=np.int8),
                 self._last_value[f],
-                self._last_ts[f],
+                np.maximum(self._decided[f], self._last_ts[f]),
             )
         return su, group, np.where(faults, faults_at, sizes)
 
@@ -338,7 +340,7 @@ class Evaluator:
         np.minimum.at(first_rise, group, np.where(rises, rank[:, None], big))
         held = np.zeros((n_groups, N_LATCHES), dtype=bool)
         np.logical_or.at(held, group, holds)
-        at = self._last_ts[su]
+        at = self._decided[su]  # finite: a late reading is older than it
         since = self._since[su]
         wants = first_rise < big
         since = np.where(wants & np.isnan(since), at[:, None], since)
@@ -516,7 +518,7 @@ class Evaluator:
         self._pending[su] = ~np.isnan(since).all(axis=1)
         self._last_ts[su] = t[ends]
         self._last_value[su] = v[ends]
-        self._seen[su] = True
+        self._decided[su] = t[ends]
         self._skew[su] = np.nan
         self._refresh_band(su)
         tiers: NDArray[np.int8] = _TIER_OF_MASK[mask_after]
@@ -623,6 +625,7 @@ class Evaluator:
         stale = (stale_at < t) & ~self._faulted[rows]
         if stale.any():
             s = rows[stale]
+            np.maximum.at(self._decided, s, stale_at[stale])
             self._faulted[s] = True
             self._reason[s] = FaultReason.STALE
             self._since[s] = np.nan
@@ -647,6 +650,7 @@ class Evaluator:
         """Flip the due latches of rows `r` in time order, one transition per instant."""
         local, col = np.nonzero(due)
         when = matures[local, col]
+        np.maximum.at(self._decided, r[local], when)
         order = np.lexsort((col, when, local))
         local, col, when = local[order], col[order], when[order]
         # Masks after each flip: a running XOR, restarted for every row.
@@ -704,7 +708,7 @@ class Evaluator:
         self._faulted[rows] = bad
         self._last_ts[rows] = b.ts
         self._last_value[rows] = b.value
-        self._seen[rows] = True
+        self._decided[rows] = b.ts
         self._skew[rows] = np.nan
         self._refresh_band(rows)
 

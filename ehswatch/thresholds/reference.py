@@ -28,8 +28,14 @@ cleared by missing data) and no delay runs: continuity cannot be shown through a
 Order. Within a batch each sensor's readings are taken in timestamp order (a stable sort:
 equal timestamps keep their arrival order), whatever order the source sent them in.
 
-Late readings. A reading older than its sensor's latest accepted reading is *late*. It is
-counted, and taken at the sensor's latest time under a raise-only rule: it may start or
+Decided time. A sensor's *decided time* is the latest instant its state is decided for:
+its latest in-order reading, or a later change that the passing of time made (a delay
+that matured or staleness noticed by a tick or a reading, stamped at the instant it
+happened). Before any of that it is -inf. A sensor's changes are therefore stamped in
+time order, whatever the order its readings arrive in.
+
+Late readings. A reading older than its sensor's decided time is *late*. It is
+counted, and taken at the sensor's decided time under a raise-only rule: it may start or
 complete a rise (an inactive latch whose rise it wishes: on-delay counted from the
 sensor's latest time, so it completes only with on_delay_s 0), and it may cancel a
 pending fall (an active latch it does not wish to fall); it never starts or completes a
@@ -97,7 +103,7 @@ class _Sensor:
     last_value: float = math.nan
     faulted: bool = False
     reason: FaultReason = FaultReason.NONE
-    seen: bool = False  # has taken an in-order reading (until then none is late)
+    decided: float = -math.inf  # the latest instant the sensor's state is decided for
     skew_since: float | None = None  # service time the current skew run began
 
     def delay(self, latch: _Latch) -> float:
@@ -193,7 +199,9 @@ class ReferenceEvaluator:
                 s.latches[k].active = not s.latches[k].active
                 s.latches[k].since = None
             self._report(i, s, before_tier, before_sp, s.last_value, instant, out)
+            s.decided = max(s.decided, instant)
         if stale_at < t:
+            s.decided = max(s.decided, stale_at)
             s.faulted, s.reason = True, FaultReason.STALE
             for la in s.latches:
                 la.since = None
@@ -205,7 +213,7 @@ class ReferenceEvaluator:
         """Take one reading; False if it was rejected (stamped too far ahead)."""
         s = self._sensors[i]
         bad = quality != 0 or not math.isfinite(value)
-        if ts > now + s.max_ahead or not math.isfinite(ts):
+        if not math.isfinite(ts) or not ts <= now + s.max_ahead:
             out.future += 1
             self._skewed(i, s, now, out)
             return False
@@ -213,13 +221,12 @@ class ReferenceEvaluator:
             out.too_old += 1
             self._skewed(i, s, now, out)
             return False
-        if s.seen and ts < s.last_ts:
+        if ts < s.decided:
             out.late += 1
             if not self._skewed(i, s, now, out) and not s.faulted and not bad:
                 self._late(i, s, value, out)
             return True
         s.skew_since = None
-        s.seen = True
         self._advance(i, s, ts, out)
         before_tier, before_sp = s.tier(), s.top_setpoint()
         for la in s.latches:
@@ -239,6 +246,7 @@ class ReferenceEvaluator:
             _fault(out, i, False, s.reason, value, ts)
             s.faulted, s.reason = False, FaultReason.NONE
         s.last_ts, s.last_value = ts, value
+        s.decided = ts
         return True
 
     def _skewed(self, i: int, s: _Sensor, now: float, out: EvaluationBuilder) -> bool:
@@ -252,12 +260,12 @@ class ReferenceEvaluator:
         s.faulted, s.reason = True, FaultReason.CLOCK_SKEW
         for la in s.latches:
             la.since = None
-        _fault(out, i, True, FaultReason.CLOCK_SKEW, s.last_value, s.last_ts)
+        _fault(out, i, True, FaultReason.CLOCK_SKEW, s.last_value, max(s.decided, s.last_ts))
         return True
 
     def _late(self, i: int, s: _Sensor, value: float, out: EvaluationBuilder) -> None:
-        """The raise-only rule for a good late reading, taken at the sensor's latest time."""
-        at = s.last_ts
+        """The raise-only rule for a good late reading, taken at the sensor's decided time."""
+        at = s.decided
         before_tier, before_sp = s.tier(), s.top_setpoint()
         for la in s.latches:
             if la.active:
