@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from pymodbus.constants import ExcCodes
 from sqlalchemy import select
 
 from ehswatch.alarms.manager import AlarmManager
@@ -27,6 +28,7 @@ from ehswatch.interlock.controller import APPROVAL_WINDOW_S, InterlockController
 from ehswatch.interlock.voting import VotingTable, vote
 from ehswatch.readings import ReadingBatch
 from ehswatch.roles import Actor, Forbidden, Refused
+from ehswatch.simulators.modbus_server import WRITE_COIL, WRITE_COILS
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
@@ -775,3 +777,42 @@ def test_the_audit_log_is_append_only(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         con.execute("DELETE FROM audit_log")
     assert con.execute("SELECT action, actor FROM audit_log").fetchall() == [("trip", "ehswatch")]
+
+
+# ------------------------------------------------------------------ a PLC that refuses
+
+
+class RefusesCoil0(PlcSim):
+    """A PLC that answers writes to coil 0 with an exception response (illegal address)."""
+
+    async def _answer(
+        self,
+        fc: int,
+        start: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> Any:
+        if values is not None and fc in (WRITE_COIL, WRITE_COILS) and address == 0:
+            return ExcCodes.ILLEGAL_ADDRESS
+        return await super()._answer(fc, start, address, count, registers, values)
+
+
+def test_an_output_the_plc_refuses_never_keeps_another_zone_from_tripping(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, plc_class=RefusesCoil0, confirm_timeout_s=0.5) as r:
+            r.read({"A1": 45.0})  # z1oo1: coil 0, refused by the PLC
+            await eventually(lambda: r.state("z1oo1").output_fault, what="z1oo1 output fault")
+            r.read({"B2": 45.0, "B1": 5.0})  # z1oo2: coil 1, fine
+            await eventually(lambda: r.coil("z1oo2") is True, timeout=3, what="coil 1 written")
+            # The refused command keeps being tried, on the same connection.
+            link = r.controller.links["plc-1"]
+            assert link.connected and link.refusals >= 1
+            beats = len(r.plc.heartbeats)
+            await eventually(lambda: len(r.plc.heartbeats) > beats + 2, what="heartbeat goes on")
+            assert r.state("z1oo1").output_fault and not r.state("z1oo2").output_fault
+
+    run(main())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -82,6 +83,11 @@ class LinkDown(Exception):
     pass
 
 
+class Refused(ModbusException):
+    """The PLC answered a request with an exception response (or the value cannot be
+    sent): that one request failed, the connection is fine."""
+
+
 def _still_wanted() -> None:
     """Raise if this task was asked to stop: a cancellation swallowed by a library call
     (3.11's `wait_for` can) must not keep the link running after its component left."""
@@ -128,6 +134,7 @@ class PlcLink(Component):
         self.heartbeats_held = 0  # beats not written: the control loop was not alive
         self.connected = False
         self.writes = 0
+        self.refusals = 0  # requests the PLC answered with an exception response
         self.last_error = ""
 
     def command(self, zone: str, seq: int) -> None:
@@ -193,8 +200,14 @@ class PlcLink(Component):
         while True:
             _still_wanted()
             now = loop.time()
-            for zone in [z for z, c in self._commands.items() if c.next_try <= now]:
-                await self._attempt(zone, loop)
+            # Oldest first; a command the PLC refuses backs off on its own record, so it
+            # never keeps another zone's command from being written.
+            due = sorted((c.next_try, z) for z, c in self._commands.items() if c.next_try <= now)
+            for _, zone in due:
+                try:
+                    await self._attempt(zone, loop)
+                except Refused as exc:
+                    self._refused(zone, loop.time(), str(exc))
             if hb is not None and now >= next_beat:
                 if self._alive is None or self._alive(2 * hb.period_s):
                     if self._held_back:
@@ -203,7 +216,13 @@ class PlcLink(Component):
                             "PLC %s: the control loop runs again; heartbeat resumes", self.plc.id
                         )
                     self.heartbeat = self.heartbeat % 65535 + 1
-                    await self._write("register", hb.address, self.heartbeat)
+                    try:
+                        await self._write("register", hb.address, self.heartbeat)
+                    except Refused as exc:
+                        # The PLC's watchdog sees no beat: it stops the line, as it must.
+                        self.last_error = str(exc)
+                        self.refusals += 1
+                        log.error("PLC %s: heartbeat %s", self.plc.id, exc)
                 else:
                     self.heartbeats_held += 1
                     if not self._held_back:
@@ -216,7 +235,13 @@ class PlcLink(Component):
                             2 * hb.period_s,
                         )
                 next_beat = max(next_beat + hb.period_s, now)
-            if now >= next_reconcile and await self._reassert():
+            try:
+                if now >= next_reconcile and await self._reassert():
+                    next_reconcile = now + self._reconcile_s
+            except Refused as exc:
+                self.last_error = str(exc)
+                self.refusals += 1
+                log.error("PLC %s: re-assert: %s", self.plc.id, exc)
                 next_reconcile = now + self._reconcile_s
             wake_at = min(
                 [next_reconcile, *[c.next_try for c in self._commands.values()]]
@@ -234,7 +259,8 @@ class PlcLink(Component):
                 await self._wake.wait()
 
     async def _attempt(self, zone: str, loop: asyncio.AbstractEventLoop) -> None:
-        """One write-and-read-back of a zone's output. Errors propagate: reconnect."""
+        """One write-and-read-back of a zone's output. `Refused` (the PLC refused this
+        request) is this command's failure; other errors propagate: reconnect."""
         cmd = self._commands[zone]
         out = self.outputs[zone]
         tripped, seq = self._desired(zone)
@@ -254,6 +280,16 @@ class PlcLink(Component):
         cmd.next_try = now + cmd.backoff
         cmd.backoff = min(cmd.backoff * 2, 0.5)
         self._report_overdue(now, f"{out.table} {out.address} reads back other than {value}")
+
+    def _refused(self, zone: str, now: float, why: str) -> None:
+        cmd = self._commands.get(zone)
+        self.last_error = why
+        self.refusals += 1
+        log.error("PLC %s: %s", self.plc.id, why)
+        if cmd is not None:
+            cmd.next_try = now + cmd.backoff
+            cmd.backoff = min(cmd.backoff * 2, 0.5)
+        self._report_overdue(now, why)
 
     def _report_overdue(self, now: float, why: str) -> None:
         for zone, cmd in self._commands.items():
@@ -305,23 +341,28 @@ class PlcLink(Component):
         if table == "coil":
             rr = await self._client.read_coils(start, count=count, device_id=unit)
             if rr.isError():
-                raise ModbusException(f"PLC {self.plc.id} refused reading coils {start}+{count}")
+                raise Refused(f"PLC {self.plc.id} refused reading coils {start}+{count}")
             return [int(bool(b)) for b in rr.bits[:count]]
         rr = await self._client.read_holding_registers(start, count=count, device_id=unit)
         if rr.isError():
-            raise ModbusException(f"PLC {self.plc.id} refused reading registers {start}+{count}")
+            raise Refused(f"PLC {self.plc.id} refused reading registers {start}+{count}")
         return [int(r) for r in rr.registers[:count]]
 
     async def _write(self, table: str, address: int, value: int) -> None:
         assert self._client is not None
         unit = self.plc.unit
-        if table == "coil":
-            rr = await self._client.write_coil(address, bool(value), device_id=unit)
-        else:
-            rr = await self._client.write_register(address, value, device_id=unit)
+        try:
+            if table == "coil":
+                rr = await self._client.write_coil(address, bool(value), device_id=unit)
+            else:
+                rr = await self._client.write_register(address, value, device_id=unit)
+        except (ValueError, struct.error) as exc:  # a value the request cannot carry
+            raise Refused(
+                f"PLC {self.plc.id}: cannot write {table} {address} = {value}: {exc}"
+            ) from exc
         self.writes += 1
         if rr.isError():
-            raise ModbusException(f"PLC {self.plc.id} refused {table} {address} = {value}: {rr}")
+            raise Refused(f"PLC {self.plc.id} refused {table} {address} = {value}: {rr}")
 
     async def _read(self, table: str, address: int) -> int:
         assert self._client is not None
@@ -329,11 +370,11 @@ class PlcLink(Component):
         if table == "coil":
             rr = await self._client.read_coils(address, count=1, device_id=unit)
             if rr.isError():
-                raise ModbusException(f"PLC {self.plc.id} refused reading coil {address}: {rr}")
+                raise Refused(f"PLC {self.plc.id} refused reading coil {address}: {rr}")
             return int(bool(rr.bits[0]))
         rr = await self._client.read_holding_registers(address, count=1, device_id=unit)
         if rr.isError():
-            raise ModbusException(f"PLC {self.plc.id} refused reading register {address}: {rr}")
+            raise Refused(f"PLC {self.plc.id} refused reading register {address}: {rr}")
         return int(rr.registers[0])
 
 
