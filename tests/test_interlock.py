@@ -816,3 +816,23 @@ def test_an_output_the_plc_refuses_never_keeps_another_zone_from_tripping(
             assert r.state("z1oo1").output_fault and not r.state("z1oo2").output_fault
 
     run(main())
+
+
+def test_a_reset_is_refused_while_a_late_reading_holds_a_voter_at_the_interlock_tier(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read({"C1": 60.0, "C2": 61.0})
+            await eventually(lambda: r.coil("z2oo2") is True, what="trip")
+            r.read({"C1": 5.0, "C2": 5.0})
+            # A late reading (older than C1's latest) raises C1 again; its latest value
+            # stays 5, below the setpoint by more than the deadband.
+            idx = r.stage.table.index
+            r.stage.evaluate(ReadingBatch.of([idx["C1"]], [50.0], [r.clock() - 0.5]))
+            assert r.stage.evaluator.tier[idx["C1"]] == 3
+            with pytest.raises(Refused, match="C1 is at the interlock tier"):
+                await r.controller.reset("z2oo2", ZHANG)
+            assert r.state("z2oo2").tripped
+
+    run(main())

@@ -16,12 +16,15 @@ from pymodbus.constants import ExcCodes
 from ehswatch.alarms.model import AlarmKind, AlarmState
 from ehswatch.alarms.routing import Router
 from ehswatch.config import Notifications
+from ehswatch.readings import ReadingBatch
 from ehswatch.roles import Refused
 from ehswatch.simulators.modbus_server import WRITE_COIL, WRITE_COILS
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds.outcome import Evaluation
 from tests.aio import eventually, run
-from tests.test_interlock import CHEN, ZHANG, ZHAO, Rig, rig, settled
+from tests.test_interlock import CHEN, ZHANG, ZHAO, ZONES, Rig, rig, settled
+
+ZONES_COIL = {z: coil for z, (_, _, coil, _) in ZONES.items()}
 
 NOT_DURABLE = ("zone:z1oo1", AlarmKind.NOT_DURABLE)
 OUTPUT_FAULT = ("zone:z1oo1", AlarmKind.OUTPUT_FAULT)
@@ -380,5 +383,50 @@ def test_time_is_the_service_clock(tmp_path: Path) -> None:
             await eventually(lambda: r.state("z1oo1").tripped, what="trip")
             assert r.state("z1oo1").tripped_at == r.clock()
             assert abs(r.clock() - time.time()) > 1000  # the test clock, not the wall clock
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("zone", "trip", "sensor", "value", "quality"),
+    [
+        ("z1oo1", {"A1": 45.0}, "A1", 39.5, 0),  # back inside setpoint - deadband
+        ("znofault", {"E1": 45.0, "E2": 2.0}, "E1", float("nan"), 2),  # faulted
+        ("z2oo3", {"D1": 45.0, "D2": 45.0, "D3": 2.0}, "D1", float("nan"), 2),  # faulted
+    ],
+)
+def test_a_reset_that_stops_being_clear_while_it_is_stored_trips_again(
+    tmp_path: Path, zone: str, trip: dict[str, float], sensor: str, value: float, quality: int
+) -> None:
+    """Clear to reset when asked, not any more once stored: the zone trips again at once
+    and its output is never written back to normal."""
+
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            r.read(trip)
+            await eventually(lambda: r.coil(zone) is True, what="trip")
+            await settled(r)
+            r.read(dict.fromkeys(trip, 2.0))
+            await eventually(lambda: not r.state(zone).vote_holds, what="vote gone")
+            writes = len(r.plc.writes)
+            async with Locked(tmp_path):
+                reset = asyncio.create_task(r.controller.reset(zone, ZHANG))
+                await eventually(lambda: bool(r.controller._writes), what="the reset queued")
+                r.clock.advance(1.0)
+                idx = r.stage.table.index
+                r.stage.evaluate(ReadingBatch.of([idx[sensor]], [value], [r.clock()], [quality]))
+            s = await reset
+            assert s.tripped
+            await settled(r)
+            address = ZONES_COIL[zone]
+            assert [
+                w
+                for w in r.plc.writes[writes:]
+                if w.table == "coil" and w.address == address and w.values == (0,)
+            ] == []
+            assert r.coil(zone) is True
+            last = (await r.audit())[-1]
+            assert last.action == "trip"
+            assert "while the reset was being stored" in last.details()["why"]
 
     run(main())

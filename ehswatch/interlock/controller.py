@@ -574,6 +574,20 @@ class InterlockController(Component):
 
     # ------------------------------------------------------------ commands from people
 
+    def _reset_problems(self, zone: str, k: int) -> list[str]:
+        """Why the zone may not be reset now (empty: it may): the vote holds, or an input
+        is faulted, at the interlock tier, or not back past its setpoint by the deadband."""
+        problems = []
+        if self.voter.holds_now()[k]:
+            problems.append(
+                f"the {self._settings[zone].voting} vote still holds "
+                f"({int(self.voter.votes_now()[k])} vote(s))"
+            )
+        ev = self.evaluator
+        return problems + clear_to_reset(
+            self.voting, k, self.table, ev.last_value, ev.faulted, ev.tier
+        )
+
     async def reset(self, zone: str, actor: Actor, comment: str = "") -> ZoneState:
         async with self._people:
             async with self._lock:
@@ -587,19 +601,7 @@ class InterlockController(Component):
                 elif not s.tripped:
                     d = _Decision("the zone is not tripped")
                 else:
-                    problems = []
-                    if self.voter.holds_now()[k]:
-                        problems.append(
-                            f"the {self._settings[zone].voting} vote still holds "
-                            f"({int(self.voter.votes_now()[k])} vote(s))"
-                        )
-                    problems += clear_to_reset(
-                        self.voting,
-                        k,
-                        self.table,
-                        self.evaluator.last_value,
-                        self.evaluator.faulted,
-                    )
+                    problems = self._reset_problems(zone, k)
                     if problems:
                         d = _Decision("; ".join(problems))
                 mark = int(self.voter.held_count[k])
@@ -627,20 +629,23 @@ class InterlockController(Component):
                     actor.role,
                     seq,
                 )
-                if int(self.voter.held_count[k]) != mark or self.voter.holds_now()[k]:
-                    # The vote held again while the reset was being stored: trip again now,
-                    # and the output never leaves its trip.
+                again = self._reset_problems(zone, k)
+                if int(self.voter.held_count[k]) != mark or again:
+                    # The vote held again, or an input went back inside its deadband or
+                    # faulted, while the reset was being stored: trip again now, and the
+                    # output never leaves its trip.
                     h = self._last_held.get(zone)
                     if self.voter.holds_now()[k] or h is None:
                         cause, at = self.voter.voters_now(k), None
                     else:
                         cause, at = list(h.sensors), h.at
+                    why = "; ".join(again) or "the vote held again"
                     self._trip(
                         zone,
                         [self.table.sensor_ids[i] for i in cause],
                         at,
                         now,
-                        why="the vote held again while the reset was being stored",
+                        why=f"{why} while the reset was being stored",
                     )
                 else:
                     self._command(zone)

@@ -73,9 +73,11 @@ def clear_to_reset(
     table: ThresholdTable,
     value: NDArray[np.float64],
     faulted: NDArray[np.bool_],
+    tier: NDArray[np.int8],
 ) -> list[str]:
-    """Why `zone` may not be reset yet: one line per voting input that is not valid and
-    back past its interlock setpoint by the deadband (empty: it may be reset)."""
+    """Why `zone` may not be reset yet: one line per voting input that is not valid,
+    still at the interlock tier (a late reading may have raised it), or not back past
+    its interlock setpoint by the deadband (empty: it may be reset)."""
     problems = []
     for s in t.voters_of(zone).tolist():
         sid = table.sensor_ids[s]
@@ -84,6 +86,7 @@ def clear_to_reset(
             problems.append(f"{sid} has no valid reading")
             continue
         db = float(table.deadband[s])
+        before = len(problems)
         for col in np.flatnonzero(LATCH_LEVEL == Tier.INTERLOCK).tolist():
             sp = float(table.setpoint[s, col])
             if np.isnan(sp):
@@ -92,4 +95,7 @@ def clear_to_reset(
                 problems.append(f"{sid} reads {v:g}, not yet above {sp:g} + deadband {db:g}")
             elif not LATCH_IS_LOW[col] and not v < sp - db:
                 problems.append(f"{sid} reads {v:g}, not yet below {sp:g} - deadband {db:g}")
+        if len(problems) == before and int(tier[s]) == Tier.INTERLOCK:
+            # Its latest value is clear, but its tier is not (a late reading raised it).
+            problems.append(f"{sid} is at the interlock tier")
     return problems
