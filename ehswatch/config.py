@@ -282,6 +282,14 @@ class InterlockSettings(_Model):
             raise ValueError("give exactly one of coil or register for the trip output")
         if self.coil is not None and not isinstance(self.trip_value, bool):
             raise ValueError("a coil output takes trip_value true or false")
+        if self.address is not None:
+            if not 0 <= int(self.trip_value) <= 65535:
+                raise ValueError(f"trip_value {self.trip_value} does not fit a register (0…65535)")
+            if int(self.trip_value) == self.normal_value:
+                raise ValueError(
+                    f"trip_value and normal_value are both {self.normal_value}: "
+                    "a trip would change nothing at the PLC"
+                )
         return self
 
     @property
@@ -659,6 +667,24 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
         ]
 
     coils: dict[tuple[str, str, int], str] = {}
+    # Holding registers a PLC is written at by ehswatch: one use each, or a heartbeat or a
+    # sequence number would overwrite a trip output.
+    registers: dict[tuple[str, int], str] = {}
+    for path, p in _items(raw, "plcs"):
+        hb = p.get("heartbeat")
+        if isinstance(hb, dict) and isinstance(hb.get("register"), int):
+            registers[(str(p.get("id")), hb["register"])] = f"{path}.heartbeat.register"
+    for path, z in _items(raw, "zones"):
+        il = z.get("interlock")
+        if not isinstance(il, dict) or not isinstance(il.get("plc"), str):
+            continue
+        for key in ("register", "seq_register"):
+            addr = il.get(key)
+            if isinstance(addr, int):
+                here = f"{path}.interlock.{key}"
+                other = registers.setdefault((il["plc"], addr), here)
+                if other != here:
+                    errors.append(f"{here}: {il['plc']} register {addr} is already {other}")
     for path, z in _items(raw, "zones"):
         il = z.get("interlock")
         if not isinstance(il, dict):

@@ -270,3 +270,22 @@ def test_config_is_immutable() -> None:
     assert isinstance(config, PlantConfig)
     with pytest.raises(ValueError, match="frozen"):
         config.site.id = "other"  # type: ignore[misc]
+
+
+def test_register_outputs_are_checked_for_value_range_change_and_collisions(
+    plant: dict[str, Any],
+) -> None:
+    plc = plant["plcs"][0]
+    plc["heartbeat"] = {"register": 100, "period_s": 1.0}
+    zones = [z for z in plant["zones"] if z.get("interlock") and z["interlock"]["plc"] == plc["id"]]
+    assert len(zones) >= 2
+    first, second = zones[0]["interlock"], zones[1]["interlock"]
+    first.pop("coil", None)
+    first.update({"register": 7, "trip_value": 70000})
+    second["seq_register"] = 100  # the heartbeat's register
+    errors = "\n".join(errors_of(plant, {"INFLUX_TOKEN": "t"}))
+    assert "does not fit a register" in errors
+    assert "register 100 is already plcs.plc-1.heartbeat.register" in errors
+    first["trip_value"] = 0
+    errors = "\n".join(errors_of(plant, {"INFLUX_TOKEN": "t"}))
+    assert "a trip would change nothing" in errors
