@@ -430,3 +430,21 @@ def test_a_reset_that_stops_being_clear_while_it_is_stored_trips_again(
             assert "while the reset was being stored" in last.details()["why"]
 
     run(main())
+
+
+def test_text_the_database_cannot_take_never_holds_back_a_trip(tmp_path: Path) -> None:
+    """A reason with a lone surrogate (not over HTTP, which refuses it; a direct call) is
+    stored escaped; the trip after it is stored too."""
+
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await r.controller.request_bypass(
+                "z1oo1", CHEN, reason="filter \ud800", measure="watch", hours=1
+            )
+            r.read({"B1": 45.0})
+            await eventually(lambda: r.coil("z1oo2") is True, what="trip")
+            await eventually(lambda: r.state("z1oo2").latch_durable, what="the trip stored")
+            actions = [e.action for e in await r.audit()]
+            assert actions[-2:] == ["bypass requested", "trip"]
+
+    run(main())

@@ -451,10 +451,21 @@ class InterlockController(Component):
         wait: bool = False,
         values: dict[str, Any] | None = None,
     ) -> asyncio.Future[None] | None:
-        """Queue the zone's `fields` (from its state in memory, or `values`) and `audit`."""
+        """Queue the zone's `fields` (from its state in memory, or `values`) and `audit`.
+        Text that cannot be stored as UTF-8 (lone surrogates) is stored escaped: a change
+        the database can never take would hold every later trip's write behind it."""
         if values is None:
             row = store.values_of(self.states[zone])
             values = {k: row[k] for k in fields}
+        values = {k: _storable(v) for k, v in values.items()}
+        if audit is not None:
+            audit = _Audit(
+                audit.actor,
+                _storable(audit.action),
+                _storable(audit.detail),
+                audit.ts,
+                _storable(audit.comment),
+            )
         done = asyncio.get_running_loop().create_future() if wait else None
         self._writes.append(
             _Write(
@@ -892,6 +903,21 @@ class InterlockController(Component):
             self.publisher.publish(f"{prefix}/interlock/{s.zone}", {**s.public(now), "ts": now})
         if self.sink is not None:
             self.sink.submit_lines(self.sink.encoder.interlock(s.zone, influx_fields(s, now), now))
+
+
+def _storable(value: Any) -> Any:
+    """`value` with every string made valid UTF-8 (bad characters escaped)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_storable(v) for v in value)
+    return value
 
 
 def influx_fields(s: ZoneState, now: float) -> dict[str, int | float]:

@@ -99,6 +99,10 @@ class EvaluatorStage(Component):
         return ev
 
     def _publish(self, batch: ReadingBatch, ev: Evaluation) -> None:
+        # Listeners first (the interlock is the first of them: a trip is commanded
+        # before anything else is done with the evaluation), the log after.
+        for listener in self._listeners:
+            listener(batch, ev)
         self.stats.late += ev.late
         self.stats.future += ev.future
         self.stats.too_old += ev.too_old
@@ -118,8 +122,6 @@ class EvaluatorStage(Component):
             self.stats.fault_changes += len(ev.faults)
             for line in describe(ev, self.table.sensor_ids, self._names, self._tz, LOG_MOST):
                 log.info("%s", line)
-        for listener in self._listeners:
-            listener(batch, ev)
 
     async def evaluate_in_slices(self, batch: ReadingBatch) -> None:
         """Evaluate a batch however large without holding the event loop: sorted by
