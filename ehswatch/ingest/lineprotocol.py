@@ -36,6 +36,21 @@ def nanoseconds(ts: NDArray[np.float64]) -> list[int]:
     return (np.rint(ts * 1e6).astype(np.int64) * 1000).tolist()  # type: ignore[no-any-return]
 
 
+def timestamp_strings(ts: NDArray[np.float64]) -> list[str]:
+    """`nanoseconds(ts)` as decimal strings. Readings of one poll or one message share
+    their timestamp: each run of equal timestamps is formatted once."""
+    ns = np.rint(ts * 1e6).astype(np.int64) * 1000
+    if len(ns) < 2:
+        return list(map(int.__str__, ns.tolist()))
+    starts = np.flatnonzero(ns[1:] != ns[:-1]) + 1
+    if len(starts) * 2 > len(ns):  # mostly distinct: format each
+        return list(map(int.__str__, ns.tolist()))
+    text = list(map(int.__str__, ns[np.concatenate(([0], starts))].tolist()))
+    run = np.zeros(len(ns), dtype=np.intp)
+    run[starts] = 1
+    return list(map(text.__getitem__, np.cumsum(run).tolist()))
+
+
 def _float(v: float) -> str:
     return repr(v)
 
@@ -50,6 +65,7 @@ class LineEncoder:
             for s, z, t in sensors
         ]
         self._reading = [f"reading,{t} " for t in tags]
+        self._reading_value = [f"{r}value=" for r in self._reading]
         self._tier_event = [f"alarm_event,{t},kind=tier " for t in tags]
         self._fault_event = [f"alarm_event,{t},kind=fault " for t in tags]
         self._site = escape_tag(site)
@@ -62,26 +78,36 @@ class LineEncoder:
         quality: NDArray[np.uint8],
         ts: NDArray[np.float64],
     ) -> bytes:
-        prefix = self._reading
-        ns = nanoseconds(ts)
+        n = len(sensor)
+        if n == 0:
+            return b""
+        ns = timestamp_strings(ts)
         finite = np.isfinite(value)
-        rows = zip(
-            sensor.tolist(), value.tolist(), tier.tolist(), quality.tolist(), ns, strict=True
-        )
+        # The tier and quality fields take few distinct values: format each pair once.
+        code = tier.astype(np.int32) * 256 + quality.astype(np.int32)
+        codes, which = np.unique(code, return_inverse=True)
+        pairs = [(c >> 8, c & 255) for c in codes.tolist()]
         if bool(finite.all()):
-            text = "".join(
-                [f"{prefix[s]}value={v!r},tier={t}i,quality={q}i {n}\n" for s, v, t, q, n in rows]
-            )
-        else:
-            text = "".join(
-                [
-                    f"{prefix[s]}value={v!r},tier={t}i,quality={q}i {n}\n"
-                    if f
-                    else f"{prefix[s]}tier={t}i,quality={q}i {n}\n"
-                    for (s, v, t, q, n), f in zip(rows, finite.tolist(), strict=True)
-                ]
-            )
-        return text.encode()
+            # Columns of string pieces interleaved by slice assignment, joined once: no
+            # Python bytecode runs per reading (float repr is most of the cost).
+            mids = [f",tier={t}i,quality={q}i " for t, q in pairs]
+            parts = ["\n"] * (5 * n)
+            parts[0::5] = map(self._reading_value.__getitem__, sensor.tolist())
+            parts[1::5] = map(float.__repr__, value.tolist())
+            parts[2::5] = map(mids.__getitem__, which.tolist())
+            parts[3::5] = ns
+            return "".join(parts).encode()
+        prefix = self._reading
+        fields = [f"tier={t}i,quality={q}i " for t, q in pairs]
+        rows = zip(
+            sensor.tolist(), value.tolist(), which.tolist(), ns, finite.tolist(), strict=True
+        )
+        return "".join(
+            [
+                f"{prefix[s]}value={v!r},{fields[w]}{n}\n" if f else f"{prefix[s]}{fields[w]}{n}\n"
+                for s, v, w, n, f in rows
+            ]
+        ).encode()
 
     def events(self, ev: Evaluation) -> bytes:
         """`alarm_event` lines for an evaluation's tier transitions and fault changes."""

@@ -123,6 +123,31 @@ async def metrics(service: ServiceDep) -> str:
                 ({"fate": "rejected"}, s.points_rejected),
             ],
         )
+        metric(
+            "ehswatch_sink_dropped_total",
+            "counter",
+            "Points lost, by reason (spool_full, spool_unwritable, spool_corrupt, memory_full).",
+            [({"reason": r}, n) for r, n in sorted(s.dropped_by_reason.items())]
+            or [({"reason": "none"}, 0)],
+        )
+        metric(
+            "ehswatch_sink_memory_points",
+            "gauge",
+            "Telemetry waiting in memory (bounded by influxdb.memory_max_points).",
+            [({}, s.memory_points)],
+        )
+        metric(
+            "ehswatch_sink_server_up",
+            "gauge",
+            "1 while InfluxDB takes writes.",
+            [({}, int(s.server_up))],
+        )
+        metric(
+            "ehswatch_sink_spool_ok",
+            "gauge",
+            "1 while the spool can be written.",
+            [({}, int(s.spool_ok))],
+        )
     if service.interlock is not None:
         states = service.interlock.states.values()
         metric(
