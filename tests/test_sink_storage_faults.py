@@ -469,3 +469,59 @@ def test_at_exit_what_neither_the_spool_nor_the_server_takes_is_counted_by_reaso
         volume.writable()
     assert sink.stats.dropped_by_reason == {"spool_unwritable": 1500}
     assert sink.stats.memory_points == 0 and sink.stats.points_spooled == 0
+
+
+# ------------------------------------------------------------------ drop order
+
+
+def test_alarm_and_interlock_events_are_the_last_to_go_when_memory_is_full(
+    vm: VictoriaMetrics, volume: Volume
+) -> None:
+    start = round(time.time(), 3) - 400
+    volume.read_only()  # no spool: memory alone, bounded at 1000 points
+    seen: dict[str, Any] = {}
+
+    async def main() -> InfluxSink:
+        sink = make_sink(vm.url, volume.spool(), memory_max_points=1000)
+        evaluator = Evaluator(TABLE, start_ts=start - 1)
+        async with sink:
+            await feed(sink, evaluator, 500, start)
+            await eventually(lambda: sink.stats.points_written >= 500, what="written")
+            vm.stop()
+            for k in range(20):  # 4000 readings; a rise to alarm and a fall in every 5th
+                b = stream(200, start + 1 + k * 0.2)
+                if k % 5 == 2:
+                    b = ReadingBatch.of(b.sensor, np.where(np.arange(200) < 100, 30.0, 5.0), b.ts)
+                sink.submit(b, evaluator.process(b))
+                sink.submit_lines(
+                    sink.encoder.interlock("polishing-1", {"tripped": k % 2}, start + 1 + k * 0.2)
+                )
+                await asyncio.sleep(0.02)
+            await eventually(
+                lambda: (
+                    sink.stats.memory_points + sink.stats.points_dropped == 4000 + 8 + 20
+                ),  # readings, tier events, interlock lines
+                what="kept or counted",
+            )
+            seen["down"] = sink.status()
+            vm.start()
+            await eventually(
+                lambda: sink.stats.server_up and sink.stats.memory_points == 0,
+                what="written after the server came back",
+            )
+            assert no_restarts(sink), sink.health
+        return sink
+
+    try:
+        sink = run(main(), timeout=60)
+    finally:
+        volume.writable()
+    down = seen["down"]
+    print(f"memory full, no spool: {down}")
+    assert down["memory_points"] <= 1000 and down["dropped_by_reason"]["memory_full"] > 0
+    assert sink.stats.events_dropped == 0  # readings went first: every event is kept
+    tiers = vm.export('{__name__="alarm_event_tier",sensor="D-101"}')
+    assert sum(len(e["values"]) for e in tiers) == 8  # 4 rises to alarm and 4 falls
+    (interlock,) = vm.export('{__name__="interlock_tripped",zone="polishing-1"}')
+    assert len(interlock["values"]) == 20
+    assert stored(vm, "D-101") + sink.stats.points_dropped == 500 + 4000
