@@ -85,7 +85,10 @@ class LineEncoder:
         finite = np.isfinite(value)
         # The tier and quality fields take few distinct values: format each pair once.
         code = tier.astype(np.int32) * 256 + quality.astype(np.int32)
-        codes, which = np.unique(code, return_inverse=True)
+        if bool((code == code[0]).all()):  # the usual case: all in one state
+            codes, which = code[:1], np.zeros(n, dtype=np.intp)
+        else:
+            codes, which = np.unique(code, return_inverse=True)
         pairs = [(c >> 8, c & 255) for c in codes.tolist()]
         if bool(finite.all()):
             # Columns of string pieces interleaved by slice assignment, joined once: no
@@ -94,7 +97,7 @@ class LineEncoder:
             parts = ["\n"] * (5 * n)
             parts[0::5] = map(self._reading_value.__getitem__, sensor.tolist())
             parts[1::5] = map(float.__repr__, value.tolist())
-            parts[2::5] = map(mids.__getitem__, which.tolist())
+            parts[2::5] = [mids[0]] * n if len(mids) == 1 else map(mids.__getitem__, which.tolist())
             parts[3::5] = ns
             return "".join(parts).encode()
         prefix = self._reading
