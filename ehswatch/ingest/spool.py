@@ -174,7 +174,8 @@ class Spool:
         permission) after recording it in `ok`/`error`; nothing is left half-written."""
         points = chunk.count(b"\n") if points is None else points
         seq = self._next
-        name = f"{seq:016d}-{points}-{len(chunk)}-{zlib.crc32(chunk):08x}"
+        crc = zlib.crc32(chunk)
+        name = f"{seq:016d}-{points}-{len(chunk)}-{crc:08x}"
         final = self.root / kind / f"{name}.lp"
         tmp = final.with_suffix(".tmp")
         try:
@@ -190,7 +191,7 @@ class Spool:
             self._failed("append", exc)
             raise
         self._next = seq + 1
-        segment = Segment(seq, kind, final, len(chunk), points, zlib.crc32(chunk))
+        segment = Segment(seq, kind, final, len(chunk), points, crc)
         self._add(segment)
         self._writable()
         self._enforce_bound()
