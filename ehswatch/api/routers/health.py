@@ -1,8 +1,14 @@
-"""`/health`: which components are up (open, for load balancers and the wall screen).
+"""`/health` (open, for load balancers and the wall screen) and `/health/live` (for
+process supervisors).
 
-`clock.wall_offset_s` is how far the wall clock has moved from the service clock since
-start (decisions keep the service clock); beyond 1 s the status is `degraded`, with the
-reason in `clock.reason`.
+`/health` is `degraded` whenever a server, channel, device or PLC is down, readings are
+spooled or dropped, a heartbeat is held back, a trip is not yet stored, an output is not
+confirmed, a component job is not running or the wall clock was stepped — each with its
+reason in `reasons` (see `ehswatch.health`). `clock.wall_offset_s` is how far the wall
+clock has moved from the service clock since start (decisions keep the service clock).
+
+`/health/live` answers 200 while the control path turns and 503 when it is stuck: the one
+condition a restart of the process cures.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from ehswatch.api.deps import ServiceDep
+from ehswatch.health import assess, liveness
 from ehswatch.service import wall_offset_problem
 
 router = APIRouter(tags=["health"])
@@ -19,49 +27,33 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health(service: ServiceDep) -> dict[str, Any]:
-    """Each component's jobs (running, restarts, last error) and its own signals."""
+    """Status with every reason it is degraded, each component's jobs, and the checks."""
     components: dict[str, Any] = {}
     for c in service.components():
         components[c.component_name] = {
             name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
             for name, h in c.health.items()
         }
-    checks: dict[str, Any] = {}
-    if service.mqtt is not None:
-        checks["mqtt"] = {"connected": service.mqtt.stats.connected}
-    if service.modbus is not None:
-        checks["modbus"] = {
-            d: {"connected": s.connected, "errors": s.errors}
-            for d, s in service.modbus.stats.items()
-        }
-    if service.sink is not None:
-        checks["influxdb"] = {
-            "server_up": service.sink.stats.server_up,
-            "spool_bytes": service.sink.stats.spool_bytes,
-        }
-    if service.interlock is not None:
-        checks["plcs"] = {
-            p: {"connected": link.connected} for p, link in service.interlock.links.items()
-        }
-    checks["notification_channels"] = {
-        c: {"down": s.down} for c, s in service.notifier.stats.items()
-    }
+    report = assess(service)
     offset = service.clock.wall_offset()
     clock: dict[str, Any] = {"wall_offset_s": round(offset, 3)}
     clock_problem = wall_offset_problem(offset)
     if clock_problem is not None:
         clock["reason"] = clock_problem
-    down = [n for n, jobs in components.items() for j in jobs.values() if not j["running"]]
-    degraded = (
-        bool(down)
-        or (service.mqtt is not None and not service.mqtt.stats.connected)
-        or any(not v["connected"] for v in checks.get("plcs", {}).values())
-        or clock_problem is not None
-    )
     return {
-        "status": "degraded" if degraded else "ok",
+        "status": report.status,
+        "reasons": list(report.reasons),
         "uptime_s": round(service.clock() - service.started_at, 1),
         "components": components,
-        "checks": checks,
+        "checks": report.checks,
         "clock": clock,
     }
+
+
+@router.get("/health/live", response_model=None)
+async def live(service: ServiceDep) -> JSONResponse:
+    """200 while the control path turns; 503 (restart me) when it is stuck."""
+    alive, why = liveness(service)
+    if alive:
+        return JSONResponse({"alive": True})
+    return JSONResponse({"alive": False, "reason": why}, status_code=503)

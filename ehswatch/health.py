@@ -1,0 +1,114 @@
+"""What `/health` says: `ok`, or `degraded` with every reason, read from the components.
+
+The rule: the status is `degraded` whenever something a plant relies on is not doing
+its job — a server, device, PLC or notification channel down, readings spooled or
+dropped, a heartbeat held back, a trip not yet stored, an output the PLC did not
+confirm, a component job not running, the wall clock stepped. Each such condition is one
+line in `reasons`, written for the person on call. Nothing here waits on I/O: it reads
+the state the components keep.
+
+`liveness()` is the separate, narrower answer for process supervisors (systemd, a
+container orchestrator): is the process's control path turning? A supervisor restarts
+the process when it is not; it must not restart it for a broker or database outage,
+which a restart does not cure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ehswatch.service import Service
+
+# The control loop turns at least four times a second; this long without a turn is a
+# control path that is stuck.
+STUCK_AFTER_S = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthReport:
+    status: str  # "ok" or "degraded"
+    reasons: tuple[str, ...]
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+def assess(service: Service) -> HealthReport:
+    """The service's health now, with one reason per condition that degrades it."""
+    from ehswatch.service import wall_offset_problem
+
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    for c in service.components():
+        for name, h in c.health.items():
+            if not h.running:
+                why = f": {h.last_error}" if h.last_error else ""
+                reasons.append(
+                    f"{c.component_name}:{name} is not running (restarted {h.restarts} times){why}"
+                )
+    if service.mqtt is not None:
+        st = service.mqtt.stats
+        checks["mqtt"] = {"connected": st.connected}
+        if not st.connected:
+            reasons.append(f"MQTT broker not connected: {st.last_error or 'connecting'}")
+    if service.modbus is not None:
+        checks["modbus"] = {}
+        for d, dev in service.modbus.stats.items():
+            checks["modbus"][d] = {"connected": dev.connected, "errors": dev.errors}
+            if not dev.connected:
+                reasons.append(
+                    f"Modbus device {d} not answering: {dev.last_error or 'not connected yet'}"
+                )
+    if service.sink is not None:
+        sink = service.sink.status()
+        checks["influxdb"] = sink
+        if not sink["server_up"]:
+            reasons.append("InfluxDB not reachable: readings are kept in the spool")
+        if sink["spooling"]:
+            reasons.append(f"{sink['spooling']} readings waiting in the spool")
+        if sink["memory_points"] and not sink["server_up"]:
+            reasons.append(f"{sink['memory_points']} readings held in memory")
+        if not sink["spool_ok"]:
+            reasons.append(f"the spool cannot be written: {sink['spool_error']}")
+        if sink["points_dropped"] and sink["degraded"]:
+            why = ", ".join(f"{n} {r}" for r, n in sorted(sink["dropped_by_reason"].items()))
+            reasons.append(f"{sink['points_dropped']} readings dropped by storage ({why})")
+    if service.interlock is not None:
+        il = service.interlock
+        checks["plcs"] = {}
+        for p, link in il.links.items():
+            checks["plcs"][p] = {
+                "connected": link.connected,
+                "heartbeat_held_back": link.heartbeat_held_back,
+            }
+            if not link.connected:
+                reasons.append(f"PLC {p} unreachable: {link.last_error or 'connecting'}")
+            if link.heartbeat_held_back:
+                reasons.append(
+                    f"PLC {p} heartbeat held back: the interlock control loop is not turning"
+                )
+        for zone, zs in il.states.items():
+            if not zs.latch_durable:
+                reasons.append(f"interlock {zone}: trip not yet stored (latch not durable)")
+            if zs.output_fault:
+                reasons.append(f"interlock {zone}: the PLC did not confirm the output")
+    checks["notification_channels"] = {
+        c: {"down": ch.down} for c, ch in service.notifier.stats.items()
+    }
+    for cid, ch in service.notifier.stats.items():
+        if ch.down:
+            reasons.append(f"notification channel {cid} is down")
+    clock_problem = wall_offset_problem(service.clock.wall_offset())
+    if clock_problem is not None:
+        reasons.append(clock_problem)
+    return HealthReport(
+        status="degraded" if reasons else "ok", reasons=tuple(reasons), checks=checks
+    )
+
+
+def liveness(service: Service) -> tuple[bool, str]:
+    """(alive, why not): the control path turned within `STUCK_AFTER_S`."""
+    il = service.interlock
+    if il is not None and not il.control_alive(STUCK_AFTER_S):
+        return False, f"the interlock control loop has not turned for over {STUCK_AFTER_S:g} s"
+    return True, ""
