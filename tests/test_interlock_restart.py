@@ -15,11 +15,13 @@ from typing import Any
 
 import aiomqtt
 import yaml
+from pymodbus.client import AsyncModbusTcpClient
 
 from ehswatch.config import parse_config
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
 from tests.servers import Mosquitto, free_port
+from tests.test_interlock import ZHANG, rig
 
 
 def plant(tmp_path: Path, broker_port: int, plc_port: int) -> dict[str, Any]:
@@ -142,3 +144,35 @@ def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_
         text = log.read_text(encoding="utf-8")
         assert "still latched from before the restart" in text
         assert "Traceback" not in text
+
+
+class TrippedAtStart(PlcSim):
+    """A PLC whose coil 0 is tripped when ehswatch starts: the trip of a zone that a
+    crash kept from being stored (the window "latch not durable" reports)."""
+
+    async def start(self) -> None:
+        await super().start()
+        client = AsyncModbusTcpClient(self.plc.host, port=self.plc.port)
+        try:
+            assert await client.connect()
+            await client.write_coil(0, True, device_id=self.plc.unit)
+        finally:
+            client.close()
+
+
+def test_an_output_found_tripped_at_start_latches_its_zone(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, plc_class=TrippedAtStart) as r:
+            await eventually(lambda: r.state("z1oo1").tripped, what="z1oo1 latched")
+            assert r.plc.coils.get(0) is True
+            assert not r.state("z1oo2").tripped
+            await eventually(lambda: r.state("z1oo1").latch_durable, what="stored")
+            last = [e for e in await r.audit() if e.action == "trip"][-1]
+            assert "found tripped at the PLC at start" in last.details()["why"]
+            # Only an authorised reset brings it back to normal, on a valid reading.
+            r.read({"A1": 2.0})
+            s = await r.controller.reset("z1oo1", ZHANG)
+            assert not s.tripped
+            await eventually(lambda: r.plc.coils.get(0) is False, what="reset written")
+
+    run(main())

@@ -177,6 +177,7 @@ class InterlockController(Component):
                     self._output_report,
                     reconcile_s=reconcile_s,
                     alive=self.control_alive,
+                    found_tripped=self._found_tripped,
                 )
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one turn of the rules at a time (never held over I/O)
@@ -830,6 +831,23 @@ class InterlockController(Component):
                 return self.states[zone]
 
     # ------------------------------------------------------------ outputs
+
+    def _found_tripped(self, zone: str) -> None:
+        """From a PLC link at start: the zone's output is tripped, the zone not latched
+        (a trip written before a crash and never stored). Latch it: only an authorised
+        reset may bring the output back to normal."""
+        s = self.states[zone]
+        now = self._clock()
+        if s.tripped or s.bypassed(now):  # a bypass inhibits the latch, as for a vote
+            return
+        self._trip(
+            zone,
+            [],
+            None,
+            now,
+            why="its output was found tripped at the PLC at start (a trip not stored before "
+            "a crash)",
+        )
 
     def _desired(self, zone: str) -> tuple[bool, int]:
         s = self.states[zone]

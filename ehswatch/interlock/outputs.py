@@ -119,8 +119,11 @@ class PlcLink(Component):
         *,
         reconcile_s: float = 1.0,
         alive: Alive | None = None,
+        found_tripped: Callable[[str], None] | None = None,
     ) -> None:
         self.plc = plc
+        self._found_tripped = found_tripped
+        self._surveyed = False
         self.outputs = {o.zone: o for o in outputs}
         self._desired = desired
         self._report = report
@@ -193,8 +196,40 @@ class PlcLink(Component):
             await self._sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    async def _survey(self) -> None:
+        """Once, on the first connection: outputs found at their trip value for a zone
+        that is not latched (a trip written just before a crash, never stored) are
+        reported, so the zone is latched again rather than shown normal over a tripped
+        output. Nothing is ever written back to normal here."""
+        self._surveyed = True
+        if self._found_tripped is None:
+            return
+        quiet = [(o, 0) for z, o in self.outputs.items() if not self._desired(z)[0]]
+        for table in ("coil", "register"):
+            points = sorted((o for o in quiet if o[0].table == table), key=lambda o: o[0].address)
+            for span in _spans(points, READ_SPAN[table]):
+                start = span[0][0].address
+                values = await self._read_span(table, start, span[-1][0].address - start + 1)
+                for out, _ in span:
+                    if values[out.address - start] == out.trip_value:
+                        log.warning(
+                            "PLC %s: the %s output (%s %d) is tripped at start although the "
+                            "zone is not latched; latching it",
+                            self.plc.id,
+                            out.zone,
+                            out.table,
+                            out.address,
+                        )
+                        self._found_tripped(out.zone)
+
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         hb = self.plc.heartbeat
+        if not self._surveyed:
+            try:
+                await self._survey()
+            except Refused as exc:
+                self.last_error = str(exc)
+                log.error("PLC %s: survey of outputs at start: %s", self.plc.id, exc)
         next_beat = loop.time()
         next_reconcile = loop.time()  # re-assert at once after (re)connecting
         while True:
