@@ -154,9 +154,10 @@ def main() -> None:
         loud = Evaluator(loud_table, start_ts=999.0)
         values = np.where(np.arange(loud_n) % 2 == 1, 45.0, 5.0)
         b = ReadingBatch.of(np.zeros(loud_n), values, 1000.0 + rep + np.arange(loud_n) * 1e-5)
-        ms, out = timed(partial(loud.process, b, 1e12))
+        ms, out = timed(partial(loud.process, b, 1000.0 + rep + 2.0))
         loud_ms.append(ms)
         loud_transitions = len(out.transitions)
+        assert loud_transitions == loud_n - 1, "the loud sensor must cross on every reading"
     calm = Evaluator(loud_table, start_ts=999.0)
     b = ReadingBatch.of(np.zeros(loud_n), np.full(loud_n, 5.0), 1000.0 + np.arange(loud_n) * 1e-5)
     calm_ms = timed(partial(calm.process, b))[0]
