@@ -13,6 +13,13 @@ message:
 
 ratio_to_raw = single_readings_per_s / raw_broker_msgs_per_s. Messages are published at
 QoS 0 to subscriptions at QoS 1 (so delivery is QoS 0 for every subscriber alike).
+
+Acknowledge after durable (`--durable`, the default): published and delivered at QoS 1
+instead, and the collector's path is the service's with an InfluxDB section — the stage
+hands each batch to an `InfluxSink` writing to a real VictoriaMetrics, marks it, and the
+PUBACKs wait for the sink's durable watermark. `mosquitto_sub` (raw) acknowledges on
+arrival. The sink flushes every `flush_interval_ms` = 1000 (the default) or within
+`ack_flush_s` when acks wait; `ack_wait_max_s` is the longest arrival-to-PUBACK wait.
 """
 
 from __future__ import annotations
@@ -32,12 +39,16 @@ sys.path.insert(0, str(ROOT))
 import aiomqtt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ehswatch.config import InfluxSettings  # noqa: E402
+from ehswatch.ingest.influx import InfluxSink, InfluxWriter  # noqa: E402
+from ehswatch.ingest.lineprotocol import LineEncoder  # noqa: E402
 from ehswatch.ingest.mqtt import MqttCollector  # noqa: E402
 from ehswatch.ingest.mqtt_wire import SessionOptions  # noqa: E402
 from ehswatch.ingest.payloads import TelemetryDecoder  # noqa: E402
 from ehswatch.ingest.queue import ReadingQueue  # noqa: E402
+from ehswatch.ingest.spool import Spool  # noqa: E402
 from ehswatch.thresholds import Evaluator, SensorThresholds, ThresholdTable  # noqa: E402
-from tests.servers import Mosquitto, find_binary  # noqa: E402
+from tests.servers import Mosquitto, VictoriaMetrics, find_binary  # noqa: E402
 
 SENSORS = [f"S-{i}" for i in range(100)]
 T0_MS = 1_764_000_000_000
@@ -58,10 +69,14 @@ def write_lines(path: Path, batch: bool, messages: int) -> None:
                 f.write(f'{{"v":{v},"ts":{T0_MS + m},"q":0}}\n')
 
 
+QOS = "0"  # set to "1" by --durable
+
+
 def publish(port: int, topic: str, lines: Path) -> subprocess.Popen[bytes]:
     pub = find_binary("mosquitto_pub", "mosquitto-clients")
     return subprocess.Popen(
-        [pub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "0", "-l"],
+        # -M: mosquitto_pub's own in-flight window (default 20) would be the bottleneck.
+        [pub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", QOS, "-M", "20000", "-l"],
         stdin=lines.open("rb"),
     )
 
@@ -99,8 +114,25 @@ def thresholds() -> ThresholdTable:
     )
 
 
+def make_sink(url: str, spool: Path) -> InfluxSink:
+    settings = InfluxSettings(url=url, token="bench", org="ehs", bucket="telemetry")
+    return InfluxSink(
+        writer=InfluxWriter(settings),
+        encoder=LineEncoder("plant-1", [(s, "zone-1", "dust") for s in SENSORS]),
+        spool=Spool(spool, 1 << 30),
+        batch_size=settings.batch_size,
+        flush_interval_s=settings.flush_interval_ms / 1000,
+    )
+
+
 async def collector_rate(
-    port: int, topic: str, lines: Path, n: int, client_id: str
+    port: int,
+    topic: str,
+    lines: Path,
+    n: int,
+    client_id: str,
+    sink: InfluxSink | None = None,
+    stats: dict[str, float] | None = None,
 ) -> tuple[float, int]:
     table = thresholds()
     evaluator = Evaluator(table, start_ts=T0_MS / 1000)
@@ -108,7 +140,11 @@ async def collector_rate(
     decoder = TelemetryDecoder({}, table.index, "ehs")
     options = SessionOptions(host="127.0.0.1", port=port, client_id=client_id, clean_session=True)
     count, first, last = 0, 0.0, 0.0
-    async with MqttCollector(options=options, decoder=decoder, queue=queue) as collector:
+    collector = MqttCollector(options=options, decoder=decoder, queue=queue)
+    if sink is not None:
+        collector.ack_after_durable(sink.on_durable)
+        await sink.__aenter__()
+    async with collector:
         while not collector.stats.connected:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
@@ -120,13 +156,22 @@ async def collector_rate(
                 if publisher.poll() is not None and count:
                     break
                 continue
-            evaluator.process(batch)  # the evaluator is part of the measured path
+            ev = evaluator.process(batch)  # the evaluator is part of the measured path
+            if sink is not None:  # as the stage does with storage configured
+                sink.submit(batch, ev)
+                sink.mark(queue.drained)
             now = time.perf_counter()
             if not count:
                 first = now
             count += len(batch)
             last = now
         publisher.wait()
+    if sink is not None:
+        await sink.__aexit__(None, None, None)
+        if stats is not None:
+            stats["ack_wait_max_s"] = round(collector.stats.ack_wait_max_s, 3)
+            stats["acks_waiting_at_end"] = collector.stats.acks_waiting
+            stats["points_written"] = sink.stats.points_written
     return count / (last - first), count
 
 
@@ -159,20 +204,48 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--batch-messages", type=int, default=4_000)
+    ap.add_argument(
+        "--durable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="QoS 1 delivery; PUBACK after the sink's durable watermark (default)",
+    )
     args = ap.parse_args()
+    global QOS
+    QOS = "1" if args.durable else "0"
+    durable: dict[str, dict[str, float]] = {"single": {}, "batch": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         single, batch = work / "single.txt", work / "batch.txt"
         write_lines(single, batch=False, messages=args.messages)
         write_lines(batch, batch=True, messages=args.batch_messages)
-        with Mosquitto(work) as broker:
+        (work / "vm").mkdir()
+        with Mosquitto(work) as broker, VictoriaMetrics(work / "vm") as vm:
+
+            def sink(name: str) -> InfluxSink | None:
+                return make_sink(vm.url, work / f"spool-{name}") if args.durable else None
+
             raw, raw_n = raw_rate(broker.port, "ehs/telemetry/S-0", single, args.messages)
             one, one_n = asyncio.run(
-                collector_rate(broker.port, "ehs/telemetry/S-0", single, args.messages, "bench-1")
+                collector_rate(
+                    broker.port,
+                    "ehs/telemetry/S-0",
+                    single,
+                    args.messages,
+                    "bench-1",
+                    sink("single"),
+                    durable["single"],
+                )
             )
             many, many_n = asyncio.run(
                 collector_rate(
-                    broker.port, "ehs/telemetry", batch, args.batch_messages * 100, "bench-2"
+                    broker.port,
+                    "ehs/telemetry",
+                    batch,
+                    args.batch_messages * 100,
+                    "bench-2",
+                    sink("batch"),
+                    durable["batch"],
                 )
             )
             plain, plain_n = asyncio.run(
@@ -191,6 +264,8 @@ def main() -> None:
                 "delivered": {"raw": raw_n, "single": one_n, "batch": many_n, "aiomqtt": plain_n},
                 "batch_messages": args.batch_messages,
                 "readings_per_batch_message": 100,
+                "qos": int(QOS),
+                "ack_after_durable": durable if args.durable else None,
             }
         )
     )

@@ -68,6 +68,11 @@ def assess(service: Service) -> HealthReport:
             reasons.append(f"{sink['spooling']} readings waiting in the spool")
         if sink["memory_points"] and not sink["server_up"]:
             reasons.append(f"{sink['memory_points']} readings held in memory")
+        if sink.get("acked_not_durable") and sink["degraded"]:
+            reasons.append(
+                f"{sink['acked_not_durable']} MQTT readings acknowledged while storage could"
+                " keep them only in memory"
+            )
         if not sink["spool_ok"]:
             reasons.append(f"the spool cannot be written: {sink['spool_error']}")
         if sink["points_dropped"] and sink["degraded"]:

@@ -176,6 +176,12 @@ class Service:
             if config.mqtt is not None
             else None
         )
+        if self.sink is not None:
+            # Acknowledge after durable: the stage tells the sink what each drained batch
+            # covered; MQTT PUBACKs wait for the sink's watermark (docs/ingest.md).
+            self.stage.on_covered(self.sink.mark)
+            if self.mqtt is not None:
+                self.mqtt.ack_after_durable(self.sink.on_durable)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:

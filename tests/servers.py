@@ -203,7 +203,10 @@ class Mosquitto(ServerProcess):
             lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}"]
         lines += [
             # Let a persistent session hold a real backlog while the collector is away.
-            "max_queued_messages 100000",
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            # ehswatch acknowledges after storage (~0.1 s): let that many be in flight.
+            "max_inflight_messages 20000",
             # As deploy/mosquitto.conf: no Nagle delay on small packets (trip latency).
             "set_tcp_nodelay true",
             f"persistence {'true' if persistence else 'false'}",

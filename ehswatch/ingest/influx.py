@@ -29,6 +29,16 @@ Contract:
 - On exit, whatever is still pending, in flight or in memory is put in the spool: the
   next start sends it. What the spool cannot take then is written directly if the server
   is up, else counted as dropped (`spool_full` for a full disk, `spool_unwritable`).
+- Durable watermark (for acknowledge-after-durable, see docs/ingest.md): the stage tells
+  the sink with `mark(n)`, after a drained batch went to every listener, that every
+  reading numbered up to `n` by the `ReadingQueue` has been submitted. The sink calls its
+  `on_durable` callbacks with the highest such `n` all of whose readings are safe from a
+  process crash: written, in the spool (a returned `write()`; no fsync), or dropped and
+  counted by the rules above (rejected by the evaluator, memory full, unencodable,
+  refused as malformed). While nothing can be made durable (server down and spool
+  failing) readings kept in memory do not hold the watermark back: they are counted in
+  `stats.acked_not_durable` instead, so that the broker never stops delivering. While
+  marks wait, pending readings are flushed within `ack_flush_s` (not `flush_interval`).
 - `stats` counts points received, written, spooled, replayed, dropped (by reason),
   rejected; the spool's size and state; what memory holds; the last error.
   `status()` is the short summary for `/health` and the board.
@@ -146,6 +156,8 @@ class SinkStats:
     server_up: bool = True
     probes: int = 0
     last_error: str = ""
+    acked_not_durable: int = 0  # readings let past the watermark while nothing was durable
+    durable_through: int = 0  # the watermark: queue number of the last reading safe
 
 
 @dataclass(slots=True)
@@ -153,6 +165,8 @@ class _Chunk:
     kind: str
     data: bytes
     points: int
+    lo: int = -1  # readings: the sink's position of the first (see `_advance`)
+    forgiven: bool = False  # let past the watermark while nothing was durable
 
 
 _Columns = tuple[
@@ -175,6 +189,7 @@ class InfluxSink(Component):
         memory_max_points: int = MEMORY_MAX_POINTS,
         spool_retry_s: float = SPOOL_RETRY_S,
         max_inflight: int = 2,
+        ack_flush_s: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.writer = writer
@@ -203,6 +218,13 @@ class InfluxSink(Component):
         self._last_drop_log = -1e9
         self._wake = asyncio.Event()
         self._backlog = asyncio.Event()
+        # The durable watermark: `_submitted` readings were ever queued here (positions
+        # 0.._submitted-1); `_marks` pairs a position with the queue number it covers.
+        self.on_durable: list[Callable[[int], None]] = []
+        self._ack_flush_s = ack_flush_s
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._submitted = 0
+        self._marks: deque[tuple[int, int]] = deque()
         self._refresh()
 
     @classmethod
@@ -242,6 +264,7 @@ class InfluxSink(Component):
         if n:
             self._pending.append((batch.sensor, batch.value, tiers, batch.quality, batch.ts))
             self._pending_points += n
+            self._submitted += n
             self.stats.points_received += n
         if evaluation:
             self._add_events(self.encoder.events(evaluation))
@@ -250,6 +273,43 @@ class InfluxSink(Component):
         self.stats.memory_points = self._held_points()
         if self._pending_points >= self.batch_size or self._pending_events:
             self._wake.set()
+
+    def mark(self, covered: int) -> None:
+        """Every reading numbered up to `covered` by the queue has been submitted (the
+        stage calls it after each drained batch). `on_durable` hears once they are safe."""
+        self._marks.append((self._submitted, covered))
+        self._advance()
+        if self._marks and self._ack_timer is None and self._pending_points:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(self._ack_flush_s, self._ack_due)
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        self._wake.set()
+
+    def _advance(self) -> None:
+        """Move the durable watermark past every mark whose readings are all safe."""
+        if not self._marks:
+            return
+        nothing_durable = not self.stats.server_up and not self.spool.ok
+        floor = self._submitted - self._pending_points  # the oldest reading pending
+        for chunk in self._memory:
+            if chunk.kind == READINGS and not chunk.forgiven:
+                if nothing_durable:
+                    chunk.forgiven = True
+                    self.stats.acked_not_durable += chunk.points
+                else:
+                    floor = min(floor, chunk.lo)
+        for chunk in self._held.values():
+            if chunk.kind == READINGS and not chunk.forgiven:
+                floor = min(floor, chunk.lo)
+        through = self.stats.durable_through
+        while self._marks and self._marks[0][0] <= floor:
+            through = max(through, self._marks.popleft()[1])
+        if through != self.stats.durable_through:
+            self.stats.durable_through = through
+            for callback in self.on_durable:
+                callback(through)
 
     def submit_lines(self, chunk: bytes) -> None:
         """Event lines from other components (interlock changes, alarm states): the last
@@ -287,6 +347,9 @@ class InfluxSink(Component):
           if not, which one failed and why (e.g. "append: ENOSPC No space left on device").
         - `spool_quarantined` (int): damaged spool files or parts set aside since start.
         - `last_error` (str): the last write error.
+        - `acked_not_durable` (int): MQTT readings acknowledged to the broker while
+          neither the server nor the spool could take them (kept in memory only: a
+          crash would lose them).
         - `degraded` (bool): True while the server is down, the spool is failing, or
           points are kept in memory because neither takes them: while it holds, telemetry
           is at risk. Drops alone do not make it degraded once storage works again (they
@@ -307,6 +370,7 @@ class InfluxSink(Component):
             "spool_error": s.spool_error,
             "spool_quarantined": s.spool_quarantined,
             "last_error": s.last_error,
+            "acked_not_durable": s.acked_not_durable,
             "degraded": not s.server_up or not s.spool_ok or self._memory_points > 0,
         }
 
@@ -350,6 +414,7 @@ class InfluxSink(Component):
         while inflight:
             await self._settle(*inflight.popleft())
         self.stats.memory_points = self._held_points()
+        self._advance()
 
     async def _settle(self, token: int, future: asyncio.Future[None]) -> None:
         chunk = self._held[token]
@@ -365,6 +430,7 @@ class InfluxSink(Component):
         else:
             self._release(token)
             self.stats.points_written += chunk.points
+            self._advance()
 
     def _chunks(self, budget: int) -> Iterator[_Chunk]:
         """Pending data as line-protocol chunks of `batch_size` points, events first,
@@ -386,6 +452,7 @@ class InfluxSink(Component):
                     n = room
                 group.append(cols)
                 size += n
+            lo = self._submitted - self._pending_points
             self._pending_points -= size
             budget -= size
             try:
@@ -394,7 +461,7 @@ class InfluxSink(Component):
                 log.exception("could not encode %d readings for InfluxDB; dropped", size)
                 self._drop(UNENCODABLE, _Chunk(READINGS, b"", size))
                 continue
-            yield _Chunk(READINGS, data, size)
+            yield _Chunk(READINGS, data, size, lo)
 
     def _encode(self, group: list[_Columns]) -> bytes:
         if len(group) == 1:
@@ -673,6 +740,7 @@ class InfluxSink(Component):
             dropped[reason] = dropped.get(reason, 0) + n
         s.dropped_by_reason = {r: n for r, n in sorted(dropped.items()) if n}
         s.points_dropped = sum(dropped.values())
+        self._advance()
 
 
 def _reason(exc: BaseException) -> str:

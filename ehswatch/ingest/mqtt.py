@@ -3,9 +3,14 @@
 One session task keeps a persistent MQTT session (clean_session false, a stable client
 id, QoS 1), so that while ehswatch restarts the broker keeps the detectors' messages. It
 reconnects with exponential backoff (0.2 s doubling to 10 s) after any failure. Messages
-arrive in bulk (see `mqtt_wire`); each bulk is decoded into one `ReadingBatch`, handed to
-the queue, and only then acknowledged. Bad payloads are counted by reason (`rejects`);
-no payload ends the session (a message that did would be redelivered forever).
+arrive in bulk (see `mqtt_wire`); each bulk is decoded into one `ReadingBatch` and handed
+to the queue at once (evaluation never waits on storage). Without storage it is
+acknowledged then. With storage (`ack_after_durable`), its PUBACKs wait, with the queue
+number of its last reading, until the sink's durable watermark covers it: the sink calls
+`durable_through(n)` when it moves, and the PUBACKs it covers go out (on the connection
+the messages came on; a lost connection's are redelivered by the broker). Bad payloads
+are counted by reason (`rejects`); no payload ends the session (a message that did would
+be redelivered forever).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Self
@@ -46,6 +52,9 @@ class MqttStats:
     readings: int = 0
     last_error: str = ""
     last_message_at: float | None = None
+    acks_waiting: int = 0  # PUBACKs held until the readings they cover are durable
+    ack_wait_last_s: float = 0.0  # arrival to PUBACK, the oldest of the latest sent
+    ack_wait_max_s: float = 0.0  # and the longest since start
     rejects: Rejects = field(default_factory=Rejects)
 
 
@@ -83,6 +92,31 @@ class MqttCollector(Component):
         self.stats = MqttStats(rejects=decoder.rejects)
         self._clock = clock
         self._backoff = backoff
+        self._after_durable = False
+        self._through = 0  # the sink's durable watermark (a queue number)
+        # (queue number of the bulk's last reading, its connection, packet ids, arrival)
+        self._acks: deque[tuple[int, SubscriberProtocol, list[int], float]] = deque()
+
+    def ack_after_durable(self, on_durable: list[Callable[[int], None]]) -> None:
+        """Hold PUBACKs until the storage sink reports the readings durable: register
+        with its `on_durable` callbacks (`InfluxSink.on_durable`)."""
+        self._after_durable = True
+        on_durable.append(self.durable_through)
+
+    def durable_through(self, n: int) -> None:
+        """Every reading numbered up to `n` by the queue is safe: send their PUBACKs."""
+        self._through = max(self._through, n)
+        acks, st = self._acks, self.stats
+        if not acks or acks[0][0] > self._through:
+            return
+        now, oldest = time.monotonic(), acks[0][3]
+        while acks and acks[0][0] <= self._through:
+            _, protocol, ids, _ = acks.popleft()
+            st.acks_waiting -= len(ids)
+            if not protocol.closed.done():
+                protocol.send(puback_packets(ids))
+        st.ack_wait_last_s = now - oldest
+        st.ack_wait_max_s = max(st.ack_wait_max_s, st.ack_wait_last_s)
 
     @classmethod
     def from_config(
@@ -157,9 +191,13 @@ class MqttCollector(Component):
                         self.stats.rejects.add("bad_value", topic, f"decoder failed: {exc!r}"[:120])
                     batch = ReadingBatch.empty()
                 await self.queue.put(batch)
-                # Acknowledge only now that the readings are handed on.
                 acks = [p for p in packet_ids if p]
-                if acks:
+                if acks and self._after_durable:
+                    # Acknowledged once the sink has them safe (see `durable_through`).
+                    self._acks.append((self.queue.readings_in, protocol, acks, time.monotonic()))
+                    self.stats.acks_waiting += len(acks)
+                    self.durable_through(self._through)
+                elif acks:  # no storage: acknowledged once handed on
                     protocol.send(puback_packets(acks))
                 self.stats.messages += len(topics)
                 self.stats.readings += len(batch)

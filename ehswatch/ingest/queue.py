@@ -22,7 +22,8 @@ class ReadingQueue:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self.readings_in = 0  # every reading ever put
+        self.readings_in = 0  # every reading ever put: the number of the last one put
+        self.drained = 0  # the number of the last reading drained (see `drain_nowait`)
 
     def __len__(self) -> int:
         """Readings waiting."""
@@ -40,8 +41,12 @@ class ReadingQueue:
         self._arrived.set()
 
     def drain_nowait(self) -> ReadingBatch:
-        """Everything waiting, in arrival order, as one batch (empty if nothing)."""
+        """Everything waiting, in arrival order, as one batch (empty if nothing).
+
+        Readings are numbered 1, 2, … as they are put; after a drain, `drained` is the
+        number of the last reading it took (so the batch covers every reading up to it)."""
         batches, self._batches, self._count = self._batches, [], 0
+        self.drained = self.readings_in
         self._arrived.clear()
         self._room.set()
         return ReadingBatch.concat(batches)

@@ -33,6 +33,9 @@ SLICE_READINGS = 50_000  # the most readings evaluated in one turn of the event 
 LOG_MOST = 50  # the most transitions and fault changes logged one by one per evaluation
 
 Listener = Callable[[ReadingBatch, Evaluation], None]
+#: told, after a drained batch (all its slices) went to the listeners, the queue number
+#: of the last reading it covered (`ReadingQueue.drained`)
+Covered = Callable[[int], None]
 
 
 @dataclass
@@ -73,9 +76,15 @@ class EvaluatorStage(Component):
         self.slice_readings = SLICE_READINGS
         self._clock = clock
         self._listeners: list[Listener] = []
+        self._covered: list[Covered] = []
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def on_covered(self, callback: Covered) -> None:
+        """`callback(n)` once every reading numbered up to `n` by the queue has been
+        handed to the listeners (the storage sink uses it for its durable watermark)."""
+        self._covered.append(callback)
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
         yield "drain", self._run
@@ -146,7 +155,10 @@ class EvaluatorStage(Component):
         while True:
             batch = await self.queue.drain(timeout=max(0.0, next_tick - loop.time()))
             if len(batch):
+                covered = self.queue.drained
                 await self.evaluate_in_slices(batch)
+                for callback in self._covered:
+                    callback(covered)
             if loop.time() >= next_tick:
                 self.tick(self._clock())
                 next_tick = max(next_tick + self._tick_s, loop.time())
