@@ -289,19 +289,27 @@ class Evaluator:
         faults_at = np.zeros(su.size, dtype=np.intp)
         if faults.any():
             f = su[faults]
-            self._faulted[f] = True
-            self._reason[f] = FaultReason.CLOCK_SKEW
-            self._since[f] = np.nan
-            self._pending[f] = False
-            self._refresh_band(f)
-            out.faults(
-                f,
-                np.ones(f.size, dtype=bool),
-                np.full(f.size, FaultReason.CLOCK_SKEW, dtype=np.int8),
-                self._last_value[f],
-                np.maximum(self._decided[f], self._last_ts[f]),
-            )
+            at = np.maximum(self._decided[f], self._last_ts[f])
+            self._raise_fault(f, FaultReason.CLOCK_SKEW, at, out)
         return su, group, np.where(faults, faults_at, sizes)
+
+    def _raise_fault(
+        self, rows: Rows, reason: FaultReason, at: F64, out: EvaluationBuilder
+    ) -> None:
+        """Put `rows` (not faulted) in FAULT at `at`: latches keep their state, every
+        pending delay ends, the value held is reported with it."""
+        self._faulted[rows] = True
+        self._reason[rows] = reason
+        self._since[rows] = np.nan
+        self._pending[rows] = False
+        self._refresh_band(rows)
+        out.faults(
+            rows,
+            np.ones(rows.size, dtype=bool),
+            np.full(rows.size, reason, dtype=np.int8),
+            self._last_value[rows],
+            at,
+        )
 
     def _too_old(self, b: ReadingBatch, now: float, out: EvaluationBuilder) -> None:
         """Readings stamped too far back, grouped by sensor: rejected and counted."""
@@ -626,18 +634,7 @@ class Evaluator:
         if stale.any():
             s = rows[stale]
             np.maximum.at(self._decided, s, stale_at[stale])
-            self._faulted[s] = True
-            self._reason[s] = FaultReason.STALE
-            self._since[s] = np.nan
-            self._pending[s] = False
-            self._refresh_band(s)
-            out.faults(
-                s,
-                np.ones(s.size, dtype=bool),
-                np.full(s.size, FaultReason.STALE, dtype=np.int8),
-                self._last_value[s],
-                stale_at[stale],
-            )
+            self._raise_fault(s, FaultReason.STALE, stale_at[stale], out)
 
     def _mature(
         self,
