@@ -44,7 +44,7 @@ from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from ehswatch.config import parse_config  # noqa: E402
 from ehswatch.simulators.plc import PlcSim, PlcWrite  # noqa: E402
-from tests.servers import Mosquitto, free_port  # noqa: E402
+from tests.servers import Mosquitto, free_port, start_service  # noqa: E402
 
 BACKGROUND_SENSORS = 200
 SETPOINT = 50  # %LEL: the CH4 interlock setpoint of the generated plant
@@ -220,18 +220,7 @@ async def measure(work: Path, samples: int, rate: int) -> dict[str, Any]:
             PlcSim(floor_cfg, size=size, clock=time.perf_counter, on_write=floor_trips.on_write),
         ):
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            with (work / "service.log").open("ab") as log:
-                service = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "ehswatch",
-                    "run",
-                    "--config",
-                    str(work / "plant.yaml"),
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                )
+            service = await start_service(work / "plant.yaml", work / "service.log")
             floor = await asyncio.create_subprocess_exec(
                 sys.executable,
                 __file__,

@@ -52,7 +52,7 @@ from ehswatch.ingest.registers import encode  # noqa: E402
 from ehswatch.simulators.modbus_server import READ_HOLDING, ModbusServerSim  # noqa: E402
 from ehswatch.simulators.plc import PlcSim, PlcWrite  # noqa: E402
 from tests.fakes import RobotServer  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import free_port, start_service  # noqa: E402
 
 PERIOD_S = 1.0  # the PLC heartbeat period
 HEARTBEAT_REGISTER = 1000
@@ -236,18 +236,7 @@ async def measure(work: Path, devices: int, per_device: int) -> dict[str, Any]:
                 stdout=asyncio.subprocess.PIPE,
                 env=env,
             )
-            with (work / "service.log").open("ab") as log:
-                service = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "ehswatch",
-                    "run",
-                    "--config",
-                    str(work / "plant.yaml"),
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                )
+            service = await start_service(work / "plant.yaml", work / "service.log")
             try:
                 assert gateways.stdout is not None
                 line = await asyncio.wait_for(gateways.stdout.readline(), 60.0)

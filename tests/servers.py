@@ -6,14 +6,17 @@ installs the Debian packages (as root), and CI must prove the real thing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -271,3 +274,23 @@ class VictoriaMetrics(ServerProcess):
                 return got
             previous = got
             time.sleep(0.5)
+
+
+async def start_service(
+    config: Path, log: Path, extra_env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`ehswatch run --config CONFIG` as a process of its own (to kill -9, to run under
+    libfaketime, to measure from outside), its output appended to `log`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ehswatch",
+            "run",
+            "--config",
+            str(config),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )

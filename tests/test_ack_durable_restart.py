@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 import yaml
 
 from tests.aio import eventually, run
-from tests.servers import Mosquitto, VictoriaMetrics, free_port
+from tests.servers import Mosquitto, VictoriaMetrics, free_port, start_service
 
 O2 = {
     "unit": "%vol",
@@ -74,18 +72,7 @@ class ServiceProcess:
 
     async def start(self) -> None:
         before = self.connects()
-        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ehswatch",
-                "run",
-                "--config",
-                str(self.config),
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        self.proc = await start_service(self.config, self.log)
         await eventually(
             lambda: self.connects() > before, timeout=30, what="the service's MQTT session"
         )

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from ehswatch.service import ClockWatch, Service
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds import Tier
 from tests.aio import eventually, run
-from tests.servers import Mosquitto, ServerMissing, free_port
+from tests.servers import Mosquitto, ServerMissing, free_port, start_service
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 TEN_MINUTES = 600.0
@@ -279,8 +278,6 @@ def test_the_real_service_under_a_wall_clock_stepped_back_600_s_still_trips_the_
         api = f"http://127.0.0.1:{config.api.port}"
         log = tmp_path / "service.log"
         env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
             "LD_PRELOAD": str(library),
             "FAKETIME_TIMESTAMP_FILE": str(offset_file),
             "FAKETIME_NO_CACHE": "1",
@@ -290,18 +287,7 @@ def test_the_real_service_under_a_wall_clock_stepped_back_600_s_still_trips_the_
         async def main() -> str:
             plc = PlcSim(config.plcs[0])
             async with plc, httpx.AsyncClient(base_url=api, timeout=5) as http:
-                with log.open("ab") as out:
-                    service = await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "ehswatch",
-                        "run",
-                        "--config",
-                        str(config_file),
-                        stdout=out,
-                        stderr=asyncio.subprocess.STDOUT,
-                        env=env,
-                    )
+                service = await start_service(config_file, log, env)
                 try:
                     report: dict[str, Any] = {}
 

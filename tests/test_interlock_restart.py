@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from ehswatch.config import parse_config
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
-from tests.servers import Mosquitto, free_port
+from tests.servers import Mosquitto, free_port, start_service
 from tests.test_interlock import ZHANG, rig
 
 
@@ -88,18 +86,7 @@ def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_
         log = tmp_path / "service.log"
 
         async def start() -> asyncio.subprocess.Process:
-            with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-                return await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "ehswatch",
-                    "run",
-                    "--config",
-                    str(config_file),
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
+            return await start_service(config_file, log)
 
         async def main() -> None:
             plc = PlcSim(plc_cfg)
