@@ -27,10 +27,20 @@ class ServerMissing(RuntimeError):
     pass
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, and never one this process handed out before:
+    the kernel may offer a just-closed port again, and two servers of one test would
+    then be given the same port before either binds it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_listening(port: int, timeout: float = 10.0) -> None:
