@@ -1,25 +1,30 @@
-"""MQTT intake: readings per second that reach the evaluator as batches. Prints one JSON.
+"""MQTT intake: how fast a QoS 1 backlog drains into the evaluator. Prints one JSON.
 
-A mosquitto broker on a free loopback port; `mosquitto_pub -l` (C) floods it with one
-message per line. Measured in this one run, each from the subscriber's first to its last
-message:
+Why a backlog: with QoS 1 end to end, `mosquitto_pub` on this machine publishes far below
+what a subscriber can take, so a live stream measures the publisher, and every subscriber
+(raw or ours) gets the same rate. Queued at the broker for a persistent session, the
+messages are delivered as fast as the subscriber acknowledges them: that is the rate the
+plant cares about after a restart or a network cut.
 
-- raw_broker_msgs_per_s: the broker's delivery rate to `mosquitto_sub` (C);
-- single_readings_per_s: `MqttCollector` + an evaluator stage draining the queue into
-  `Evaluator.process`, one reading per message ({"v": …, "ts": …, "q": 0});
+A mosquitto broker on a free loopback port. Each subscriber first registers a persistent
+session (clean session false, its own client id) subscribed at QoS 1; then
+`PUBLISHERS` `mosquitto_pub -l` processes (one topic each, so each sensor's readings keep
+their order) publish `--messages` readings at QoS 1; the broker queues them for every
+session. Then each subscriber reconnects and drains its backlog, measured from the start
+of its connection to its last message (for ours with a sink, to its last PUBACK):
+
+- raw_broker_msgs_per_s: `mosquitto_sub -c` (C), which acknowledges on arrival;
+- single_readings_per_s: `MqttCollector` + the service's stage path: each drained batch
+  goes through `Evaluator.process`, is handed to an `InfluxSink` writing to a real
+  VictoriaMetrics and marked, and the PUBACKs wait for the sink's durable watermark
+  (acknowledge after durable); one reading per message ({"v": …, "ts": …, "q": 0});
 - batch_readings_per_s: the same with 100 readings per message on ehs/telemetry;
 - aiomqtt_readings_per_s: a plain aiomqtt loop (async for message, json.loads), for
   comparison; it is what `MqttCollector` replaces on the intake path.
 
-ratio_to_raw = single_readings_per_s / raw_broker_msgs_per_s. Messages are published at
-QoS 0 to subscriptions at QoS 1 (so delivery is QoS 0 for every subscriber alike).
-
-Acknowledge after durable (`--durable`, the default): published and delivered at QoS 1
-instead, and the collector's path is the service's with an InfluxDB section — the stage
-hands each batch to an `InfluxSink` writing to a real VictoriaMetrics, marks it, and the
-PUBACKs wait for the sink's durable watermark. `mosquitto_sub` (raw) acknowledges on
-arrival. The sink flushes every `flush_interval_ms` = 1000 (the default) or within
-`ack_flush_s` when acks wait; `ack_wait_max_s` is the longest arrival-to-PUBACK wait.
+ratio_to_raw = single_readings_per_s / raw_broker_msgs_per_s. `ack_wait_max_s` is the
+longest arrival-to-PUBACK wait; the sink flushes within `ack_flush_s` while acks wait.
+`--no-durable` drops the sink (PUBACK on hand-over), to show what durability costs.
 """
 
 from __future__ import annotations
@@ -52,56 +57,72 @@ from tests.servers import Mosquitto, VictoriaMetrics, find_binary  # noqa: E402
 
 SENSORS = [f"S-{i}" for i in range(100)]
 T0_MS = 1_764_000_000_000
+PUBLISHERS = 4  # one topic (sensor) each; per-sensor order is kept
+SINGLE_FILTER = "ehs/telemetry/+"
 
 
-def write_lines(path: Path, batch: bool, messages: int) -> None:
+def write_lines(work: Path, batch: bool, messages: int) -> list[tuple[str, Path]]:
+    """The publishers' input files: (topic, file) each."""
     rng = np.random.default_rng(3)
-    with path.open("w", encoding="utf-8") as f:
-        for m in range(messages):
-            if batch:
+    if batch:
+        path = work / "batch.txt"
+        with path.open("w", encoding="utf-8") as f:
+            for m in range(messages):
                 items = [
                     {"id": SENSORS[k], "v": round(float(rng.normal(4, 0.3)), 3), "ts": T0_MS + m}
                     for k in range(100)
                 ]
                 f.write(json.dumps(items, separators=(",", ":")) + "\n")
-            else:
+        return [("ehs/telemetry", path)]
+    out = []
+    for k in range(PUBLISHERS):
+        path = work / f"single-{k}.txt"
+        with path.open("w", encoding="utf-8") as f:
+            for m in range(messages // PUBLISHERS):
                 v = round(float(rng.normal(4, 0.3)), 3)
                 f.write(f'{{"v":{v},"ts":{T0_MS + m},"q":0}}\n')
+        out.append((f"ehs/telemetry/{SENSORS[k]}", path))
+    return out
 
 
-QOS = "0"  # set to "1" by --durable
-
-
-def publish(port: int, topic: str, lines: Path) -> subprocess.Popen[bytes]:
+def preload(port: int, files: list[tuple[str, Path]]) -> None:
+    """Publish every file at QoS 1 and wait until the broker has taken them all."""
     pub = find_binary("mosquitto_pub", "mosquitto-clients")
-    return subprocess.Popen(
+    procs = [
         # -M: mosquitto_pub's own in-flight window (default 20) would be the bottleneck.
-        [pub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", QOS, "-M", "20000", "-l"],
-        stdin=lines.open("rb"),
-    )
+        subprocess.Popen(
+            [pub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1", "-M", "20000", "-l"],
+            stdin=path.open("rb"),
+        )
+        for topic, path in files
+    ]
+    for proc in procs:
+        if proc.wait(timeout=300):
+            raise RuntimeError(f"mosquitto_pub exited with {proc.returncode}")
 
 
-def raw_rate(port: int, topic: str, lines: Path, n: int) -> tuple[float, int]:
+def mosquitto_sub(port: int, *extra: str) -> list[str]:
     sub = find_binary("mosquitto_sub", "mosquitto-clients")
-    proc = subprocess.Popen(
-        [sub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1", "-C", str(n), "-W", "60"],
-        stdout=subprocess.PIPE,
-    )
-    time.sleep(0.5)
-    publisher = publish(port, topic, lines)
+    return [sub, "-h", "127.0.0.1", "-p", str(port), "-t", SINGLE_FILTER, "-q", "1", "-c",
+            "-i", "bench-raw", *extra]  # fmt: skip
+
+
+def raw_register(port: int) -> None:
+    subprocess.run(mosquitto_sub(port, "-E"), check=True, timeout=30)
+
+
+def raw_drain(port: int, n: int) -> tuple[float, int]:
+    first = time.perf_counter()
+    proc = subprocess.Popen(mosquitto_sub(port, "-C", str(n), "-W", "120"), stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    count, first, last = 0, 0.0, 0.0
+    count, last = 0, 0.0
     while count < n:
         chunk = proc.stdout.read1(1 << 20)  # type: ignore[attr-defined]
         if not chunk:
             break
-        now = time.perf_counter()
-        if not count:
-            first = now
         count += chunk.count(b"\n")
-        last = now
+        last = time.perf_counter()
     proc.wait()
-    publisher.wait()
     return count / (last - first), count
 
 
@@ -125,78 +146,94 @@ def make_sink(url: str, spool: Path) -> InfluxSink:
     )
 
 
-async def collector_rate(
-    port: int,
-    topic: str,
-    lines: Path,
-    n: int,
-    client_id: str,
-    sink: InfluxSink | None = None,
-    stats: dict[str, float] | None = None,
+def collector(port: int, client_id: str, queue: ReadingQueue) -> MqttCollector:
+    decoder = TelemetryDecoder({}, thresholds().index, "ehs")
+    options = SessionOptions(host="127.0.0.1", port=port, client_id=client_id, clean_session=False)
+    return MqttCollector(options=options, decoder=decoder, queue=queue)
+
+
+async def wait_connected(c: MqttCollector) -> None:
+    async with asyncio.timeout(10):
+        while not c.stats.connected:
+            await asyncio.sleep(0.01)
+
+
+async def collector_register(port: int, client_id: str) -> None:
+    async with collector(port, client_id, ReadingQueue()) as c:
+        await wait_connected(c)  # connected means subscribed (SUBACK awaited)
+
+
+async def collector_drain(
+    port: int, client_id: str, n: int, sink: InfluxSink | None, stats: dict[str, float]
 ) -> tuple[float, int]:
     table = thresholds()
     evaluator = Evaluator(table, start_ts=T0_MS / 1000)
     queue = ReadingQueue()
-    decoder = TelemetryDecoder({}, table.index, "ehs")
-    options = SessionOptions(host="127.0.0.1", port=port, client_id=client_id, clean_session=True)
-    count, first, last = 0, 0.0, 0.0
-    collector = MqttCollector(options=options, decoder=decoder, queue=queue)
+    count, last = 0, 0.0
+    c = collector(port, client_id, queue)
     if sink is not None:
-        collector.ack_after_durable(sink.on_durable)
+        c.ack_after_durable(sink.on_durable)
         await sink.__aenter__()
-    async with collector:
-        while not collector.stats.connected:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
-        publisher = publish(port, topic, lines)
-        deadline = time.perf_counter() + 60
+    first = time.perf_counter()
+    async with c:
+        deadline = time.perf_counter() + 120
         while count < n and time.perf_counter() < deadline:
             batch = await queue.drain(timeout=1.0)
             if not len(batch):
-                if publisher.poll() is not None and count:
-                    break
                 continue
             ev = evaluator.process(batch)  # the evaluator is part of the measured path
             if sink is not None:  # as the stage does with storage configured
                 sink.submit(batch, ev)
                 sink.mark(queue.drained)
-            now = time.perf_counter()
-            if not count:
-                first = now
             count += len(batch)
-            last = now
-        publisher.wait()
+            last = time.perf_counter()
+        if sink is not None:  # the backlog is done only when its last PUBACK is out
+            async with asyncio.timeout(30):
+                while c.stats.acks_waiting:
+                    await asyncio.sleep(0.005)
+            last = time.perf_counter()
+    stats["ack_wait_max_s"] = round(c.stats.ack_wait_max_s, 3)
+    stats["acks_waiting_at_end"] = c.stats.acks_waiting
     if sink is not None:
         await sink.__aexit__(None, None, None)
-        if stats is not None:
-            stats["ack_wait_max_s"] = round(collector.stats.ack_wait_max_s, 3)
-            stats["acks_waiting_at_end"] = collector.stats.acks_waiting
-            stats["points_written"] = sink.stats.points_written
+        st = sink.stats
+        stats |= {
+            "points_written": st.points_written,
+            "points_spooled": st.points_spooled,
+            "points_replayed": st.points_replayed,
+            "points_dropped": st.points_dropped,
+        }
     return count / (last - first), count
 
 
-async def aiomqtt_rate(port: int, topic: str, lines: Path, n: int) -> tuple[float, int]:
-    count, first, last = 0, 0.0, 0.0
+def aiomqtt_client(port: int) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-aiomqtt", clean_session=False,
+        max_queued_incoming_messages=0,
+    )  # fmt: skip
+
+
+async def aiomqtt_register(port: int) -> None:
+    async with aiomqtt_client(port) as client:
+        await client.subscribe(SINGLE_FILTER, qos=1)
+
+
+async def aiomqtt_drain(port: int, n: int) -> tuple[float, int]:
+    count, last = 0, 0.0
     values: list[float] = []
-    async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as client:
-        await client.subscribe(topic, qos=1)
-        await asyncio.sleep(0.2)
-        publisher = publish(port, topic, lines)
+    first = time.perf_counter()
+    async with aiomqtt_client(port) as client:
         try:
-            async with asyncio.timeout(60):
+            async with asyncio.timeout(120):
                 async for message in client.messages:
                     assert isinstance(message.payload, bytes)
                     values.append(float(json.loads(message.payload)["v"]))
-                    now = time.perf_counter()
-                    if not count:
-                        first = now
                     count += 1
-                    last = now
+                    last = time.perf_counter()
                     if count >= n:
                         break
         except TimeoutError:
             pass
-        publisher.wait()
     return count / (last - first), count
 
 
@@ -208,48 +245,39 @@ def main() -> None:
         "--durable",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="QoS 1 delivery; PUBACK after the sink's durable watermark (default)",
+        help="PUBACK after the sink's durable watermark (default); else on hand-over",
     )
     args = ap.parse_args()
-    global QOS
-    QOS = "1" if args.durable else "0"
+    n = args.messages // PUBLISHERS * PUBLISHERS
     durable: dict[str, dict[str, float]] = {"single": {}, "batch": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        single, batch = work / "single.txt", work / "batch.txt"
-        write_lines(single, batch=False, messages=args.messages)
-        write_lines(batch, batch=True, messages=args.batch_messages)
+        single = write_lines(work, batch=False, messages=n)
+        batch = write_lines(work, batch=True, messages=args.batch_messages)
         (work / "vm").mkdir()
         with Mosquitto(work) as broker, VictoriaMetrics(work / "vm") as vm:
+            port = broker.port
 
             def sink(name: str) -> InfluxSink | None:
                 return make_sink(vm.url, work / f"spool-{name}") if args.durable else None
 
-            raw, raw_n = raw_rate(broker.port, "ehs/telemetry/S-0", single, args.messages)
+            raw_register(port)
+            asyncio.run(collector_register(port, "bench-1"))
+            asyncio.run(aiomqtt_register(port))
+            t = time.perf_counter()
+            preload(port, single)
+            publish_s = time.perf_counter() - t
+            raw, raw_n = raw_drain(port, n)
             one, one_n = asyncio.run(
-                collector_rate(
-                    broker.port,
-                    "ehs/telemetry/S-0",
-                    single,
-                    args.messages,
-                    "bench-1",
-                    sink("single"),
-                    durable["single"],
-                )
+                collector_drain(port, "bench-1", n, sink("1"), durable["single"])
             )
+            plain, plain_n = asyncio.run(aiomqtt_drain(port, n))
+            asyncio.run(collector_register(port, "bench-2"))
+            preload(port, batch)
             many, many_n = asyncio.run(
-                collector_rate(
-                    broker.port,
-                    "ehs/telemetry",
-                    batch,
-                    args.batch_messages * 100,
-                    "bench-2",
-                    sink("batch"),
-                    durable["batch"],
+                collector_drain(
+                    port, "bench-2", args.batch_messages * 100, sink("2"), durable["batch"]
                 )
-            )
-            plain, plain_n = asyncio.run(
-                aiomqtt_rate(broker.port, "ehs/telemetry/S-0", single, args.messages)
             )
     print(
         json.dumps(
@@ -260,11 +288,12 @@ def main() -> None:
                 "ratio_to_raw": round(one / raw, 3),
                 "aiomqtt_readings_per_s": round(plain),
                 "aiomqtt_ratio_to_raw": round(plain / raw, 3),
-                "messages": args.messages,
+                "messages": n,
+                "publish_msgs_per_s": round(n / publish_s),
                 "delivered": {"raw": raw_n, "single": one_n, "batch": many_n, "aiomqtt": plain_n},
                 "batch_messages": args.batch_messages,
                 "readings_per_batch_message": 100,
-                "qos": int(QOS),
+                "qos": 1,
                 "ack_after_durable": durable if args.durable else None,
             }
         )

@@ -164,6 +164,37 @@ def test_an_outage_loses_no_reading(vm: VictoriaMetrics, tmp_path: Path) -> None
     assert stored == 10_500
 
 
+def test_a_burst_over_the_memory_bound_goes_to_the_spool_not_dropped_while_the_server_is_up(
+    vm: VictoriaMetrics, tmp_path: Path
+) -> None:
+    """A broker's backlog after a restart arrives faster than any server takes it: what
+    is over `memory_max_points` is spilled to the spool and replayed, never dropped."""
+    start = round(time.time(), 3) - 300
+    bound = 10_000
+
+    async def main() -> InfluxSink:
+        s = sink(settings(vm.url, tmp_path / "spool"))
+        s.memory_max_points = bound
+        async with s:
+            evaluator = Evaluator(TABLE, start_ts=start)
+            for k in range(5):  # 50 000 readings between two turns of the sink's loop
+                b = stream(10_000, start + k * 10)
+                s.submit(b, evaluator.process(b))
+                assert s.stats.memory_points <= bound
+            assert s.stats.points_spooled > 0 and s.stats.server_up
+            await eventually(
+                lambda: s.stats.spool_segments == 0 and s.stats.memory_points == 0,
+                timeout=30,
+                what="everything written",
+            )
+        return s
+
+    s = run(main(), timeout=60)
+    assert s.stats.points_dropped == 0, s.stats.dropped_by_reason
+    assert s.stats.points_replayed == s.stats.points_spooled
+    assert count_points(vm, "D-101") == 50_000
+
+
 def test_a_writer_killed_mid_replay_loses_nothing(vm: VictoriaMetrics, tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
     spool = Spool(spool_dir, 1 << 30)

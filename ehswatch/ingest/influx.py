@@ -11,9 +11,11 @@ Contract:
 - A write that fails (server down, 5xx, timeout, wrong token) marks the server down and
   keeps the chunk: in the on-disk `Spool` if it takes it, else in memory. Until the
   server answers again every new chunk is kept the same way. Memory is bounded by
-  `memory_max_points` (pending readings included): over it, the oldest readings in
-  memory are dropped first, alarm and interlock events last, each point counted by
-  reason in `stats.dropped_by_reason`.
+  `memory_max_points` (pending readings included): over it, the oldest pending readings
+  go to the spool if it takes them (a burst bigger than the bound, such as a broker's
+  backlog after a restart, is kept even while the server is up); only when the spool
+  refuses are the oldest readings in memory dropped, alarm and interlock events last,
+  each point counted by reason in `stats.dropped_by_reason`.
 - The replay task probes the server on its own while it is down (a write of zero points,
   backing off from 0.5 s to 5 s) — whether or not the spool works — and as soon as it
   answers, live data is written directly again and the backlog is replayed: the spool
@@ -439,6 +441,10 @@ class InfluxSink(Component):
             data, points = b"".join(self._pending_events), self._pending_event_points
             self._pending_events, self._pending_event_points = [], 0
             yield _Chunk(EVENTS, data, points)
+        yield from self._reading_chunks(budget)
+
+    def _reading_chunks(self, budget: int) -> Iterator[_Chunk]:
+        """The oldest pending readings as chunks of `batch_size`, at most `budget`."""
         while budget > 0 and self._pending:
             group: list[_Columns] = []
             size = 0
@@ -602,8 +608,11 @@ class InfluxSink(Component):
         return self._pending_points + self._pending_event_points + self._memory_points
 
     def _shed(self) -> None:
-        """Over the memory bound: drop the oldest readings kept, then the oldest pending
-        readings, and only then the oldest events."""
+        """Over the memory bound: spill the oldest pending readings to the spool if it
+        takes them (a burst the server cannot take at once, e.g. a broker's backlog
+        after a restart, is kept, not dropped); what is still over is dropped: the oldest
+        readings kept, then the oldest pending readings, and only then the oldest events."""
+        self._spill()
         over = self._held_points() - self.memory_max_points
         memory = self._memory
         i = 0
@@ -633,6 +642,21 @@ class InfluxSink(Component):
             self._pending_event_points -= n
             self._drop(MEMORY_FULL, _Chunk(EVENTS, data, n))
             over -= n
+
+    def _spill(self) -> None:
+        """Move the oldest pending readings over the bound into the spool, encoded in
+        chunks of `batch_size` (the cost a write would have had anyway). Only while memory
+        keeps nothing the spool refused: memory only ever holds data newer than the
+        spool's, and a refusing spool leaves the rest to `_shed`."""
+        self._to_spool()
+        over = self._held_points() - self.memory_max_points
+        if over <= 0 or self._memory or not self.spool.ok:
+            return
+        for chunk in self._reading_chunks(over):
+            self._memory.append(chunk)
+            self._memory_points += chunk.points
+        self._to_spool()
+        self._backlog.set()
 
     def _drop(self, reason: str, chunk: _Chunk) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + chunk.points
