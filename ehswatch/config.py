@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ehswatch.names import listed
+
 Role = Literal["viewer", "operator", "supervisor", "dept_head", "safety_director", "gm", "admin"]
 ROLES: tuple[Role, ...] = (
     "viewer",
@@ -459,7 +461,7 @@ class Hazards(_Model):
     def _every_grade_defined(self) -> Hazards:
         missing = sorted(set(self.tier_grade.values()) - set(self.grades))
         if missing:
-            raise ValueError(f"tier_grade uses grades with no rule in grades: {missing}")
+            raise ValueError(f"tier_grade uses grades with no rule in grades: {listed(missing)}")
         return self
 
 
@@ -727,13 +729,13 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                 if need > len(voters):
                     errors.append(
                         f"{path}.interlock.voting: {il.get('voting')} needs {need} votes but zone "
-                        f"{z.get('id')} has only {len(voters)} sensors of types {vtypes}"
+                        f"{z.get('id')} has only {len(voters)} sensors of types {_types(vtypes)}"
                     )
                 elif n != len(voters):
                     errors.append(
                         f"{path}.interlock.voting: {il.get('voting')} names {n} voters but zone "
-                        f"{z.get('id')} has {len(voters)} sensors of types {vtypes} "
-                        f"({', '.join(map(str, voters))})"
+                        f"{z.get('id')} has {len(voters)} sensors of types {_types(vtypes)} "
+                        f"({listed(map(str, voters))})"
                     )
 
     hazards = raw.get("hazards")
@@ -803,5 +805,8 @@ def _has_interlock_setpoint(stype: dict[str, Any]) -> bool:
 
 
 def _known(ids: Any) -> str:
-    names = sorted(map(str, ids))
-    return ", ".join(names) if names else "(none defined)"
+    return listed(sorted(map(str, ids)), empty="(none defined)")
+
+
+def _types(vtypes: list[Any]) -> str:
+    return listed(map(str, vtypes))

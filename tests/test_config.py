@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from ehswatch.config import ConfigError, PlantConfig, load_config, parse_config
+from ehswatch.names import listed
 from ehswatch.thresholds import ThresholdTable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,6 +265,44 @@ def test_every_error_is_reported_at_once(plant: dict[str, Any]) -> None:
     errs = errors_of(plant)
     prefixes = ["sensors.D-101.type", "sensors.D-102.zone", "plcs.plc-1.port", "site.timezone"]
     assert all(any(e.startswith(p + ": ") for e in errs) for p in prefixes), errs
+
+
+def test_a_list_of_names_is_cut_at_ten_with_the_count(plant: dict[str, Any]) -> None:
+    # Plant scale: 1 000 more dust monitors vote in polishing-1 (its 1oo2 now names 2 voters
+    # of 1 001) and 1 000 more zones are known when D-101 names a zone that does not exist.
+    d101 = sensor(plant, "D-101")
+    for i in range(1000):
+        extra = copy.deepcopy(d101)
+        extra["id"] = f"V-{i:04d}"
+        extra["modbus"]["register"] = 100 + 2 * i
+        plant["sensors"].append(extra)
+    plant["zones"] += [{"id": f"area-{i:04d}"} for i in range(1000)]
+    d101["zone"] = "nowhere"
+    errs = errors_of(plant)
+    assert len(errs) == 2, errs  # each problem once, every problem at once
+    unknown, voting = sorted(errs)
+    assert unknown.startswith("sensors.D-101.zone: unknown zone 'nowhere'; known: ")
+    assert len(re.findall(r"\barea-\d{4}\b", unknown)) == 10
+    assert unknown.endswith(" and 994 more (1004 in all)")
+    assert voting.startswith(
+        "zones.polishing-1.interlock.voting: 1oo2 names 2 voters but zone polishing-1 has 1001 "
+        "sensors of types dust_al (D-102, V-0000, "
+    )
+    assert len(re.findall(r"\b(?:V-\d{4}|D-10\d)\b", voting)) == 10
+    assert voting.endswith(" and 991 more (1001 in all))")
+    assert all(len(e) < 600 for e in errs), [len(e) for e in errs]
+
+
+def test_listed_names_up_to_ten_then_how_many_more_of_how_many() -> None:
+    names = [f"s{i:02d}" for i in range(11)]
+    assert listed([]) == "(none)"
+    assert listed(iter([]), empty="(none defined)") == "(none defined)"
+    assert listed(["s00"]) == "s00"
+    assert listed(names[:10]) == ", ".join(names[:10])
+    assert listed(names) == ", ".join(names[:10]) + " and 1 more (11 in all)"
+    assert listed(iter(names), limit=2) == "s00, s01 and 9 more (11 in all)"
+    with pytest.raises(ValueError, match="at least 1"):
+        listed(names, limit=0)
 
 
 def test_config_is_immutable() -> None:
