@@ -81,9 +81,16 @@ def _run(path: str, verbose: bool) -> int:
     if config is None:
         return EXIT_CONFIG
     _setup_logging(verbose)
-    from ehswatch.service import run
+    from ehswatch.parts import run
 
-    return _serve(lambda stop: run(config, stop))
+    return _serve(lambda stop: run(config, stop, verbose=verbose))
+
+
+def _desk(run_dir: str, verbose: bool) -> int:
+    _setup_logging(verbose)
+    from ehswatch.parts import serve_desk
+
+    return _serve(lambda stop: serve_desk(Path(run_dir), stop))
 
 
 def _simulate(scenario_path: str, config_path: str | None, verbose: bool) -> int:
@@ -155,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the service: collectors and evaluator")
     run.add_argument("--config", required=True, help="the plant's YAML config")
     run.add_argument("-v", "--verbose", action="store_true")
+    desk = sub.add_parser(
+        "desk", help="(started by `run`) the desk part: API, board, tickets, notifications"
+    )
+    desk.add_argument("--run-dir", required=True, help="the control part's run directory")
+    desk.add_argument("-v", "--verbose", action="store_true")
     sim = sub.add_parser("simulate", help="serve simulated dust monitors, gas detectors, PLCs")
     sim.add_argument(
         "--scenario", required=True, help="scenario YAML (see ehswatch/simulators/scenarios)"
@@ -174,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "run":
         return _run(args.config, args.verbose)
+    if args.command == "desk":
+        return _desk(args.run_dir, args.verbose)
     if args.command == "simulate":
         return _simulate(args.scenario, args.config, args.verbose)
     if args.command == "demo":

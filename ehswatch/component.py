@@ -18,11 +18,20 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Wakeable(Protocol):
+    """What wakes a job that has work: an `asyncio.Event`, or a wake-up sent to a job
+    of another part (`control_channel.Wake`)."""
+
+    def set(self) -> None: ...
+
+
 BACKOFF_S = (1.0, 60.0)
 
 

@@ -127,6 +127,13 @@ class DatabaseSettings(_Model):
 class ApiSettings(_Model):
     host: str = "127.0.0.1"
     port: Port = 8000
+    # Sparklines: one row per step (last value, worst tier of the step), this many rows;
+    # 5 bytes per sensor and row, shared between the control and the desk part.
+    history_step_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    history_points: Annotated[int, Field(ge=1, le=1440)] = 60
+    # The desk part (API, board, tickets, notifications) is a process of its own; a
+    # dead one is started again after this long, doubling up to 30 s.
+    desk_restart_s: Annotated[float, Field(gt=0, le=30)] = 0.5
 
 
 class User(_Model):

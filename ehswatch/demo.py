@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from urllib.parse import urlsplit
 
 from ehswatch.config import PlantConfig
-from ehswatch.service import run
+from ehswatch.parts import run
 from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario
 

@@ -34,7 +34,8 @@ class HealthReport:
 
 
 def assess(service: Service) -> HealthReport:
-    """The service's health now, with one reason per condition that degrades it."""
+    """The control part's health now, with one reason per condition that degrades it
+    (the desk part adds its own: notification channels, its jobs; see `desk_health`)."""
     from ehswatch.service import wall_offset_problem
 
     reasons: list[str] = []
@@ -97,12 +98,6 @@ def assess(service: Service) -> HealthReport:
                 reasons.append(f"interlock {zone}: trip not yet stored (latch not durable)")
             if zs.output_fault:
                 reasons.append(f"interlock {zone}: the PLC did not confirm the output")
-    checks["notification_channels"] = {
-        c: {"down": ch.down} for c, ch in service.notifier.stats.items()
-    }
-    for cid, ch in service.notifier.stats.items():
-        if ch.down:
-            reasons.append(f"notification channel {cid} is down")
     clock_problem = wall_offset_problem(service.clock.wall_offset())
     if clock_problem is not None:
         reasons.append(clock_problem)
@@ -117,3 +112,37 @@ def liveness(service: Service) -> tuple[bool, str]:
     if il is not None and not il.control_alive(STUCK_AFTER_S):
         return False, f"the interlock control loop has not turned for over {STUCK_AFTER_S:g} s"
     return True, ""
+
+
+#: the control part publishes its state at every tick (at most 1 s); this long without a
+#: new state, the desk part says the control part is not answering
+CONTROL_SILENT_AFTER_S = 5.0
+
+
+def desk_health(
+    control: dict[str, Any] | None,
+    control_age_s: float | None,
+    own_reasons: list[str],
+    channels: dict[str, bool],
+) -> HealthReport:
+    """What `/health` says, in the desk part: the control part's published report (or
+    that it is silent), then the desk part's own conditions and notification channels
+    (`channels`: id -> down)."""
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    if control is None or control_age_s is None:
+        reasons.append("the control part has not published its state: it is not running")
+    else:
+        reasons.extend(control.get("reasons", []))
+        checks.update(control.get("checks", {}))
+        if control_age_s > CONTROL_SILENT_AFTER_S:
+            reasons.append(
+                f"the control part has published nothing for {control_age_s:.0f} s:"
+                " it is stuck or down"
+            )
+    reasons.extend(own_reasons)
+    checks["notification_channels"] = {c: {"down": down} for c, down in channels.items()}
+    reasons.extend(f"notification channel {c} is down" for c, down in channels.items() if down)
+    return HealthReport(
+        status="degraded" if reasons else "ok", reasons=tuple(reasons), checks=checks
+    )

@@ -1,49 +1,35 @@
-"""`SensorHistory`: the last minutes of every sensor, in memory, for the board's sparklines.
+"""`SensorHistory`: the board's sparklines, downsampled so memory stays flat per sensor.
 
-An evaluator-stage listener: at every tick (once a second) it copies the evaluator's last
-value and tier of every sensor into a ring of `seconds` slots. Storage needs no server
-for this (the demo has no InfluxDB); with InfluxDB, Grafana shows the long history.
+Fed at every evaluator tick with the evaluator's last values and tiers, it closes one
+step every `step_s` (config `api.history_step_s`, default 10 s): the step's row is the
+last value of each sensor and the worst tier it was at during the step (a spike shorter
+than a step still colours the sparkline). The rows go to the shared state's ring of
+`api.history_points` rows (default 60: ten minutes), 5 bytes per sensor and row; with
+InfluxDB, Grafana shows the long history at full rate.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
-from ehswatch.readings import ReadingBatch
-from ehswatch.thresholds.evaluator import Evaluator
-from ehswatch.thresholds.outcome import Evaluation
+Row = tuple[NDArray[np.float32], NDArray[np.int8], float]
 
 
 class SensorHistory:
-    def __init__(self, evaluator: Evaluator, seconds: int = 600) -> None:
-        self.evaluator = evaluator
-        n = evaluator.table.size
-        self.seconds = seconds
-        self.values = np.full((n, seconds), np.nan)
-        self.tiers = np.zeros((n, seconds), dtype=np.int8)
-        self.stamps = np.full(seconds, np.nan)
-        self._next = 0
+    def __init__(self, sensors: int, step_s: float) -> None:
+        self.step_s = step_s
+        self._worst = np.zeros(sensors, dtype=np.int8)
+        self._due: float | None = None
 
-    def on_evaluation(self, batch: ReadingBatch, _: Evaluation) -> None:
-        if len(batch):
-            return  # ticks only: one sample a second
-        k = self._next % self.seconds
-        self.values[:, k] = self.evaluator.last_value
-        self.tiers[:, k] = self.evaluator.tier
-        self.stamps[k] = float(np.nanmax(self.evaluator.last_ts)) if self.values.size else math.nan
-        self._next += 1
-
-    def of(self, sensor: int, last: int | None = None) -> tuple[list[float | None], list[int]]:
-        """Values (None where unknown) and tiers of one sensor, oldest first."""
-        count = (
-            min(self._next, self.seconds) if last is None else min(last, self._next, self.seconds)
-        )
-        idx = (np.arange(self._next - count, self._next) % self.seconds).astype(np.intp)
-        vals: NDArray[np.float64] = self.values[sensor, idx]
-        return (
-            [None if not math.isfinite(v) else round(float(v), 4) for v in vals],
-            self.tiers[sensor, idx].tolist(),
-        )
+    def tick(self, now: float, value: NDArray[np.float64], tier: NDArray[np.int8]) -> Row | None:
+        """The row of the step that ends at this tick, or None while it goes on. The
+        first tick closes a step at once, so that a board has a point from the start."""
+        np.maximum(self._worst, tier, out=self._worst)
+        if self._due is not None and now < self._due:
+            return None
+        row = (value.astype(np.float32), self._worst.copy(), now)
+        self._worst[:] = 0
+        # From the planned time, not from now: a late tick does not shift every later step.
+        self._due = now + self.step_s if self._due is None else max(self._due + self.step_s, now)
+        return row

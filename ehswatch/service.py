@@ -1,9 +1,17 @@
-"""Wiring: the components of one ehswatch process, started and stopped together.
+"""Wiring of the control part: the components that decide, started and stopped together.
+
+`Service` is the control part (see `ehswatch.parts` and docs/deploy.md): intake,
+evaluator, interlocks with their PLC links and heartbeat, alarm states, storage. It
+shares no event loop with anything a person looks at: it publishes its state once per
+tick into the shared state file (`ControlState`) and takes commands (acknowledge,
+shelve, reset, bypass) over the command channel (`CommandServer`), both in its run
+directory; the desk part (`ehswatch.desk`) serves the API, the board, tickets and
+notifications from those.
 
 `Service` is an async context manager: entering starts the storage sink, the evaluator
 stage, then the collectors that the config calls for; leaving stops them in reverse
 order (collectors first, so nothing is left half-handed to the evaluator, and the sink
-last, so it spools whatever it still holds). `run()` serves until `stop`.
+last, so it spools whatever it still holds).
 
 Every part that decides by time (the evaluator's ticks and staleness, interlocks, alarms,
 hazards, notifications, the stamps on readings that carry none) runs on the one
@@ -14,25 +22,25 @@ none of their decisions; `ClockWatch` logs when the wall clock moves away from i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-from collections.abc import Callable, Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import uvicorn
-
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
-from ehswatch.alarms.notifier import Notifier
 from ehswatch.alarms.relay import AlarmRelay
 from ehswatch.clock import ServiceClock
+from ehswatch.commands import control_handlers
 from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
+from ehswatch.control_channel import CommandServer, Wake
+from ehswatch.control_state import ControlState, control_status
 from ehswatch.db import Database
-from ehswatch.hazards.desk import HazardDesk
 from ehswatch.history import SensorHistory
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
@@ -40,7 +48,7 @@ from ehswatch.ingest.mqtt import MqttCollector
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.interlock.controller import InterlockController
 from ehswatch.publisher import RetainedPublisher
-from ehswatch.roles import Actor
+from ehswatch.shared_state import StateLayout, StateWriter
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 
@@ -93,11 +101,29 @@ class ClockWatch(Component):
             await asyncio.sleep(self.period_s)
 
 
+STATE_FILE = "state"
+COMMAND_SOCKET = "control.sock"
+
+
+def new_run_dir() -> Path:
+    """A private directory for the shared state and the command socket: in memory
+    (/dev/shm) where there is one, so that publishing never waits on a disk."""
+    shm = Path("/dev/shm")
+    return Path(tempfile.mkdtemp(prefix="ehswatch-", dir=shm if shm.is_dir() else None))
+
+
 class Service:
     def __init__(
-        self, config: PlantConfig, *, tick_s: float = 1.0, clock: ServiceClock | None = None
+        self,
+        config: PlantConfig,
+        *,
+        tick_s: float = 1.0,
+        clock: ServiceClock | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.config = config
+        self._own_run_dir = run_dir is None
+        self.run_dir = run_dir if run_dir is not None else new_run_dir()
         # The one clock of every decision; see `ehswatch.clock`.
         self.clock = clock if clock is not None else ServiceClock()
         self.clock_watch = ClockWatch(self.clock)
@@ -142,6 +168,8 @@ class Service:
             self.stage.listen(self.interlock.on_evaluation)
         if self.sink is not None:
             self.stage.listen(self.sink.submit)
+        # Events for the desk part's screens and wake-ups for its jobs, sent over the
+        # command channel.
         self.events = EventStream()
         self.relay = AlarmRelay(
             config=config,
@@ -151,19 +179,32 @@ class Service:
             sink=self.sink,
             clock=self.clock,
         )
-        self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.alarms.on_commit.append(self.relay.wake)
-        self.hazards = HazardDesk(config=config, db=self.db, clock=self.clock)
-        self.alarms.on_commit.append(self.hazards.wake)
-        self.hazards.notify_wake = self.notifier.wake
-        self.relay.notify_wake = self.notifier.wake
+        self.alarms.on_commit.append(Wake(self.events, "hazards"))
+        self.relay.notify_wake = Wake(self.events, "notifier")
         self.stage.listen(self.alarms.on_evaluation)
-        self.history = SensorHistory(self.stage.evaluator)
-        self.stage.listen(self.history.on_evaluation)
         if self.interlock is not None:
             self.interlock.stream = self.events
-        self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
         self.started_at = self.clock()
+        # Set by `parts.run`: the desk process's pid, starts and last exit, for /health.
+        self.desk_status: Callable[[], dict[str, object]] | None = None
+        api = config.api
+        self.state_writer = StateWriter(
+            self.run_dir / STATE_FILE,
+            StateLayout(sensors=self.table.size, points=api.history_points),
+            api.history_step_s,
+        )
+        self.state = ControlState(
+            evaluator=self.stage.evaluator,
+            writer=self.state_writer,
+            history=SensorHistory(self.table.size, api.history_step_s),
+            status=lambda: control_status(self),
+            clock=self.clock,
+        )
+        self.stage.listen(self.state.on_evaluation)
+        self.commands = CommandServer(
+            self.run_dir / COMMAND_SOCKET, control_handlers(self), self.events
+        )
         self.modbus = (
             ModbusCollector.from_config(config, self.table, self.queue, clock=self.clock)
             if config.modbus_devices
@@ -195,13 +236,13 @@ class Service:
             if self.sink is not None:
                 await self._stack.enter_async_context(self.sink)
             # Alarms and interlocks before the evaluator feeds them; out after it.
-            await self._stack.enter_async_context(self.notifier)
-            await self._stack.enter_async_context(self.hazards)
             await self._stack.enter_async_context(self.relay)
             await self._stack.enter_async_context(self.alarms)
             if self.interlock is not None:
                 await self._stack.enter_async_context(self.interlock)
             await self._stack.enter_async_context(self.stage)
+            self.state.publish()  # the desk part has a state to read from the start
+            await self._stack.enter_async_context(self.commands)
             if self.modbus is not None:
                 await self._stack.enter_async_context(self.modbus)
             if self.mqtt is not None:
@@ -215,70 +256,26 @@ class Service:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stack.__aexit__(et, e, tb)
+        try:
+            await self._stack.__aexit__(et, e, tb)
+        finally:
+            self.events.close()
+            self.state_writer.close()
+            if self._own_run_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
         log.info("ehswatch stopped")
 
     def components(self) -> list[Component]:
         parts: list[Component | None] = [
             self.publisher,
             self.sink,
-            self.notifier,
-            self.hazards,
             self.relay,
             self.alarms,
             self.interlock,
             self.stage,
             self.modbus,
             self.mqtt,
+            self.commands,
             self.clock_watch,
         ]
         return [c for c in parts if c is not None]
-
-
-class ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling (ehswatch's handlers set `stop`), that ends
-    the open event streams first when it shuts down, so that it does not wait on them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    before_shutdown: Callable[[], None] | None = None
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.before_shutdown is not None:
-            self.before_shutdown()
-        await super().shutdown(sockets)
-
-
-async def run(config: PlantConfig, stop: asyncio.Event) -> None:
-    """The service with its API and board on `api.host:api.port`, until `stop`."""
-    from ehswatch.api.app import create_app
-
-    # Find out before starting anything that the API's address is free.
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((config.api.host, config.api.port))
-        except OSError as exc:
-            raise RuntimeError(
-                f"the API could not start on {config.api.host}:{config.api.port}: "
-                f"{exc.strerror or exc}"
-            ) from None
-
-    app = create_app(config)
-    server = ApiServer(
-        uvicorn.Config(
-            app, host=config.api.host, port=config.api.port, log_level="warning", lifespan="on"
-        )
-    )
-    server.before_shutdown = lambda: app.state.service.events.close()
-    serving = asyncio.create_task(server.serve(), name="api:server")
-    log.info("API and board on http://%s:%d/", config.api.host, config.api.port)
-    stopped = asyncio.create_task(stop.wait(), name="api:stop")
-    await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await serving
-    stopped.cancel()
-    if not server.started:
-        raise RuntimeError(f"the API could not start on {config.api.host}:{config.api.port}")

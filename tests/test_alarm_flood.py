@@ -40,6 +40,7 @@ from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 from tests.aio import eventually, run
 from tests.fakes import RobotServer
+from tests.parts import both_parts
 from tests.servers import free_port
 
 GATEWAY_SENSORS = [f"D-{k}" for k in range(50)]  # all on gw-1; D-0..D-2 vote for "hall"
@@ -223,7 +224,7 @@ async def running(tmp_path: Path, robots: RobotServer) -> AsyncIterator[Plant]:
         PlcSim(config.plcs[0]) as plc,
         Gateway(config, "gw-1") as gw1,
         Gateway(config, "gw-2") as gw2,
-        Service(config, tick_s=0.2) as service,
+        both_parts(config, tick_s=0.2) as (service, _desk),
     ):
         p = Plant(service, gw1, gw2, plc, robots, tmp_path / "ehswatch.db")
         await p.answering()

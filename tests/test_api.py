@@ -17,8 +17,9 @@ import yaml
 
 from ehswatch.api.app import create_app
 from ehswatch.config import ROLES, PlantConfig, parse_config
+from ehswatch.parts import ApiServer
 from ehswatch.readings import ReadingBatch
-from ehswatch.service import ApiServer, Service
+from ehswatch.service import Service
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
 from tests.servers import free_port
@@ -73,7 +74,7 @@ async def serve(config: PlantConfig) -> AsyncIterator[tuple[Service, httpx.Async
     server = ApiServer(
         uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
     )
-    server.before_shutdown = lambda: app.state.service.events.close()
+    server.before_shutdown = lambda: app.state.desk.events.close()
     async with PlcSim(config.plcs[0]):
         task = asyncio.create_task(server.serve(), name="test:api")
         await eventually(lambda: server.started, what="the API")
@@ -238,6 +239,7 @@ def test_metrics_are_prometheus_text_and_health_lists_components(tmp_path: Path)
         async with serve(config) as (service, client):
             raise_alarm(service)
             await eventually(lambda: len(service.alarms.open) == 1, what="an alarm")
+            service.state.publish()  # what the next tick would publish
             text = (await client.get("/metrics")).text
             assert "# TYPE ehswatch_readings_total counter" in text
             assert "ehswatch_readings_total 1" in text

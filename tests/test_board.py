@@ -18,7 +18,7 @@ import yaml
 
 from ehswatch.api.app import create_app
 from ehswatch.config import parse_config
-from ehswatch.service import ApiServer
+from ehswatch.parts import ApiServer
 from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario
 from tests.aio import eventually, run
@@ -92,7 +92,7 @@ def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) 
         server = ApiServer(
             uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
         )
-        server.before_shutdown = lambda: app.state.service.events.close()
+        server.before_shutdown = lambda: app.state.desk.events.close()
         url = f"http://127.0.0.1:{config.api.port}/#token=demo-viewer"
 
         def browse() -> dict[str, str]:

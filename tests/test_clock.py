@@ -20,10 +20,11 @@ import yaml
 from ehswatch.api.routers.health import health
 from ehswatch.clock import ServiceClock, SteppableClock
 from ehswatch.config import PlantConfig, parse_config
-from ehswatch.service import ClockWatch, Service
+from ehswatch.service import ClockWatch
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds import Tier
 from tests.aio import eventually, run
+from tests.parts import both_parts
 from tests.servers import Mosquitto, ServerMissing, free_port, start_service
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
@@ -180,8 +181,12 @@ def test_readings_stamped_by_the_service_keep_being_evaluated_across_wall_steps_
 
         async def main() -> None:
             plc = PlcSim(config.plcs[0])
-            service = Service(config, tick_s=0.1, clock=clocks.service_clock())
-            async with plc, service, aiomqtt.Client("127.0.0.1", broker.port) as pub:
+            parts = both_parts(config, tick_s=0.1, clock=clocks.service_clock())
+            async with (
+                plc,
+                parts as (service, desk),
+                aiomqtt.Client("127.0.0.1", broker.port) as pub,
+            ):
                 assert service.mqtt is not None and service.interlock is not None
                 await eventually(lambda: service.mqtt.stats.connected, what="MQTT connected")
                 d1 = service.table.index["D-1"]
@@ -197,14 +202,18 @@ def test_readings_stamped_by_the_service_keep_being_evaluated_across_wall_steps_
                     )
                     stamps.append(float(service.stage.evaluator.last_ts[d1]))
 
+                async def report_now() -> dict[str, Any]:
+                    service.state.publish()  # what the next tick publishes, now
+                    return await health(desk)
+
                 for v in (3.0, 3.2):
                     await read(v)
-                assert (await health(service))["clock"] == {"wall_offset_s": 0.0}
+                assert (await report_now())["clock"] == {"wall_offset_s": 0.0}
 
                 clocks.step_wall(-TEN_MINUTES)  # NTP steps the wall clock ten minutes back
                 for v in (3.1, 3.3):
                     await read(v)
-                report = await health(service)
+                report = await report_now()
                 assert report["clock"] == {
                     "wall_offset_s": -600.0,
                     "reason": "wall clock stepped or drifted by -600.0 s since start",
@@ -224,7 +233,7 @@ def test_readings_stamped_by_the_service_keep_being_evaluated_across_wall_steps_
                 clocks.step_wall(+TEN_MINUTES)  # and forward again
                 for v in (44.0, 3.0):
                     await read(v)
-                report = await health(service)
+                report = await report_now()
                 assert report["clock"] == {"wall_offset_s": 0.0}
                 # Only the clock is back: the latch holds until an authorised reset.
                 assert service.interlock.states["mill"].tripped and plc.coils.get(0) is True

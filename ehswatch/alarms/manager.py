@@ -64,7 +64,7 @@ from ehswatch.alarms.store import (
     to_alarm,
 )
 from ehswatch.audit import record
-from ehswatch.component import Component, Job
+from ehswatch.component import Component, Job, Wakeable
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.readings import ReadingBatch
@@ -155,7 +155,7 @@ class AlarmManager(Component):
         self.out_of_service: set[str] = set()
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._lock = asyncio.Lock()
-        self.on_commit: list[asyncio.Event] = []  # set after each commit: relay, hazard desk
+        self.on_commit: list[Wakeable] = []  # set after each commit: relay, hazard desk
         self._requests: deque[_ZoneRequest] = deque()  # zone conditions, in order
         # The state last asked for, per (source, kind): what the caller has handed over,
         # written or not yet.

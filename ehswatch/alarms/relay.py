@@ -39,7 +39,7 @@ from ehswatch.alarms.store import (
     alarm_dict,
     to_alarm,
 )
-from ehswatch.component import Component, Job
+from ehswatch.component import Component, Job, Wakeable
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -74,7 +74,7 @@ class AlarmRelay(Component):
         self._prefix = config.mqtt.topic_prefix if config.mqtt else "ehs"
         self._group_wait = config.notifications.flood.group_wait_s
         self.wake = asyncio.Event()
-        self.notify_wake: asyncio.Event | None = None  # the notifier's
+        self.notify_wake: Wakeable | None = None  # the notifier's
         self._current: dict[str, dict[str, Any]] = {}  # sensor → {"tier": …, "fault": …}
         self.relayed = 0
 

@@ -1,11 +1,15 @@
-"""The FastAPI application: routes of SPEC §9 over a running `Service`.
+"""The FastAPI application of the desk part: the API and the board.
 
-`create_app(config)` builds the app; its lifespan starts the whole service (collectors,
-evaluator, storage, interlocks, alarms, hazards) and stops it with the server, and the
-routes reach the parts through the `...Dep` aliases of `deps`. Domain refusals become
-JSON errors: `Forbidden` 403, `Refused` 409 (evidence: 413/415), unknown ids 404. A
-malformed request (path, query, body) is a 4xx with a JSON `{"detail": ...}`, never a
-500: see `errors`.
+`create_app(config, run_dir=...)` builds the app of the desk part for the control part
+whose run directory that is (what `ehswatch desk` serves); its lifespan starts the
+`DeskPart` (tickets, notifications, the command channel) and stops it with the server.
+Without `run_dir` (tests, tools) the lifespan starts a control part (`Service`) in the
+same process first and the desk part beside it, talking through the same run directory,
+socket and shared state as in production. Routes reach the desk part's pieces through
+the `...Dep` aliases of `deps`. Domain refusals become JSON errors: `Forbidden` 403,
+`Refused` 409 (evidence: 413/415), unknown ids 404, a control part that does not answer
+503. A malformed request (path, query, body) is a 4xx with a JSON `{"detail": ...}`,
+never a 500: see `errors`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from ehswatch.api.routers import (
     sensors,
 )
 from ehswatch.config import PlantConfig
+from ehswatch.control_channel import ControlUnavailable, RemoteError
+from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.evidence import EvidenceRejected
 from ehswatch.roles import Forbidden, Refused
 from ehswatch.service import Service
@@ -39,12 +45,20 @@ from ehswatch.service import Service
 BOARD = Path(__file__).parent / "board" / "index.html"
 
 
-def create_app(config: PlantConfig, service: Service | None = None) -> FastAPI:
+def create_app(
+    config: PlantConfig, *, run_dir: Path | None = None, service: Service | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_dir is not None:
+            async with DeskPart(config, run_dir) as desk:
+                app.state.desk = desk
+                yield
+            return
         svc = service if service is not None else Service(config)
-        async with svc:
+        async with svc, DeskPart(config, svc.run_dir, clock=svc.clock) as desk:
             app.state.service = svc
+            app.state.desk = desk
             yield
 
     app = FastAPI(
@@ -74,6 +88,16 @@ def create_app(config: PlantConfig, service: Service | None = None) -> FastAPI:
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
         return error_response(409, str(exc))
+
+    @app.exception_handler(ControlUnavailable)
+    async def unavailable(_: Request, exc: ControlUnavailable) -> JSONResponse:
+        return error_response(503, str(exc))
+
+    @app.exception_handler(RemoteError)
+    async def remote(_: Request, exc: RemoteError) -> JSONResponse:
+        # A failure inside the control part is its bug, logged there: here it is a
+        # service that could not do it (503), never a 500.
+        return error_response(exc.status if 400 <= exc.status < 500 else 503, str(exc))
 
     @app.exception_handler(KeyError)
     async def missing(_: Request, exc: KeyError) -> JSONResponse:

@@ -1,8 +1,9 @@
-"""What routes depend on: the running service, and the person behind the bearer token.
+"""What routes depend on: the desk part, and the person behind the bearer token.
 
-Routes take the service's parts through the `...Dep` aliases, and their caller through
-`Caller` (any valid token) or `require(role)` (a token of that role or above). No token,
-or an unknown one: 401. A role too low: 403.
+Routes take the desk part's pieces through the `...Dep` aliases — the shared state and
+status of the control part, the database, the hazard desk, the command channel to the
+control part — and their caller through `Caller` (any valid token) or `require(role)` (a
+token of that role or above). No token, or an unknown one: 401. A role too low: 403.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ehswatch.alarms.manager import AlarmManager
 from ehswatch.config import Role
+from ehswatch.control_channel import ControlClient
+from ehswatch.db import Database
+from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.desk import HazardDesk
-from ehswatch.interlock.controller import InterlockController
 from ehswatch.roles import Actor
-from ehswatch.service import Service
 
 # Database ids: positive, and within a 64-bit integer (SQLite and PostgreSQL alike).
 Id = Annotated[int, Path(ge=1, le=2**62)]
@@ -27,36 +28,34 @@ Id = Annotated[int, Path(ge=1, le=2**62)]
 bearer = HTTPBearer(auto_error=False, description="an ehswatch user token")
 
 
-def get_service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+def get_desk(request: Request) -> DeskPart:
+    desk: DeskPart = request.app.state.desk
+    return desk
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+DeskDep = Annotated[DeskPart, Depends(get_desk)]
 
 
-def get_alarms(service: ServiceDep) -> AlarmManager:
-    return service.alarms
+def get_hazards(desk: DeskDep) -> HazardDesk:
+    return desk.hazards
 
 
-def get_hazards(service: ServiceDep) -> HazardDesk:
-    return service.hazards
+def get_control(desk: DeskDep) -> ControlClient:
+    return desk.link
 
 
-def get_interlock(service: ServiceDep) -> InterlockController:
-    if service.interlock is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "this plant has no interlocked zones")
-    return service.interlock
+def get_db(desk: DeskDep) -> Database:
+    return desk.db
 
 
-AlarmsDep = Annotated[AlarmManager, Depends(get_alarms)]
 HazardsDep = Annotated[HazardDesk, Depends(get_hazards)]
-InterlockDep = Annotated[InterlockController, Depends(get_interlock)]
+ControlDep = Annotated[ControlClient, Depends(get_control)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
 
 
 def current_user(
     request: Request,
-    service: ServiceDep,
+    desk: DeskDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Actor:
     token = credentials.credentials if credentials is not None else None
@@ -69,7 +68,7 @@ def current_user(
             headers={"WWW-Authenticate": "Bearer"},
         )
     digest = hashlib.sha256(token.encode()).hexdigest()
-    user = service.users.get(digest)
+    user = desk.users.get(digest)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "unknown token", headers={"WWW-Authenticate": "Bearer"}

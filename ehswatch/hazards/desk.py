@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ehswatch.alarms.model import route_tier_of
 from ehswatch.alarms.store import NotificationRecord, OutboxRecord
 from ehswatch.audit import record
-from ehswatch.component import Component, Job
+from ehswatch.component import Component, Job, Wakeable
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.hazards import model
@@ -89,7 +89,7 @@ class HazardDesk(Component):
         self._own_client = client is None
         self._backoff = backoff_s
         self.wake = asyncio.Event()  # the alarm manager sets it after each commit
-        self.notify_wake: asyncio.Event | None = None
+        self.notify_wake: Wakeable | None = None
         self._outbound_wake = asyncio.Event()
         self.tz = ZoneInfo(config.site.timezone)
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from ehswatch.api.deps import ServiceDep, Viewer
+from ehswatch.api.deps import DatabaseDep, Viewer
 from ehswatch.audit import AuditEntry
 
 router = APIRouter(prefix="/api", tags=["audit"])
@@ -15,12 +15,12 @@ router = APIRouter(prefix="/api", tags=["audit"])
 
 @router.get("/audit")
 async def audit(
-    service: ServiceDep,
+    db: DatabaseDep,
     _: Viewer,
     subject: str | None = None,
     limit: int = Query(200, ge=1, le=5000),
 ) -> list[dict[str, Any]]:
-    async with service.db.new_session() as s:
+    async with db.new_session() as s:
         q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
         if subject:
             q = q.where(AuditEntry.subject == subject)

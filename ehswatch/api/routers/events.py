@@ -1,5 +1,8 @@
 """`/api/events`: Server-Sent Events — alarm and interlock changes as they happen.
 
+The control part sends them over the command channel; the desk part fans them out to
+every open stream (a slow client loses its oldest, never slows anyone else).
+
 Each event is ``event: <alarm|interlock>`` with its JSON as data (alarm events carry
 their outbox id as the SSE id). A comment line every 15 s keeps proxies from closing the
 connection. Browsers' EventSource cannot send headers: the token may be given as
@@ -15,19 +18,19 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from ehswatch.api.deps import ServiceDep, Viewer
+from ehswatch.api.deps import DeskDep, Viewer
 
 router = APIRouter(prefix="/api", tags=["events"])
 KEEPALIVE_S = 15.0
 
 
 @router.get("/events", response_class=StreamingResponse)
-async def events(request: Request, service: ServiceDep, _: Viewer) -> StreamingResponse:
+async def events(request: Request, desk: DeskDep, _: Viewer) -> StreamingResponse:
     async def stream() -> AsyncIterator[str]:
-        async with service.events.subscribe() as queue:
+        async with desk.events.subscribe() as queue:
             yield ": ehswatch events\n\n"
             quiet = 0.0
-            while not service.events.closed and not await request.is_disconnected():
+            while not desk.events.closed and not await request.is_disconnected():
                 try:
                     # Wake every second to notice a client that went away.
                     event = await asyncio.wait_for(queue.get(), 1.0)

@@ -1,17 +1,19 @@
 """`/api/interlocks` (+ `/{zone}/reset`, `/{zone}/bypass`, `/{zone}/bypass/end`).
 
-States are shown at the service clock's time (a bypass's remaining time, whether it is
-on), the clock the controller decides by, never the wall clock.
+The list is the control part's latest published state (at most one tick old), shown
+at the control part's clock (a bypass's remaining time, whether it is on), never the wall
+clock. Reset and bypass are done by the control part, over the command channel; its
+refusals (403, 409) come back as they are.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from ehswatch.api.deps import InterlockDep, ServiceDep, Supervisor, Viewer
+from ehswatch.api.deps import ControlDep, DeskDep, Supervisor, Viewer
 from ehswatch.api.models import Comment
 
 router = APIRouter(prefix="/api/interlocks", tags=["interlocks"])
@@ -25,43 +27,35 @@ class BypassRequest(BaseModel):
 
 
 @router.get("")
-async def list_interlocks(
-    interlock: InterlockDep, service: ServiceDep, _: Viewer
-) -> list[dict[str, Any]]:
-    now = service.clock()
-    return [s.public(now) for s in interlock.states.values()]
+async def list_interlocks(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
+    status = desk.status()[1]
+    if status is None:
+        raise HTTPException(503, "the control part has not published its state")
+    states: list[dict[str, Any]] | None = status.get("interlocks")
+    if states is None:
+        raise HTTPException(404, "this plant has no interlocked zones")
+    return states
 
 
 @router.post("/{zone}/reset")
 async def reset(
-    zone: str,
-    interlock: InterlockDep,
-    service: ServiceDep,
-    user: Supervisor,
-    body: Comment | None = None,
+    zone: str, control: ControlDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
-    s = await interlock.reset(zone, user, (body or Comment()).comment)
-    return s.public(service.clock())
+    comment = (body or Comment()).comment
+    return await control.call("interlock.reset", user, zone=zone, comment=comment)
 
 
 @router.post("/{zone}/bypass")
 async def bypass(
-    zone: str, body: BypassRequest, interlock: InterlockDep, service: ServiceDep, user: Supervisor
+    zone: str, body: BypassRequest, control: ControlDep, user: Supervisor
 ) -> dict[str, Any]:
     """The first call (safety director or gm) asks; the second, by the other role, turns it on."""
-    s = await interlock.request_bypass(
-        zone, user, reason=body.reason, measure=body.measure, hours=body.hours, comment=body.comment
-    )
-    return s.public(service.clock())
+    return await control.call("interlock.bypass", user, zone=zone, **body.model_dump())
 
 
 @router.post("/{zone}/bypass/end")
 async def end_bypass(
-    zone: str,
-    interlock: InterlockDep,
-    service: ServiceDep,
-    user: Supervisor,
-    body: Comment | None = None,
+    zone: str, control: ControlDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
-    s = await interlock.end_bypass(zone, user, (body or Comment()).comment)
-    return s.public(service.clock())
+    comment = (body or Comment()).comment
+    return await control.call("interlock.bypass_end", user, zone=zone, comment=comment)

@@ -1,165 +1,76 @@
-"""`/metrics`: Prometheus text format (open, like any scrape target)."""
+"""`/metrics`: Prometheus text format (open, like any scrape target).
+
+The control part's families come from its published status document (at most one tick
+old); the per-sensor reading counters from the shared arrays (only sensors with a
+count, so the answer stays small on a quiet plant of any size); then the desk part's own.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from ehswatch.api.deps import ServiceDep
+from ehswatch.api.deps import DeskDep
+from ehswatch.metrics import Family, render
+from ehswatch.shared_state import StateUnavailable
 
 router = APIRouter(tags=["metrics"])
 
-
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+PER_SENSOR = (
+    (
+        "late",
+        "ehswatch_sensor_late_readings_total",
+        "Readings older than their sensor's latest (taken raise-only), per sensor.",
+    ),
+    (
+        "future",
+        "ehswatch_sensor_future_readings_total",
+        "Readings rejected as stamped too far ahead of the service clock, per sensor.",
+    ),
+    (
+        "too_old",
+        "ehswatch_sensor_too_old_readings_total",
+        "Readings rejected as stamped further back than max_behind_s, per sensor.",
+    ),
+)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(service: ServiceDep) -> str:
-    lines: list[str] = []
+async def metrics(desk: DeskDep) -> str:
+    ids = desk.table.sensor_ids
 
-    def metric(
-        name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]
-    ) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
+    def take(a: dict[str, Any], _written: int) -> list[tuple[Any, Any]]:
+        out = []
+        for key, *_ in PER_SENSOR:
+            rows = np.flatnonzero(a[key])
+            out.append((rows, a[key][rows].copy()))
+        return out
 
-    st = service.stage.stats
-    metric("ehswatch_readings_total", "counter", "Readings evaluated.", [({}, st.readings)])
-    metric("ehswatch_evaluations_total", "counter", "Micro-batches evaluated.", [({}, st.batches)])
-    metric(
-        "ehswatch_evaluator_batch_seconds",
-        "gauge",
-        "Evaluator time of the last batch.",
-        [({}, st.last_batch_ms / 1000)],
+    families: list[Family] = []
+    up = 1
+    try:
+        published, counts = desk.read(take)
+        families.extend(published.status.get("metrics", []))
+    except StateUnavailable:
+        up, counts = 0, [(np.zeros(0, np.intp), np.zeros(0, np.int64))] * len(PER_SENSOR)
+    for (_, name, help_text), (rows, values) in zip(PER_SENSOR, counts, strict=True):
+        samples = [
+            [{"sensor": ids[i]}, int(v)]
+            for i, v in zip(rows.tolist(), values.tolist(), strict=True)
+        ]
+        families.append([name, "counter", help_text, samples or [[{"sensor": "none"}, 0]]])
+    families.append(
+        ["ehswatch_control_part_up", "gauge", "1 while the control part publishes.", [[{}, up]]]
     )
-    metric(
-        "ehswatch_evaluator_batch_seconds_max",
-        "gauge",
-        "Longest evaluator batch so far.",
-        [({}, st.max_batch_ms / 1000)],
+    families.append(
+        [
+            "ehswatch_event_stream_clients",
+            "gauge",
+            "Open /api/events streams.",
+            [[{}, desk.events.subscribers]],
+        ]
     )
-    ev = service.stage.evaluator
-    ids = service.table.sensor_ids
-    for name, help_text, counts in (
-        (
-            "ehswatch_sensor_late_readings_total",
-            "Readings older than their sensor's latest (taken raise-only), per sensor.",
-            ev.late_count,
-        ),
-        (
-            "ehswatch_sensor_future_readings_total",
-            "Readings rejected as stamped too far ahead of the service clock, per sensor.",
-            ev.future_count,
-        ),
-        (
-            "ehswatch_sensor_too_old_readings_total",
-            "Readings rejected as stamped further back than max_behind_s, per sensor.",
-            ev.too_old_count,
-        ),
-    ):
-        rows = np.flatnonzero(counts)
-        metric(
-            name,
-            "counter",
-            help_text,
-            [({"sensor": ids[i]}, int(counts[i])) for i in rows.tolist()]
-            or [({"sensor": "none"}, 0)],
-        )
-    if service.mqtt is not None:
-        rejects = service.mqtt.stats.rejects.by_reason
-        metric(
-            "ehswatch_mqtt_rejected_total",
-            "counter",
-            "MQTT payloads dropped, by reason.",
-            [({"reason": r}, n) for r, n in sorted(rejects.items())] or [({"reason": "none"}, 0)],
-        )
-        metric(
-            "ehswatch_mqtt_messages_total",
-            "counter",
-            "MQTT messages received.",
-            [({}, service.mqtt.stats.messages)],
-        )
-    if service.modbus is not None:
-        metric(
-            "ehswatch_modbus_errors_total",
-            "counter",
-            "Modbus polls that lost the device.",
-            [({"device": d}, s.errors) for d, s in service.modbus.stats.items()],
-        )
-    metric(
-        "ehswatch_alarms_active",
-        "gauge",
-        "Open alarms whose condition holds.",
-        [({}, sum(1 for a in service.alarms.open.values() if a.active))],
-    )
-    metric(
-        "ehswatch_alarms_unacknowledged",
-        "gauge",
-        "Open alarms not acknowledged.",
-        [({}, sum(1 for a in service.alarms.open.values() if a.unacked))],
-    )
-    if service.sink is not None:
-        s = service.sink.stats
-        metric(
-            "ehswatch_sink_spool_bytes",
-            "gauge",
-            "Telemetry waiting on disk.",
-            [({}, s.spool_bytes)],
-        )
-        metric(
-            "ehswatch_sink_points_total",
-            "counter",
-            "Points by fate.",
-            [
-                ({"fate": "written"}, s.points_written),
-                ({"fate": "spooled"}, s.points_spooled),
-                ({"fate": "replayed"}, s.points_replayed),
-                ({"fate": "dropped"}, s.points_dropped),
-                ({"fate": "rejected"}, s.points_rejected),
-            ],
-        )
-        metric(
-            "ehswatch_sink_dropped_total",
-            "counter",
-            "Points lost, by reason (spool_full, spool_unwritable, spool_corrupt, memory_full).",
-            [({"reason": r}, n) for r, n in sorted(s.dropped_by_reason.items())]
-            or [({"reason": "none"}, 0)],
-        )
-        metric(
-            "ehswatch_sink_memory_points",
-            "gauge",
-            "Telemetry waiting in memory (bounded by influxdb.memory_max_points).",
-            [({}, s.memory_points)],
-        )
-        metric(
-            "ehswatch_sink_server_up",
-            "gauge",
-            "1 while InfluxDB takes writes.",
-            [({}, int(s.server_up))],
-        )
-        metric(
-            "ehswatch_sink_spool_ok",
-            "gauge",
-            "1 while the spool can be written.",
-            [({}, int(s.spool_ok))],
-        )
-    if service.interlock is not None:
-        states = service.interlock.states.values()
-        metric(
-            "ehswatch_interlocks_tripped",
-            "gauge",
-            "Zones latched tripped.",
-            [({}, sum(1 for z in states if z.tripped))],
-        )
-        metric(
-            "ehswatch_interlock_output_faults",
-            "gauge",
-            "Zones whose PLC did not confirm.",
-            [({}, sum(1 for z in states if z.output_fault))],
-        )
-    return "\n".join(lines) + "\n"
+    return render(families)

@@ -1,72 +1,189 @@
-"""`/api/sensors` and `/api/zones`: live values, tiers, faults, setpoints, sparklines."""
+"""`/api/sensors` and `/api/zones`: live values, tiers, faults, setpoints, sparklines.
+
+Reads that scale: every answer is built in the desk part from the control part's shared
+state, in slices of `SLICE` sensors (each slice one consistent copy), streamed, so that a
+full export of a 100 000-sensor plant costs the desk part time and never holds more than
+a slice in memory, and costs the control part nothing. `/api/sensors` filters by zone and
+pages (`offset`, `limit`; the total is in `X-Total-Count`); `/api/zones` gives each zone's
+summary (sensors by tier, faulted, worst tier, interlock state) for the board to start
+from, so that it asks for one zone's sensors only when it shows them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from numpy.typing import NDArray
+from pydantic import BaseModel
 
-from ehswatch.api.deps import ServiceDep, Viewer
+from ehswatch.api.deps import DeskDep, Viewer
+from ehswatch.desk_part import DeskPart
+from ehswatch.shared_state import StateUnavailable
 from ehswatch.thresholds.tier import LATCH_NAMES
 
 router = APIRouter(prefix="/api", tags=["sensors"])
+SLICE = 2000
+
+
+class SensorRow(BaseModel):
+    """One sensor, as `/api/sensors` lists it (documentation of the streamed answer)."""
+
+    id: str
+    name: str
+    zone: str
+    type: str
+    unit: str
+    setpoints: dict[str, float]
+    value: float | None
+    ts: float | None
+    tier: int
+    faulted: bool
+    fault_reason: int
+    history: list[float | None] | None = None
+    history_tiers: list[int] | None = None
+    history_step_s: float | None = None
 
 
 def _num(v: float) -> float | None:
     return round(float(v), 4) if math.isfinite(v) else None
 
 
-@router.get("/sensors")
-async def sensors(
-    service: ServiceDep,
-    _: Viewer,
-    history: int = Query(0, ge=0, le=600, description="seconds of sparkline"),
-) -> list[dict[str, Any]]:
-    ev = service.stage.evaluator
-    table = service.table
-    tier, faulted, value, ts, reason = (
-        ev.tier,
-        ev.faulted,
-        ev.last_value,
-        ev.last_ts,
-        ev.fault_reason,
-    )
+def _prefixes(desk: DeskPart) -> list[bytes]:
+    """Each sensor's fixed fields as the start of its JSON object, built once."""
+    cached: list[bytes] | None = getattr(desk, "_sensor_prefixes", None)
+    if cached is not None:
+        return cached
+    config, table = desk.config, desk.table
     out = []
-    for i, s in enumerate(service.config.sensors):
-        row: dict[str, Any] = {
+    for i, s in enumerate(config.sensors):
+        fixed = {
             "id": s.id,
             "name": s.name,
             "zone": s.zone,
             "type": s.type,
-            "unit": service.config.sensor_types[s.type].unit,
-            "value": _num(value[i]),
-            "ts": _num(ts[i]),
-            "tier": int(tier[i]),
-            "faulted": bool(faulted[i]),
-            "fault_reason": int(reason[i]),
+            "unit": config.sensor_types[s.type].unit,
             "setpoints": {
                 n: _num(v)
                 for n, v in zip(LATCH_NAMES, table.setpoint[i], strict=True)
                 if math.isfinite(v)
             },
         }
-        if history:
-            row["history"], row["history_tiers"] = service.history.of(i, history)
-        out.append(row)
+        out.append(json.dumps(fixed, ensure_ascii=False)[:-1].encode() + b",")
+    desk._sensor_prefixes = out  # type: ignore[attr-defined]
     return out
 
 
+def _selection(desk: DeskPart, zone: str | None) -> NDArray[np.intp]:
+    if zone is None:
+        return np.arange(len(desk.config.sensors), dtype=np.intp)
+    try:
+        k = desk.zone_ids.index(zone)
+    except ValueError:
+        raise HTTPException(404, f"no zone {zone!r}") from None
+    return np.flatnonzero(desk.sensor_zone == k)
+
+
+@router.get(
+    "/sensors",
+    response_class=StreamingResponse,
+    responses={200: {"model": list[SensorRow], "description": "the sensors, in config order"}},
+)
+async def sensors(
+    desk: DeskDep,
+    _: Viewer,
+    zone: str | None = Query(None, description="only this zone's sensors"),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    limit: int = Query(1000, ge=1, le=1_000_000),
+    history: int = Query(0, ge=0, le=86_400, description="seconds of sparkline"),
+) -> StreamingResponse:
+    chosen = _selection(desk, zone)
+    total = len(chosen)
+    page = chosen[offset : offset + limit]
+    published, _status = desk.status()
+    if published is None:
+        raise HTTPException(503, "the control part has not published its state")
+    step = published.step_s
+    rows_wanted = min(math.ceil(history / step), published.history_rows, published.points)
+    prefixes = _prefixes(desk)
+
+    def take(part: NDArray[np.intp]) -> Any:
+        def copy(a: dict[str, NDArray[Any]], written: int) -> tuple[Any, ...]:
+            cur = tuple(a[k][part] for k in ("value", "ts", "tier", "faulted", "reason"))
+            if not rows_wanted:
+                return (*cur, None, None)
+            rows = np.arange(written - min(rows_wanted, written), written) % published.points
+            sub = np.ix_(rows, part)  # only these rows and sensors are copied
+            return (*cur, a["hist_value"][sub], a["hist_tier"][sub])
+
+        return copy
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"["
+        for start in range(0, len(page), SLICE):
+            part = page[start : start + SLICE]
+            try:
+                _, (value, ts, tier, faulted, reason, hv, ht) = desk.read(take(part))
+            except StateUnavailable:
+                return  # the client sees a truncated answer, not a stale one
+            chunks = []
+            for j, i in enumerate(part.tolist()):
+                row: dict[str, Any] = {
+                    "value": _num(value[j]),
+                    "ts": _num(ts[j]),
+                    "tier": int(tier[j]),
+                    "faulted": bool(faulted[j]),
+                    "fault_reason": int(reason[j]),
+                }
+                if hv is not None:
+                    row["history"] = [_num(v) for v in hv[:, j].tolist()]
+                    row["history_tiers"] = ht[:, j].tolist()
+                    row["history_step_s"] = step
+                chunks.append(prefixes[i] + json.dumps(row)[1:].encode())
+            yield (b"," if start else b"") + b",".join(chunks)
+            await asyncio.sleep(0)  # other requests between slices
+        yield b"]"
+
+    return StreamingResponse(
+        body(), media_type="application/json", headers={"X-Total-Count": str(total)}
+    )
+
+
 @router.get("/site")
-async def site(service: ServiceDep, _: Viewer) -> dict[str, str]:
-    s = service.config.site
+async def site(desk: DeskDep, _: Viewer) -> dict[str, str]:
+    s = desk.config.site
     return {"id": s.id, "name": s.name, "timezone": s.timezone}
 
 
 @router.get("/zones")
-async def zones(service: ServiceDep, _: Viewer) -> list[dict[str, Any]]:
+async def zones(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
+    """Every zone with its summary: sensors by tier (0-3), faulted, worst tier, and the
+    interlock's state (None without an interlock)."""
+    nz = len(desk.zone_ids)
+    where = desk.sensor_zone
+
+    def take(a: dict[str, NDArray[Any]], _: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+        tier = a["tier"].astype(np.intp)
+        by_tier = np.stack([np.bincount(where[tier == t], minlength=nz) for t in range(4)])
+        faulted = np.bincount(where[a["faulted"]], minlength=nz)
+        worst = np.full(nz, -1, dtype=np.intp)
+        np.maximum.at(worst, where, tier)
+        return by_tier, faulted, worst
+
+    try:
+        published, (by_tier, faulted, worst) = desk.read(take)
+        states = {s["zone"]: s for s in published.status.get("interlocks") or []}
+    except StateUnavailable:
+        by_tier = np.zeros((4, nz), dtype=np.intp)
+        faulted, worst, states = np.zeros(nz, np.intp), np.full(nz, -1), {}
     out = []
-    for z in service.config.zones:
+    for k, z in enumerate(desk.config.zones):
         il = z.interlock
         out.append(
             {
@@ -79,6 +196,11 @@ async def zones(service: ServiceDep, _: Viewer) -> list[dict[str, Any]]:
                     "sensor_types": il.sensor_types,
                     "fault_counts_as_trip": il.fault_counts_as_trip,
                 },
+                "sensors": int(by_tier[:, k].sum()),
+                "by_tier": [int(n) for n in by_tier[:, k]],
+                "faulted": int(faulted[k]),
+                "worst_tier": max(int(worst[k]), 0),
+                "state": states.get(z.id),
             }
         )
     return out

@@ -1,0 +1,75 @@
+"""What the desk part may ask the control part to do: the command channel's handlers.
+
+Each handler is the same call the API made in one process — the domain checks (roles,
+states, two approvers) stay where the state is, in the control part — and answers the
+same JSON the route returns. Arguments arrive validated by the desk part's request
+models; they are read again here with their types, as from any peer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ehswatch.alarms.store import alarm_dict
+from ehswatch.control_channel import Handler
+from ehswatch.interlock.controller import InterlockController
+from ehswatch.roles import Actor
+
+if TYPE_CHECKING:
+    from ehswatch.service import Service
+
+
+def control_handlers(service: Service) -> dict[str, Handler]:
+    alarms = service.alarms
+
+    def interlock() -> InterlockController:
+        if service.interlock is None:
+            raise KeyError("this plant has no interlocked zones")
+        return service.interlock
+
+    async def ack(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        return alarm_dict(await alarms.ack(int(a["alarm_id"]), actor, str(a.get("comment", ""))))
+
+    async def shelve(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        return alarm_dict(
+            await alarms.shelve(
+                int(a["alarm_id"]),
+                actor,
+                minutes=float(a["minutes"]),
+                reason=str(a["reason"]),
+                comment=str(a.get("comment", "")),
+            )
+        )
+
+    async def unshelve(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        return alarm_dict(
+            await alarms.unshelve(int(a["alarm_id"]), actor, str(a.get("comment", "")))
+        )
+
+    async def reset(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        s = await interlock().reset(str(a["zone"]), actor, str(a.get("comment", "")))
+        return s.public(service.clock())
+
+    async def bypass(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        s = await interlock().request_bypass(
+            str(a["zone"]),
+            actor,
+            reason=str(a.get("reason", "")),
+            measure=str(a.get("measure", "")),
+            hours=float(a["hours"]),
+            comment=str(a.get("comment", "")),
+        )
+        return s.public(service.clock())
+
+    async def end_bypass(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        s = await interlock().end_bypass(str(a["zone"]), actor, str(a.get("comment", "")))
+        return s.public(service.clock())
+
+    return {
+        "alarm.ack": ack,
+        "alarm.shelve": shelve,
+        "alarm.unshelve": unshelve,
+        "interlock.reset": reset,
+        "interlock.bypass": bypass,
+        "interlock.bypass_end": end_bypass,
+    }

@@ -1,0 +1,123 @@
+"""`DeskPart`: everything a person looks at or acts through, beside the control part.
+
+The desk part serves the API and the board, the event stream, the hazard desk (tickets,
+their deadlines and escalations, reports) and the notifier (on-call messages). It is a
+process of its own (`ehswatch.parts`): however big a page, an export or a report, it
+cannot delay a trip or a heartbeat. What it knows of the control part it reads:
+- sensor values, tiers, faults, counters and sparklines from the shared state file
+  (`StateReader`), published by the control part once per tick;
+- health, interlock states and the control part's metrics from the status document in
+  that same file;
+- alarms, tickets and the audit trail from the database;
+- alarm and interlock changes, and wake-ups for its jobs, from the command channel,
+  over which it also sends what needs the control part's authority (acknowledge,
+  shelve, reset, bypass).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ehswatch.alarms.events import EventStream
+from ehswatch.alarms.notifier import Notifier
+from ehswatch.clock import ServiceClock
+from ehswatch.component import Component
+from ehswatch.config import PlantConfig
+from ehswatch.control_channel import ControlClient
+from ehswatch.db import Database
+from ehswatch.hazards.desk import HazardDesk
+from ehswatch.roles import Actor
+from ehswatch.service import COMMAND_SOCKET, STATE_FILE
+from ehswatch.shared_state import Published, StateReader, StateUnavailable
+from ehswatch.thresholds.table import ThresholdTable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DeskPart:
+    def __init__(
+        self, config: PlantConfig, run_dir: Path, *, clock: ServiceClock | None = None
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.clock = clock if clock is not None else ServiceClock()
+        self.table = ThresholdTable.from_config(config)
+        zones = [z.id for z in config.zones]
+        self.zone_ids = zones
+        zone_index = {z: k for k, z in enumerate(zones)}
+        #: each sensor's zone, as an index into `zone_ids`
+        self.sensor_zone: NDArray[np.intp] = np.array(
+            [zone_index[s.zone] for s in config.sensors], dtype=np.intp
+        )
+        self.db = Database(config.database.url)
+        self.events = EventStream()
+        self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
+        self.hazards = HazardDesk(config=config, db=self.db, clock=self.clock)
+        self.hazards.notify_wake = self.notifier.wake
+        self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event)
+        self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
+        self.started_at = self.clock()
+        self._reader: StateReader | None = None
+        self._stack = AsyncExitStack()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "wake":
+            what = event.get("what")
+            if what == "hazards":
+                self.hazards.wake.set()
+            elif what == "notifier":
+                self.notifier.wake.set()
+            return
+        self.events.publish(event)
+
+    def read(self, take: Callable[[dict[str, NDArray[Any]], int], T]) -> tuple[Published, T]:
+        """A consistent copy of the control part's state (see `StateReader.read`);
+        `StateUnavailable` while it has published none."""
+        if self._reader is None:
+            try:
+                self._reader = StateReader(self.run_dir / STATE_FILE)
+            except FileNotFoundError:
+                raise StateUnavailable("the control part has not started") from None
+        return self._reader.read(take)
+
+    def status(self) -> tuple[Published | None, dict[str, Any] | None]:
+        """The control part's latest status document, or (None, None) if there is none."""
+        try:
+            published, _ = self.read(lambda a, n: None)
+        except StateUnavailable:
+            return None, None
+        return published, published.status
+
+    def components(self) -> list[Component]:
+        return [self.link, self.notifier, self.hazards]
+
+    async def __aenter__(self) -> Self:
+        await self._stack.__aenter__()
+        try:
+            await self._stack.enter_async_context(self.db)
+            await self._stack.enter_async_context(self.link)
+            await self._stack.enter_async_context(self.notifier)
+            await self._stack.enter_async_context(self.hazards)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.events.close()
+        try:
+            await self._stack.__aexit__(et, e, tb)
+        finally:
+            if self._reader is not None:
+                self._reader.close()

@@ -1,0 +1,168 @@
+"""`ehswatch run`: the control part in this process, the desk part as a child it keeps.
+
+Two processes, so that nothing a person looks at can delay a trip (see docs/deploy.md):
+- the **control part** (this process, `Service`): intake, evaluator, interlocks, PLC
+  links and heartbeat, alarm states, storage; it publishes its state and takes commands
+  through its run directory;
+- the **desk part** (`ehswatch desk`, a child, `DeskPart` under uvicorn): the API, the
+  board, the event stream, tickets and notifications.
+
+`DeskProcess` starts the desk part once the control part runs, and starts it again
+(after `api.desk_restart_s`, doubling up to 30 s) whenever it exits: a dead desk part is
+logged, counted and back by itself, and trips and heartbeat never notice. The child is
+bound to this process (Linux `PR_SET_PDEATHSIG`): if the control part dies, the desk part
+dies with it, the heartbeat stops, and the PLC's watchdog acts — a control part that is
+gone is never hidden behind a board that still answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import uvicorn
+
+from ehswatch.component import Component, Job
+from ehswatch.config import PlantConfig
+from ehswatch.service import Service
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+STOP_WAIT_S = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class DeskProcess(Component):
+    component_name = "desk-part"
+
+    def __init__(self, run_dir: Path, restart_s: float, *, verbose: bool = False) -> None:
+        self.run_dir = run_dir
+        self.restart_s = restart_s
+        self.verbose = verbose
+        self.pid: int | None = None
+        self.starts = 0
+        self.last_exit: int | None = None
+
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        yield "supervise", self._supervise_desk
+
+    def status(self) -> dict[str, object]:
+        return {"pid": self.pid, "starts": self.starts, "last_exit": self.last_exit}
+
+    async def _supervise_desk(self) -> None:
+        delay = self.restart_s
+        while True:
+            args = [sys.executable, "-m", "ehswatch", "desk", "--run-dir", str(self.run_dir)]
+            proc = await asyncio.create_subprocess_exec(
+                *args, *(["-v"] if self.verbose else []), preexec_fn=_die_with_parent
+            )
+            self.pid, self.starts = proc.pid, self.starts + 1
+            started = asyncio.get_running_loop().time()
+            try:
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                await _stop(proc)
+                raise
+            self.pid, self.last_exit = None, code
+            if asyncio.get_running_loop().time() - started > 60:
+                delay = self.restart_s  # it ran a while: this is a new failure
+            log.error("the desk part exited with %s; starting it again in %.1f s", code, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(STOP_WAIT_S):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def _check_port_free(config: PlantConfig) -> None:
+    """Find out before starting anything that the API's address is free."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.api.host, config.api.port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"the API could not start on {config.api.host}:{config.api.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+
+
+async def run(config: PlantConfig, stop: asyncio.Event, *, verbose: bool = False) -> None:
+    """The control part here and the desk part beside it, until `stop`."""
+    _check_port_free(config)
+    async with Service(config) as service:
+        path = service.run_dir / CONFIG_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(
+                config.model_dump_json(by_alias=True)
+            )  # validated once: the desk part takes it as is
+        desk = DeskProcess(service.run_dir, config.api.desk_restart_s, verbose=verbose)
+        service.desk_status = desk.status
+        async with desk:
+            log.info("API and board on http://%s:%d/", config.api.host, config.api.port)
+            await stop.wait()
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling (ehswatch's handlers set `stop`), that ends
+    the open event streams first when it shuts down, so that it does not wait on them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    before_shutdown: Callable[[], None] | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.before_shutdown is not None:
+            self.before_shutdown()
+        await super().shutdown(sockets)
+
+
+async def serve_desk(run_dir: Path, stop: asyncio.Event) -> None:
+    """`ehswatch desk`: the desk part on `api.host:api.port`, with the config the control
+    part validated, until `stop`."""
+    from ehswatch.api.app import create_app
+
+    config = PlantConfig.model_validate_json((run_dir / CONFIG_FILE).read_text("utf-8"))
+    app = create_app(config, run_dir=run_dir)
+    server = ApiServer(
+        uvicorn.Config(
+            app, host=config.api.host, port=config.api.port, log_level="warning", lifespan="on"
+        )
+    )
+    server.before_shutdown = lambda: app.state.desk.events.close()
+    serving = asyncio.create_task(server.serve(), name="desk:server")
+    stopped = asyncio.create_task(stop.wait(), name="desk:stop")
+    await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    stopped.cancel()
+    if not server.started:
+        raise RuntimeError(f"the API could not start on {config.api.host}:{config.api.port}")
