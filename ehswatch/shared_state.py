@@ -26,6 +26,7 @@ state as unavailable, and the publish time says since when.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -100,10 +101,8 @@ def _views(buf: Any, layout: StateLayout) -> dict[str, NDArray[Any]]:
 
 def _unmap(mm: mmap.mmap, arrays: dict[str, NDArray[Any]]) -> None:
     arrays.clear()
-    try:
+    with contextlib.suppress(BufferError):  # a view still refers to it: unmapped with it
         mm.close()
-    except BufferError:  # a copy still refers to it: unmapped when that goes
-        pass
 
 
 class StateWriter:

@@ -285,6 +285,22 @@ class VictoriaMetrics(ServerProcess):
             previous = got
             time.sleep(0.5)
 
+    def count(self, promql: str, settle_s: float = 10.0) -> int:
+        """The value of an instant PromQL query that yields one number (e.g. a
+        `count_over_time` sum), asked until two answers half a second apart agree."""
+        deadline = time.monotonic() + settle_s
+        previous: int | None = None
+        while True:
+            urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+            query = urllib.parse.urlencode({"query": promql, "time": int(time.time()) + 60})
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=60) as resp:
+                result = json.loads(resp.read())["data"]["result"]
+            got = int(float(result[0]["value"][1])) if result else 0
+            if (got and got == previous) or time.monotonic() > deadline:
+                return got
+            previous = got
+            time.sleep(0.5)
+
 
 async def start_service(
     config: Path, log: Path, extra_env: Mapping[str, str] | None = None

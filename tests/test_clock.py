@@ -266,6 +266,9 @@ def faketime_library() -> Path:
     )
 
 
+READINGS = "ehswatch_readings_total"
+
+
 def metric(text: str, name: str) -> float:
     """The sum of a metric's samples in Prometheus text (any labels)."""
     values = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
@@ -356,8 +359,12 @@ def test_the_real_service_under_a_wall_clock_stepped_back_600_s_still_trips_the_
                         await eventually(
                             lambda: plc.coils.get(0) is True, what="the trip at the PLC's coil"
                         )
-                    text = (await http.get("/metrics")).text
-                    assert metric(text, "ehswatch_readings_total") == 4
+                    # /metrics shows the state the control part published at its last tick.
+                    deadline = asyncio.get_running_loop().time() + 5
+                    while metric(text := (await http.get("/metrics")).text, READINGS) < 4:
+                        assert asyncio.get_running_loop().time() < deadline, text
+                        await asyncio.sleep(0.1)
+                    assert metric(text, READINGS) == 4
                     assert metric(text, "ehswatch_sensor_late_readings_total") == 0
                     assert metric(text, "ehswatch_sensor_future_readings_total") == 0
                     final = (await http.get("/health")).json()

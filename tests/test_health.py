@@ -48,6 +48,7 @@ def test_health_is_ok_with_no_reason_when_everything_answers(
             await eventually(
                 lambda: all(link.connected for link in service.interlock.links.values()), what="PLC"
             )
+            service.state.publish()  # what the next tick publishes, now
             body = (await client.get("/health")).json()
             assert (body["status"], body["reasons"]) == ("ok", [])
             live = await client.get("/health/live")
@@ -60,7 +61,8 @@ def test_health_is_degraded_with_the_reason_while_the_broker_is_down(tmp_path: P
     config = plant(tmp_path)  # its broker's port has nobody listening
 
     async def main() -> None:
-        async with serve(config) as (_, client):
+        async with serve(config) as (service, client):
+            service.state.publish()
             body = (await client.get("/health")).json()
             assert body["status"] == "degraded"
             assert any(r.startswith("MQTT broker not connected") for r in body["reasons"])
@@ -88,6 +90,7 @@ def test_health_names_an_unreachable_plc(broker: Mosquitto, tmp_path: Path) -> N
             await eventually(
                 lambda: service.mqtt is not None and service.mqtt.stats.connected, what="MQTT"
             )
+            service.state.publish()
             body = (await client.get("/health")).json()
             assert body["status"] == "degraded"
             assert [r for r in body["reasons"] if r.startswith("PLC plc-2 unreachable")]
@@ -116,6 +119,7 @@ def test_liveness_is_503_while_the_control_loop_is_stuck_and_200_after(
                 lambda: service.interlock is not None and service.interlock.control_alive(2.0),
                 what="turning again",
             )
+            service.state.publish()
             assert (await client.get("/health/live")).status_code == 200
 
     run(main())
@@ -142,6 +146,7 @@ def test_health_says_storage_is_down_and_what_it_keeps(broker: Mosquitto, tmp_pa
                 lambda: service.sink is not None and not service.sink.status()["server_up"],
                 what="server down",
             )
+            service.state.publish()
             body = (await client.get("/health")).json()
             assert body["status"] == "degraded"
             assert "InfluxDB not reachable: readings are kept in the spool" in body["reasons"]

@@ -65,6 +65,16 @@ def latched(tmp_path: Path) -> bool:
     return rows == [(1,)]
 
 
+def audit_actions(workdir: Path) -> list[str]:
+    db = sqlite3.connect(workdir / "ehswatch.db")
+    try:
+        return [a for (a,) in db.execute("SELECT action FROM audit_log")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
 async def retained(port: int, topic: str) -> bytes:
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(topic, qos=1)
@@ -119,6 +129,10 @@ def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_
                 state = json.loads(await retained(broker.port, "ehs/interlock/tank-farm"))
                 assert state["tripped"] is True and state["seq"] == 1
                 assert await retained(broker.port, "ehs/status") == b"online"
+                # The desk part opens the alarm's ticket (from the outbox, across restarts).
+                await eventually(
+                    lambda: "ticket opened" in audit_actions(tmp_path), timeout=20, what="ticket"
+                )
                 service.send_signal(signal.SIGINT)
                 assert await service.wait() == 0
 

@@ -198,6 +198,9 @@ class InterlockController(Component):
     # ------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
+        # Alive as of the start: a control loop that has not turned within the liveness
+        # window of its start is stuck like any other.
+        self._alive_at = asyncio.get_running_loop().time()
         async with self.db.new_session() as session:
             stored = await store.load_all(session)
         for zone, s in stored.items():

@@ -1,0 +1,199 @@
+"""A 100 000-sensor plant on one machine, the whole service, with people looking. One JSON.
+
+`ehswatch run` (the control part and its desk part, two processes) on a generated plant
+(`tests/big_plant.py`): `--sensors` dust sensors at 1 Hz over MQTT in batches of 1 000
+readings on a real mosquitto, the InfluxDB sink on (a real VictoriaMetrics behind the v2
+write API), `--trips` trip zones voting 1oo1 on one coil each of a PLC simulator whose
+heartbeat period is 0.5 s.
+
+Phases, after a warm-up of `--warmup` s:
+1. idle: `--samples` trip readings, each timed from the publish to the coil write the
+   PLC simulator receives (`trip_p99_idle_ms`);
+2. watched, for `--seconds` s: ten board clients poll (zone summaries, one zone's
+   sensors with ten minutes of sparkline, the alarms; every second each) and one full
+   export of every sensor with sparklines runs; the same number of trips is timed
+   (`trip_p99_ms`), and CPU and memory of every ehswatch process are measured over this
+   phase (`cpu_core_fraction`: CPU seconds of both parts / wall seconds; `rss_mb`: the
+   sum of their resident sets at the end).
+
+`max_heartbeat_gap_s` is the longest gap between two heartbeat writes over both phases;
+`stored_ratio` is readings stored in VictoriaMetrics / readings sent over the whole run
+(counted after the load stops and the sink has flushed).
+
+Goals: cpu_core_fraction <= 0.35, rss_mb <= 400, max_heartbeat_gap_s <= 2 x period,
+trip_p99_ms <= 1.2 x trip_p99_idle_ms, stored_ratio = 1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiomqtt  # noqa: E402
+import httpx  # noqa: E402
+
+from ehswatch.config import load_config  # noqa: E402
+from ehswatch.simulators.plc import PlcSim  # noqa: E402
+from tests.big_plant import (  # noqa: E402
+    Load,
+    Trips,
+    board,
+    export,
+    heartbeat_gaps,
+    plant_doc,
+    until_answering,
+    write_config,
+)
+from tests.servers import Mosquitto, VictoriaMetrics, free_port, start_service  # noqa: E402
+
+HEARTBEAT_S = 0.5
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def stored_readings(vm: VictoriaMetrics, sent: int, timeout: float = 60.0) -> int:
+    """Readings of the load in VictoriaMetrics, once all `sent` are there (or timeout):
+    the sink writes in batches, so the last second's readings arrive a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = vm.count('sum(count_over_time(reading_value{sensor=~"D-.*"}[1d]))')
+        if got >= sent or time.monotonic() > deadline:
+            return got
+        time.sleep(1.0)
+
+
+async def timed_trips(trips: Trips, mqtt: aiomqtt.Client, n: int, pause: float) -> list[float]:
+    out = []
+    for _ in range(n):
+        out.append(await trips.trip(mqtt))
+        await asyncio.sleep(pause)
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "vm").mkdir()
+        with Mosquitto(work) as broker, VictoriaMetrics(work / "vm") as vm:
+            api = free_port()
+            doc = plant_doc(
+                work,
+                broker=broker.port,
+                plc=free_port(),
+                api=api,
+                sensors=args.sensors,
+                trips=2 * args.samples,
+                heartbeat_s=HEARTBEAT_S,
+                influx_url=vm.url,
+            )
+            path = write_config(work, doc)
+            config = load_config(path)
+            trips = Trips(broker.port)
+            plc = PlcSim(config.plcs[0], on_write=trips.on_write)
+            async with (
+                plc,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}", timeout=120) as http,
+                aiomqtt.Client("127.0.0.1", broker.port) as mqtt,
+            ):
+                service = await start_service(path, work / "service.log")
+                load = Load(broker.port, args.sensors)
+                loader: asyncio.Task[None] | None = None
+                try:
+                    report = await until_answering(http, timeout=120)
+                    desk = int(report["desk"]["pid"])
+                    loader = asyncio.create_task(load.run(), name="soak:load")
+                    start = time.time()
+                    await asyncio.sleep(args.warmup)
+                    idle = await timed_trips(trips, mqtt, args.samples, 0.2)
+
+                    stats: dict[str, float] = {}
+                    pids = [service.pid, desk]
+                    cpu0, t0 = sum(cpu_s(p) for p in pids), time.perf_counter()
+                    readers = [
+                        asyncio.create_task(board(http, f"area-{k}", stats), name="soak:board")
+                        for k in range(10)
+                    ]
+                    readers.append(
+                        asyncio.create_task(export(http, stats, loop=False), name="soak:export")
+                    )
+                    pause = max(0.05, args.seconds / args.samples - 0.01)
+                    watched = await timed_trips(trips, mqtt, args.samples, pause)
+                    while time.perf_counter() - t0 < args.seconds:
+                        await asyncio.sleep(0.2)
+                    cpu = (sum(cpu_s(p) for p in pids) - cpu0) / (time.perf_counter() - t0)
+                    rss = sum(rss_mb(p) for p in pids)
+                    for task in readers:
+                        task.cancel()
+                    await asyncio.gather(*readers, return_exceptions=True)
+                    gap = heartbeat_gaps(plc, start)
+                    loader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loader
+                    health = (await http.get("/health")).json()
+                    stored = await asyncio.to_thread(stored_readings, vm, load.sent)
+                finally:
+                    if loader is not None:
+                        loader.cancel()
+                    if service.returncode is None:
+                        service.send_signal(signal.SIGTERM)
+                        await service.wait()
+    return {
+        "sensors": args.sensors,
+        "readings_per_s": args.sensors,
+        "cpu_core_fraction": round(cpu, 3),
+        "rss_mb": round(rss, 1),
+        "max_heartbeat_gap_s": round(gap, 3),
+        "heartbeat_period_s": HEARTBEAT_S,
+        "trip_p99_ms": round(p99(watched) * 1000, 1),
+        "trip_p99_idle_ms": round(p99(idle) * 1000, 1),
+        "trip_p99_ratio": round(p99(watched) / p99(idle), 2),
+        "trip_median_ms": round(statistics.median(watched) * 1000, 1),
+        "trip_median_idle_ms": round(statistics.median(idle) * 1000, 1),
+        "stored_ratio": round(stored / load.sent, 4) if load.sent else None,
+        "readings_sent": load.sent,
+        "readings_stored": stored,
+        "board_requests": stats.get("board_requests", 0),
+        "board_max_s": round(stats.get("board_max_s", 0.0), 3),
+        "export_s": stats.get("export_s"),
+        "export_mb": round(stats.get("export_bytes", 0) / 1e6, 1),
+        "health": health.get("status"),
+        "health_reasons": health.get("reasons"),
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sensors", type=int, default=100_000)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=10.0)
+    print(json.dumps(asyncio.run(main(ap.parse_args()))))

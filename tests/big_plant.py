@@ -1,0 +1,234 @@
+"""A large generated plant run as `ehswatch run`, with the load a plant puts on it.
+
+Shared by the isolation tests (20 000 sensors) and `benchmarks/plant_soak.py` (100 000):
+- `plant_doc()`: `sensors` dust sensors at 1 Hz over MQTT in zones of 500, plus `trips`
+  zones of one CH4 detector each, voting 1oo1 on their own coil of one PLC with a
+  heartbeat of `heartbeat_s`;
+- `Load`: publishes every sensor once a second as batches on ``ehs/telemetry``;
+- `board()` and `export()`: what ten open boards and a full export ask of the API;
+- `Trips`: publishes the reading that trips the next zone and times it to the coil write
+  the PLC simulator receives; the simulator's writes also give the heartbeat's gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import yaml
+
+from ehswatch.simulators.plc import PlcSim, PlcWrite
+
+VIEWER = "soak-viewer"
+ZONE_SIZE = 500
+TRIP_SETPOINT = 50.0
+BATCH = 1000  # readings per MQTT message
+
+
+def plant_doc(
+    work: Path,
+    *,
+    broker: int,
+    plc: int,
+    api: int,
+    sensors: int,
+    trips: int,
+    heartbeat_s: float = 0.5,
+    influx_url: str | None = None,
+) -> dict[str, Any]:
+    zones: list[dict[str, Any]] = [{"id": f"area-{k}"} for k in range(-(-sensors // ZONE_SIZE))]
+    zones += [
+        {
+            "id": f"trip-{k}",
+            "interlock": {"plc": "plc-1", "coil": k, "voting": "1oo1", "sensor_types": ["ch4"]},
+        }
+        for k in range(trips)
+    ]
+    doc: dict[str, Any] = {
+        "site": {"id": "big", "name": "big plant"},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{broker}", "client_id": "ehswatch-big"},
+        "database": {"url": f"sqlite+aiosqlite:///{work}/ehswatch.db"},
+        "api": {"host": "127.0.0.1", "port": api},
+        "hazards": {"evidence_dir": str(work / "evidence")},
+        "users": [
+            {
+                "name": "board",
+                "role": "viewer",
+                "token_sha256": hashlib.sha256(VIEWER.encode()).hexdigest(),
+            }
+        ],
+        "sensor_types": {
+            "dust": {
+                "unit": "mg/m3",
+                "high": {"warning": 10, "alarm": 20, "interlock": 40},
+                "deadband": 1,
+                "stale_after_s": 3600,
+            },
+            "ch4": {
+                "unit": "%LEL",
+                "high": {"warning": 10, "alarm": 25, "interlock": TRIP_SETPOINT},
+                "deadband": 2,
+                "stale_after_s": 3600,
+            },
+        },
+        "plcs": [
+            {
+                "id": "plc-1",
+                "host": "127.0.0.1",
+                "port": plc,
+                "heartbeat": {"register": 200, "period_s": heartbeat_s},
+            }
+        ],
+        "zones": zones,
+        "sensors": [
+            {"id": f"D-{i}", "type": "dust", "zone": f"area-{i // ZONE_SIZE}"}
+            for i in range(sensors)
+        ]
+        + [{"id": f"T-{k}", "type": "ch4", "zone": f"trip-{k}"} for k in range(trips)],
+    }
+    if influx_url is not None:
+        doc["influxdb"] = {
+            "url": influx_url,
+            "token": "soak",
+            "org": "ehs",
+            "bucket": "telemetry",
+            "spool_dir": str(work / "spool"),
+        }
+    return doc
+
+
+def write_config(work: Path, doc: dict[str, Any]) -> Path:
+    path = work / "plant.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Load:
+    """Every one of `sensors` sensors once a second, in batches of `BATCH` readings."""
+
+    broker: int
+    sensors: int
+    sent: int = 0
+
+    async def run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.broker) as client:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            second = 0
+            while True:
+                ts = int(time.time() * 1000)
+                for lo in range(0, self.sensors, BATCH):
+                    items = ",".join(
+                        f'{{"id":"D-{i}","v":{3 + (i + second) % 5 / 10},"ts":{ts}}}'
+                        for i in range(lo, min(lo + BATCH, self.sensors))
+                    )
+                    await client.publish("ehs/telemetry", f"[{items}]", qos=0)
+                    self.sent += min(BATCH, self.sensors - lo)
+                second += 1
+                await asyncio.sleep(max(0.0, start + second - loop.time()))
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {VIEWER}"}
+
+
+async def board(http: httpx.AsyncClient, zone: str, stats: dict[str, float]) -> None:
+    """One open board: the zone summaries, one zone's sensors with sparklines, the alarms,
+    every second."""
+    while True:
+        t = time.perf_counter()
+        r1 = await http.get("/api/zones", headers=auth())
+        r2 = await http.get(f"/api/sensors?zone={zone}&history=600", headers=auth())
+        r3 = await http.get("/api/alarms?limit=200", headers=auth())
+        for r in (r1, r2, r3):
+            r.raise_for_status()
+        stats["board_requests"] = stats.get("board_requests", 0) + 3
+        stats["board_bytes"] = stats.get("board_bytes", 0) + len(r1.content) + len(r2.content)
+        stats["board_max_s"] = max(stats.get("board_max_s", 0.0), time.perf_counter() - t)
+        await asyncio.sleep(1.0)
+
+
+async def export(http: httpx.AsyncClient, stats: dict[str, float], *, loop: bool) -> None:
+    """A full export of every sensor with ten minutes of sparkline."""
+    while True:
+        t = time.perf_counter()
+        size = 0
+        async with http.stream(
+            "GET", "/api/sensors?limit=1000000&history=600", headers=auth(), timeout=120
+        ) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_bytes():
+                size += len(chunk)
+        stats["exports"] = stats.get("exports", 0) + 1
+        stats["export_bytes"] = size
+        stats["export_s"] = round(time.perf_counter() - t, 3)
+        if not loop:
+            return
+
+
+@dataclass
+class Trips:
+    """Publishes the reading that trips zone `trip-k` and times it to coil k's write."""
+
+    broker: int
+    next: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    _sent: dict[int, float] = field(default_factory=dict)
+    _done: dict[int, asyncio.Event] = field(default_factory=dict)
+
+    def on_write(self, write: PlcWrite) -> None:
+        if write.table == "coil" and write.address in self._sent and write.values[0]:
+            k = write.address
+            if k in self._done and not self._done[k].is_set():
+                self.latencies_s.append(time.time() - self._sent[k])
+                self._done[k].set()
+
+    async def trip(self, client: aiomqtt.Client, timeout: float = 10.0) -> float:
+        k = self.next
+        self.next += 1
+        self._done[k] = asyncio.Event()
+        self._sent[k] = time.time()
+        await client.publish(f"ehs/telemetry/T-{k}", json.dumps({"v": 62.5}), qos=1)
+        async with asyncio.timeout(timeout):
+            await self._done[k].wait()
+        return self.latencies_s[-1]
+
+
+def heartbeat_stamps(plc: PlcSim) -> list[float]:
+    """When the PLC simulator received each heartbeat write."""
+    assert plc.plc.heartbeat is not None
+    reg = plc.plc.heartbeat.address
+    return [w.ts for w in plc.writes if w.table == "register" and w.address == reg]
+
+
+def heartbeat_gaps(plc: PlcSim, since: float) -> float:
+    """The longest time between two heartbeat writes after `since` (and up to now);
+    `since` itself when there were none."""
+    stamps = [t for t in heartbeat_stamps(plc) if t >= since]
+    if not stamps:
+        return time.time() - since
+    return max((b - a for a, b in itertools.pairwise([*stamps, time.time()])), default=0.0)
+
+
+async def until_answering(http: httpx.AsyncClient, timeout: float = 60.0) -> dict[str, Any]:
+    """The first /health answer that shows the control part subscribed to the broker."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError, ValueError):
+            report: dict[str, Any] = (await http.get("/health")).json()
+            if report.get("checks", {}).get("mqtt", {}).get("connected"):
+                return report
+        if loop.time() > deadline:
+            raise AssertionError("the service did not come up")
+        await asyncio.sleep(0.2)
