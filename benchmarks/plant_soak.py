@@ -137,7 +137,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
                     stats: dict[str, float] = {}
                     pids = [service.pid, desk]
-                    cpu0, t0 = sum(cpu_s(p) for p in pids), time.perf_counter()
+                    cpu_start = [cpu_s(p) for p in pids]
+                    t0 = time.perf_counter()
                     readers = [
                         asyncio.create_task(board(http, f"area-{k}", stats), name="soak:board")
                         for k in range(10)
@@ -149,8 +150,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     watched = await timed_trips(trips, mqtt, args.samples, pause)
                     while time.perf_counter() - t0 < args.seconds:
                         await asyncio.sleep(0.2)
-                    cpu = (sum(cpu_s(p) for p in pids) - cpu0) / (time.perf_counter() - t0)
-                    rss = sum(rss_mb(p) for p in pids)
+                    wall = time.perf_counter() - t0
+                    by_part = [
+                        round((cpu_s(p) - c) / wall, 3)
+                        for p, c in zip(pids, cpu_start, strict=True)
+                    ]
+                    cpu = sum(by_part)
+                    rss_by_part = [round(rss_mb(p), 1) for p in pids]
+                    rss = sum(rss_by_part)
                     for task in readers:
                         task.cancel()
                     await asyncio.gather(*readers, return_exceptions=True)
@@ -171,6 +178,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "readings_per_s": args.sensors,
         "cpu_core_fraction": round(cpu, 3),
         "rss_mb": round(rss, 1),
+        "cpu_by_part": dict(zip(("control", "desk"), by_part, strict=True)),
+        "rss_mb_by_part": dict(zip(("control", "desk"), rss_by_part, strict=True)),
         "max_heartbeat_gap_s": round(gap, 3),
         "heartbeat_period_s": HEARTBEAT_S,
         "trip_p99_ms": round(p99(watched) * 1000, 1),

@@ -512,9 +512,14 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return parse_config(text, env=os.environ if env is None else env, source=str(p))
 
 
+# libyaml's parser where PyYAML was built with it: a 100 000-sensor plant parses in
+# seconds, not half a minute, and without the pure-Python parser's peak of memory.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") -> PlantConfig:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
@@ -694,6 +699,10 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                 other = registers.setdefault((il["plc"], addr), here)
                 if other != here:
                     errors.append(f"{here}: {il['plc']} register {addr} is already {other}")
+    # Each zone's sensors, found once: a plant of 100 000 sensors has hundreds of zones.
+    sensors_by_zone: dict[str, list[dict[str, Any]]] = {}
+    for _, s in _items(raw, "sensors"):
+        sensors_by_zone.setdefault(str(s.get("zone")), []).append(s)
     for path, z in _items(raw, "zones"):
         il = z.get("interlock")
         if not isinstance(il, dict):
@@ -727,8 +736,8 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             ]
             voters = [
                 s.get("id")
-                for _, s in _items(raw, "sensors")
-                if s.get("zone") == z.get("id") and s.get("type") in vtypes
+                for s in sensors_by_zone.get(str(z.get("id")), ())
+                if s.get("type") in vtypes
             ]
             m = VOTING_RE.match(str(il.get("voting", "1oo1")))
             if m is not None:

@@ -17,7 +17,7 @@ cannot delay a trip or a heartbeat. What it knows of the control part it reads:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ from ehswatch.thresholds.table import ThresholdTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PER_STATE_KEYS = 64
 
 
 class DeskPart:
@@ -67,6 +68,8 @@ class DeskPart:
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
         self.started_at = self.clock()
         self._reader: StateReader | None = None
+        self._per_state: dict[Hashable, Any] = {}
+        self._per_state_at = 0.0
         self._stack = AsyncExitStack()
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -96,6 +99,21 @@ class DeskPart:
         except StateUnavailable:
             return None, None
         return published, published.status
+
+    def per_state(self, key: Hashable, published: Published, build: Callable[[], T]) -> T:
+        """`build()` once per published state and `key`: what ten boards ask of the same
+        state is computed once. Only the newest state's answers are kept, at most
+        `PER_STATE_KEYS` of them."""
+        if published.monotonic != self._per_state_at:
+            self._per_state.clear()
+            self._per_state_at = published.monotonic
+        if key in self._per_state:
+            value: T = self._per_state[key]
+            return value
+        value = build()
+        if len(self._per_state) < PER_STATE_KEYS:
+            self._per_state[key] = value
+        return value
 
     def components(self) -> list[Component]:
         return [self.link, self.notifier, self.hazards]

@@ -125,17 +125,20 @@ class Load:
             loop = asyncio.get_running_loop()
             start = loop.time()
             second = 0
+            batches = range(0, self.sensors, BATCH)
             while True:
-                ts = int(time.time() * 1000)
-                for lo in range(0, self.sensors, BATCH):
+                # Spread over the second, as a plant's gateways are not in step.
+                for k, lo in enumerate(batches):
+                    ts = int(time.time() * 1000)
                     items = ",".join(
                         f'{{"id":"D-{i}","v":{3 + (i + second) % 5 / 10},"ts":{ts}}}'
                         for i in range(lo, min(lo + BATCH, self.sensors))
                     )
                     await client.publish("ehs/telemetry", f"[{items}]", qos=0)
                     self.sent += min(BATCH, self.sensors - lo)
+                    due = start + second + (k + 1) / len(batches)
+                    await asyncio.sleep(max(0.0, due - loop.time()))
                 second += 1
-                await asyncio.sleep(max(0.0, start + second - loop.time()))
 
 
 def auth() -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
@@ -53,6 +53,15 @@ class SensorRow(BaseModel):
 
 def _num(v: float) -> float | None:
     return round(float(v), 4) if math.isfinite(v) else None
+
+
+def _numbers(a: NDArray[Any]) -> list[Any]:
+    """As `_num` for a whole array (nested lists for 2-D), in one pass."""
+    r = np.round(a.astype(np.float64), 4)
+    out = r.astype(object)
+    out[~np.isfinite(r)] = None
+    values: list[Any] = out.tolist()
+    return values
 
 
 def _prefixes(desk: DeskPart) -> list[bytes]:
@@ -102,7 +111,7 @@ async def sensors(
     offset: int = Query(0, ge=0, le=10_000_000),
     limit: int = Query(1000, ge=1, le=1_000_000),
     history: int = Query(0, ge=0, le=86_400, description="seconds of sparkline"),
-) -> StreamingResponse:
+) -> Response:
     chosen = _selection(desk, zone)
     total = len(chosen)
     page = chosen[offset : offset + limit]
@@ -124,35 +133,51 @@ async def sensors(
 
         return copy
 
+    def encode(part: NDArray[np.intp]) -> bytes | None:
+        """One slice as JSON objects joined by commas; None if the state is gone."""
+        try:
+            _, (value, ts, tier, faulted, reason, hv, ht) = desk.read(take(part))
+        except StateUnavailable:
+            return None
+        values, stamps = _numbers(value), _numbers(ts)
+        tiers, faults, reasons = tier.tolist(), faulted.tolist(), reason.tolist()
+        hist = _numbers(hv.T) if hv is not None else None
+        hist_tiers = ht.T.tolist() if ht is not None else None
+        chunks = []
+        for j, i in enumerate(part.tolist()):
+            row: dict[str, Any] = {
+                "value": values[j],
+                "ts": stamps[j],
+                "tier": tiers[j],
+                "faulted": faults[j],
+                "fault_reason": reasons[j],
+            }
+            if hist is not None and hist_tiers is not None:
+                row["history"] = hist[j]
+                row["history_tiers"] = hist_tiers[j]
+                row["history_step_s"] = step
+            chunks.append(prefixes[i] + json.dumps(row)[1:].encode())
+        return b",".join(chunks)
+
+    headers = {"X-Total-Count": str(total)}
+    if len(page) <= SLICE:  # what a board asks: built once per published state, shared
+        key = ("sensors", zone, offset, limit, rows_wanted)
+        data = desk.per_state(key, published, lambda: encode(page))
+        if data is None:
+            raise HTTPException(503, "the control part's state is not available")
+        return Response(b"[" + data + b"]", media_type="application/json", headers=headers)
+
     async def body() -> AsyncIterator[bytes]:
         yield b"["
         for start in range(0, len(page), SLICE):
-            part = page[start : start + SLICE]
-            try:
-                _, (value, ts, tier, faulted, reason, hv, ht) = desk.read(take(part))
-            except StateUnavailable:
+            data = encode(page[start : start + SLICE])
+            if data is None:
                 return  # the client sees a truncated answer, not a stale one
-            chunks = []
-            for j, i in enumerate(part.tolist()):
-                row: dict[str, Any] = {
-                    "value": _num(value[j]),
-                    "ts": _num(ts[j]),
-                    "tier": int(tier[j]),
-                    "faulted": bool(faulted[j]),
-                    "fault_reason": int(reason[j]),
-                }
-                if hv is not None:
-                    row["history"] = [_num(v) for v in hv[:, j].tolist()]
-                    row["history_tiers"] = ht[:, j].tolist()
-                    row["history_step_s"] = step
-                chunks.append(prefixes[i] + json.dumps(row)[1:].encode())
-            yield (b"," if start else b"") + b",".join(chunks)
+            yield (b"," if start else b"") + data
             await asyncio.sleep(0)  # other requests between slices
         yield b"]"
 
-    return StreamingResponse(
-        body(), media_type="application/json", headers={"X-Total-Count": str(total)}
-    )
+    return StreamingResponse(body(), media_type="application/json", headers=headers)
 
 
 @router.get("/site")
@@ -172,14 +197,16 @@ async def zones(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
         tier = a["tier"].astype(np.intp)
         by_tier = np.stack([np.bincount(where[tier == t], minlength=nz) for t in range(4)])
         faulted = np.bincount(where[a["faulted"]], minlength=nz)
-        worst = np.full(nz, -1, dtype=np.intp)
-        np.maximum.at(worst, where, tier)
+        present = by_tier > 0  # (tier, zone): the worst tier present in each zone
+        worst = np.where(present.any(axis=0), 3 - np.argmax(present[::-1], axis=0), -1)
         return by_tier, faulted, worst
 
-    try:
-        published, (by_tier, faulted, worst) = desk.read(take)
-        states = {s["zone"]: s for s in published.status.get("interlocks") or []}
-    except StateUnavailable:
+    published, status = desk.status()
+    if published is not None and status is not None:
+        summary = desk.per_state(("zones",), published, lambda: desk.read(take)[1])
+        by_tier, faulted, worst = summary
+        states = {s["zone"]: s for s in status.get("interlocks") or []}
+    else:
         by_tier = np.zeros((4, nz), dtype=np.intp)
         faulted, worst, states = np.zeros(nz, np.intp), np.full(nz, -1), {}
     out = []
