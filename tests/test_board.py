@@ -19,6 +19,7 @@ import yaml
 from ehswatch.api.app import create_app
 from ehswatch.config import parse_config
 from ehswatch.parts import ApiServer
+from ehswatch.readings import ReadingBatch
 from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario
 from tests.aio import eventually, run
@@ -179,3 +180,69 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     assert proc.returncode == 0, out
     assert f"Board:    {base}/#token=demo-viewer" in out
     assert "Traceback" not in out
+
+
+def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
+    tmp_path: Path,
+) -> None:
+    """2 000 sensors: every zone as a summary; the sensors of a zone not at normal, and of
+    a zone a person opens, on demand — at phone and wall-screen size."""
+    from tests.big_plant import VIEWER, plant_doc
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    doc = plant_doc(
+        tmp_path, broker=free_port(), plc=free_port(), api=free_port(), sensors=2000, trips=1
+    )
+    config = parse_config(yaml.safe_dump(doc), env={})
+    app = create_app(config)
+    server = ApiServer(
+        uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
+    )
+    server.before_shutdown = lambda: app.state.desk.events.close()
+    url = f"http://127.0.0.1:{config.api.port}/#token={VIEWER}"
+
+    def browse() -> dict[str, Any]:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver = chrome()
+        seen: dict[str, Any] = {}
+        try:
+            for width, height in ((390, 844), (1920, 1080)):
+                driver.set_window_size(width, height)
+                driver.get(url)
+                wait = WebDriverWait(driver, 20, poll_frequency=0.2)
+                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-1000']"))
+                tiles = driver.find_elements(By.CSS_SELECTOR, "[data-sensor]")
+                seen[f"{width}:zones"] = len(driver.find_elements(By.CSS_SELECTOR, "[data-zone]"))
+                seen[f"{width}:tiles"] = len(tiles)
+                seen[f"{width}:closed_zone_tile"] = bool(
+                    driver.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']")
+                )
+                driver.save_screenshot(str(ARTIFACTS / f"board-large-{width}.png"))
+            driver.find_element(By.CSS_SELECTOR, "[data-toggle='area-0']").click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']"))
+            seen["opened_tiles"] = len(driver.find_elements(By.CSS_SELECTOR, "[data-sensor]"))
+            return seen
+        finally:
+            driver.quit()
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.create_task(server.serve(), name="test:board")
+        await eventually(lambda: server.started, what="the API")
+        try:
+            service = app.state.service
+            k = service.table.index["D-1000"]  # in area-2: at the alarm tier
+            service.stage.evaluate(ReadingBatch.of([k], [25.0], [service.clock()]))
+            service.state.publish()
+            return await asyncio.to_thread(browse)
+        finally:
+            server.should_exit = True
+            await task
+
+    seen = run(main(), timeout=120)
+    for width in (390, 1920):
+        assert seen[f"{width}:zones"] == 5  # four areas of 500 and the trip zone
+        assert seen[f"{width}:tiles"] == 500  # area-2 alone is open: not 2 001 tiles
+        assert not seen[f"{width}:closed_zone_tile"]
+    assert seen["opened_tiles"] == 1000  # area-0 opened by a click, on demand
