@@ -32,12 +32,13 @@ from typing import Any
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.component import Component, Job
-from ehswatch.roles import Actor, Forbidden, Refused
+from ehswatch.roles import RANK, Actor, Forbidden, Refused
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Actor, dict[str, Any]], Awaitable[dict[str, Any]]]
 LINE_LIMIT = 1 << 20
+MAX_REQUESTS_IN_FLIGHT = 16
 
 
 class ControlUnavailable(Exception):
@@ -99,6 +100,9 @@ class CommandServer(Component):
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         lock = asyncio.Lock()
+        # At most this many requests of one peer at a time: a peer that sends more waits
+        # (its socket is not read), and the control part's loop never holds a pile of them.
+        slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
 
         async def send(obj: dict[str, Any]) -> None:
             data = json.dumps(obj, ensure_ascii=False, default=str).encode() + b"\n"
@@ -113,10 +117,15 @@ class CommandServer(Component):
                         req = json.loads(line)
                     except ValueError:
                         continue
+                    if not isinstance(req, dict):
+                        continue  # not a request: nothing to answer
                     if req.get("op") == "subscribe":
                         tg.create_task(self._forward(send), name="command-channel:events")
                         continue
-                    tg.create_task(self._answer(req, send), name="command-channel:request")
+                    await slots.acquire()
+                    tg.create_task(
+                        self._answer(req, send, slots.release), name="command-channel:request"
+                    )
             except (ConnectionError, asyncio.LimitOverrunError, ValueError):
                 pass
             finally:
@@ -136,6 +145,17 @@ class CommandServer(Component):
                 await send({"event": event})
 
     async def _answer(
+        self,
+        req: dict[str, Any],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        done: Callable[[], None],
+    ) -> None:
+        try:
+            await self._handle(req, send)
+        finally:
+            done()
+
+    async def _handle(
         self, req: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[None]]
     ) -> None:
         self.requests += 1
@@ -144,9 +164,12 @@ class CommandServer(Component):
         try:
             if handler is None:
                 raise RemoteError(400, f"unknown operation {req.get('op')!r}")
-            a = req.get("actor") or {}
+            a = req.get("actor")
+            if not isinstance(a, dict) or a.get("role") not in RANK or not a.get("name"):
+                raise RemoteError(400, "a request names its actor: name and a known role")
             actor = Actor(name=str(a["name"]), role=a["role"])
-            body = await handler(actor, dict(req.get("args") or {}))
+            args = req.get("args")
+            body = await handler(actor, dict(args) if isinstance(args, dict) else {})
         except RemoteError as exc:
             answer: dict[str, Any] = {"id": rid, "ok": False, "status": exc.status}
             answer["detail"] = str(exc)
@@ -225,6 +248,8 @@ class ControlClient(Component):
             try:
                 msg = json.loads(line)
             except ValueError:
+                continue
+            if not isinstance(msg, dict):
                 continue
             if "event" in msg:
                 self.on_event(msg["event"])
