@@ -88,7 +88,7 @@ def _run(path: str, verbose: bool) -> int:
 
 def _desk(run_dir: str, verbose: bool) -> int:
     _setup_logging(verbose)
-    from ehswatch.parts import serve_desk
+    from ehswatch.desk_server import serve_desk
 
     return _serve(lambda stop: serve_desk(Path(run_dir), stop))
 

@@ -82,3 +82,15 @@ class SteppableClock:
 
     def service_clock(self) -> ServiceClock:
         return ServiceClock(wall=self.wall, monotonic=self.monotonic)
+
+
+#: how far (seconds) the wall clock may move away from the service clock before the
+#: service says so (a warning in the log, `degraded` on /health)
+WALL_OFFSET_TOLERANCE_S = 1.0
+
+
+def wall_offset_problem(offset: float) -> str | None:
+    """The operator's reason when the wall clock is too far from the service clock."""
+    if abs(offset) <= WALL_OFFSET_TOLERANCE_S:
+        return None
+    return f"wall clock stepped or drifted by {offset:+.1f} s since start"

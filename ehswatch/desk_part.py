@@ -35,7 +35,7 @@ from ehswatch.control_channel import ControlClient
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
 from ehswatch.roles import Actor
-from ehswatch.service import COMMAND_SOCKET, STATE_FILE
+from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE
 from ehswatch.shared_state import Published, StateReader, StateUnavailable
 from ehswatch.thresholds.table import ThresholdTable
 

@@ -36,7 +36,7 @@ class HealthReport:
 def assess(service: Service) -> HealthReport:
     """The control part's health now, with one reason per condition that degrades it
     (the desk part adds its own: notification channels, its jobs; see `desk_health`)."""
-    from ehswatch.service import wall_offset_problem
+    from ehswatch.clock import wall_offset_problem
 
     reasons: list[str] = []
     checks: dict[str, Any] = {}

@@ -34,7 +34,7 @@ from typing import Self
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.relay import AlarmRelay
-from ehswatch.clock import ServiceClock
+from ehswatch.clock import WALL_OFFSET_TOLERANCE_S, ServiceClock, wall_offset_problem
 from ehswatch.commands import control_handlers
 from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
@@ -48,22 +48,12 @@ from ehswatch.ingest.mqtt import MqttCollector
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.interlock.controller import InterlockController
 from ehswatch.publisher import RetainedPublisher
+from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE
 from ehswatch.shared_state import StateLayout, StateWriter
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 
 log = logging.getLogger(__name__)
-
-#: how far (seconds) the wall clock may move away from the service clock before the
-#: service says so (a warning in the log, `degraded` on /health)
-WALL_OFFSET_TOLERANCE_S = 1.0
-
-
-def wall_offset_problem(offset: float) -> str | None:
-    """The operator's reason when the wall clock is too far from the service clock."""
-    if abs(offset) <= WALL_OFFSET_TOLERANCE_S:
-        return None
-    return f"wall clock stepped or drifted by {offset:+.1f} s since start"
 
 
 class ClockWatch(Component):
@@ -99,10 +89,6 @@ class ClockWatch(Component):
         while True:
             self.check()
             await asyncio.sleep(self.period_s)
-
-
-STATE_FILE = "state"
-COMMAND_SOCKET = "control.sock"
 
 
 def new_run_dir() -> Path:

@@ -17,7 +17,7 @@ import yaml
 
 from ehswatch.api.app import create_app
 from ehswatch.config import ROLES, PlantConfig, parse_config
-from ehswatch.parts import ApiServer
+from ehswatch.desk_server import ApiServer
 from ehswatch.readings import ReadingBatch
 from ehswatch.service import Service
 from ehswatch.simulators.plc import PlcSim

@@ -18,7 +18,7 @@ import yaml
 
 from ehswatch.api.app import create_app
 from ehswatch.config import parse_config
-from ehswatch.parts import ApiServer
+from ehswatch.desk_server import ApiServer
 from ehswatch.readings import ReadingBatch
 from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +41,9 @@ from ehswatch.control_channel import ControlUnavailable, RemoteError
 from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.evidence import EvidenceRejected
 from ehswatch.roles import Forbidden, Refused
-from ehswatch.service import Service
+
+if TYPE_CHECKING:
+    from ehswatch.service import Service
 
 BOARD = Path(__file__).parent / "board" / "index.html"
 
@@ -48,6 +51,8 @@ BOARD = Path(__file__).parent / "board" / "index.html"
 def create_app(
     config: PlantConfig, *, run_dir: Path | None = None, service: Service | None = None
 ) -> FastAPI:
+    # (The control part is imported only when it runs here: the desk part's process
+    # has no use for the collectors' and storage's libraries.)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_dir is not None:
@@ -55,6 +60,8 @@ def create_app(
                 app.state.desk = desk
                 yield
             return
+        from ehswatch.service import Service
+
         svc = service if service is not None else Service(config)
         async with svc, DeskPart(config, svc.run_dir, clock=svc.clock) as desk:
             app.state.service = svc

@@ -21,6 +21,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ehswatch.names import listed
+
 CONNACK_CODES = {
     1: "unacceptable protocol version",
     2: "client identifier rejected",
@@ -225,5 +227,5 @@ async def open_subscriber(options: SessionOptions, filters: Sequence[str]) -> Su
         if protocol.transport is not None:
             protocol.transport.close()
         refused = [f for f, c in zip(filters, granted, strict=False) if c == 0x80]
-        raise MqttWireError(f"broker refused the subscription to {', '.join(refused)}")
+        raise MqttWireError(f"broker refused the subscription to {listed(refused)}")
     return protocol

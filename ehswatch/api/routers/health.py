@@ -21,8 +21,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ehswatch.api.deps import DeskDep
+from ehswatch.clock import wall_offset_problem
 from ehswatch.health import STUCK_AFTER_S, desk_health
-from ehswatch.service import wall_offset_problem
 
 router = APIRouter(tags=["health"])
 
