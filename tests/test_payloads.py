@@ -346,3 +346,69 @@ def test_arbitrary_json_is_each_a_reading_or_a_counted_reject_never_an_exception
     messages: list[tuple[bytes, object]],
 ) -> None:
     check_bulk([(t, json.dumps(v, allow_nan=True).encode()) for t, v in messages])
+
+
+class ItemByItem(TelemetryDecoder):
+    """The decoder without its bulk path: every batch item judged on its own."""
+
+    def _take_bulk(self, *args: object, **kwargs: object) -> bool:
+        return False
+
+
+# Mostly well-formed items with one field wrong: the cases a shortcut gets wrong.
+batch_item = st.builds(
+    lambda good, key, bad: {**good, key: bad} if key else good,
+    st.fixed_dictionaries(
+        {"id": st.sampled_from(list(IDS)), "v": st.just(1.5), "ts": st.just(1_764_000_000_123)}
+    ),
+    st.sampled_from(["", "id", "v", "ts", "q"]),
+    st.sampled_from(
+        [
+            -1,
+            0,
+            255,
+            256,
+            10**20,
+            -(10**400),
+            True,
+            None,
+            "x",
+            1.5,
+            math.nan,
+            math.inf,
+            -0.0,
+            253_402_300_800_000,
+            "G-201",
+            "nope",
+            [1],
+        ]
+    ),
+)
+good_item = st.builds(
+    lambda i, v, ts, q: {"id": i, "v": v, "ts": ts, "q": q},
+    st.sampled_from(list(IDS)),
+    st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**6), 10**6),
+    st.integers(min_value=1, max_value=253_402_300_799_000),
+    st.integers(min_value=0, max_value=10**6),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(good_item, max_size=30)
+    | st.lists(good_item | batch_item, min_size=1, max_size=12)
+    | st.lists(good_item | batch_item | json_values, max_size=12)
+)
+def test_a_batch_decodes_the_same_in_bulk_as_item_by_item(items: list[object]) -> None:
+    """The bulk path is a shortcut, never a different rule: same readings, same rejects."""
+    payload = json.dumps(items, allow_nan=True).encode()
+    bulk, one_by_one = new_decoder(), ItemByItem({"plant1/gas/O2-301": 1}, IDS, "ehs")
+    a = bulk.decode([b"ehs/telemetry"], [payload], NOW)
+    b = one_by_one.decode([b"ehs/telemetry"], [payload], NOW)
+    assert (a.sensor.tolist(), a.ts.tolist(), a.quality.tolist()) == (
+        b.sensor.tolist(),
+        b.ts.tolist(),
+        b.quality.tolist(),
+    )
+    assert np.array_equal(a.value, b.value, equal_nan=True)
+    assert bulk.rejects.by_reason == one_by_one.rejects.by_reason
