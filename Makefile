@@ -42,6 +42,7 @@ bench: deps
 	$(BIN)/python benchmarks/influx_sink.py
 	$(BIN)/python benchmarks/interlock_latency.py
 	$(BIN)/python benchmarks/storm.py
+	$(BIN)/python benchmarks/plant_soak.py
 
 # The live demo: embedded MQTT broker, simulated dust monitors, gas detectors and PLC, the
 # service, and the board on http://127.0.0.1:8000 (the command prints the address).
