@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -77,13 +79,34 @@ def _serve(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> int:
 
 
 def _run(path: str, verbose: bool) -> int:
+    """Validate the config, then become the control part with a fresh heap: the YAML
+    parser's peak (hundreds of MB on a 100 000-sensor plant) is not kept for the
+    process's life. Same process id (`exec`), for supervisors and `kill`."""
     config = _load_or_report(path)
     if config is None:
         return EXIT_CONFIG
-    _setup_logging(verbose)
-    from ehswatch.parts import run
+    from ehswatch.run_dir import new_run_dir, write_config
 
-    return _serve(lambda stop: run(config, stop, verbose=verbose))
+    run_dir = new_run_dir()
+    write_config(run_dir, config)
+    args = [sys.executable, "-m", "ehswatch", "control", "--run-dir", str(run_dir)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*args, *(["-v"] if verbose else [])])
+    raise AssertionError("not reached: execv replaces this process")
+
+
+def _control(run_dir: str, verbose: bool) -> int:
+    from ehswatch.parts import run
+    from ehswatch.run_dir import read_config
+
+    where = Path(run_dir)
+    _setup_logging(verbose)
+    try:
+        config = read_config(where)
+        return _serve(lambda stop: run(config, stop, verbose=verbose, run_dir=where))
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _desk(run_dir: str, verbose: bool) -> int:
@@ -162,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the service: collectors and evaluator")
     run.add_argument("--config", required=True, help="the plant's YAML config")
     run.add_argument("-v", "--verbose", action="store_true")
+    control = sub.add_parser("control", help="(started by `run`) the control part")
+    control.add_argument("--run-dir", required=True, help="its run directory")
+    control.add_argument("-v", "--verbose", action="store_true")
     desk = sub.add_parser(
         "desk", help="(started by `run`) the desk part: API, board, tickets, notifications"
     )
@@ -186,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "run":
         return _run(args.config, args.verbose)
+    if args.command == "control":
+        return _control(args.run_dir, args.verbose)
     if args.command == "desk":
         return _desk(args.run_dir, args.verbose)
     if args.command == "simulate":

@@ -18,6 +18,7 @@ import itertools
 import math
 import os
 import re
+import sys
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from ehswatch.names import listed
 
@@ -340,13 +342,32 @@ class MqttPoint(_Model):
     topic: Annotated[str, Field(pattern=r"^[^#+]+$", min_length=1)]
 
 
-class Sensor(_ThresholdFields):
+@pydantic_dataclass(config=ConfigDict(extra="forbid"), frozen=True, slots=True, kw_only=True)
+class Sensor:
+    """One sensor. A slotted dataclass, not a model: a plant has up to 100 000 of them in
+    each process, and a model costs twice the memory. The threshold keys are those of
+    `_ThresholdFields` (a sensor overrides its type's, key by key)."""
+
     id: Id
     type: str
     zone: Id
     name: str = ""
     modbus: ModbusPoint | None = None
     mqtt: MqttPoint | None = None
+    high: HighTiers | None = None
+    low: LowTiers | None = None
+    deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    on_delay_s: Seconds | None = None
+    off_delay_s: Seconds | None = None
+    stale_after_s: PositiveSeconds | None = None
+    max_ahead_s: Seconds | None = None
+    max_behind_s: PositiveSeconds | None = None
+    clock_skew_after_s: Seconds | None = None
+
+    @field_validator("type", "zone")
+    @classmethod
+    def _shared(cls, v: str) -> str:
+        return sys.intern(v)  # thousands of sensors name the same zone and type
 
     @model_validator(mode="after")
     def _one_source(self) -> Sensor:
@@ -596,7 +617,7 @@ def format_validation_error(exc: ValidationError, raw: Any) -> list[str]:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key (check the spelling against SPEC §4)"
         elif err["type"].endswith(("_type", "_parsing")) and "input" in err:
             msg = f"{msg} (got {err['input']!r})"

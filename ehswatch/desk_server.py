@@ -15,8 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from ehswatch.config import PlantConfig
-from ehswatch.run_dir import CONFIG_FILE
+from ehswatch.run_dir import read_config
 
 
 class ApiServer(uvicorn.Server):
@@ -40,7 +39,7 @@ async def serve_desk(run_dir: Path, stop: asyncio.Event) -> None:
     part validated, until `stop`."""
     from ehswatch.api.app import create_app
 
-    config = PlantConfig.model_validate_json((run_dir / CONFIG_FILE).read_text("utf-8"))
+    config = read_config(run_dir)
     app = create_app(config, run_dir=run_dir)
     server = ApiServer(
         uvicorn.Config(

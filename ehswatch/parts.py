@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
-from ehswatch.run_dir import CONFIG_FILE
+from ehswatch.run_dir import CONFIG_FILE, write_config
 from ehswatch.service import Service
 
 log = logging.getLogger(__name__)
@@ -128,17 +128,20 @@ def _check_port_free(config: PlantConfig) -> None:
             ) from None
 
 
-async def run(config: PlantConfig, stop: asyncio.Event, *, verbose: bool = False) -> None:
-    """The control part here and the desk part beside it, until `stop`."""
+async def run(
+    config: PlantConfig,
+    stop: asyncio.Event,
+    *,
+    verbose: bool = False,
+    run_dir: Path | None = None,
+) -> None:
+    """The control part here and the desk part beside it, until `stop` (in `run_dir`,
+    removed at the end, when given)."""
     _check_port_free(config)
-    async with Service(config) as service:
+    async with Service(config, run_dir=run_dir, own_run_dir=True) as service:
         settle_heap()
-        path = service.run_dir / CONFIG_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(
-                config.model_dump_json(by_alias=True)
-            )  # validated once: the desk part takes it as is
+        if not (service.run_dir / CONFIG_FILE).exists():
+            write_config(service.run_dir, config)  # validated once: the desk part takes it
         desk = DeskProcess(service.run_dir, config.api.desk_restart_s, verbose=verbose)
         service.desk_status = desk.status
         async with desk:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -48,7 +47,7 @@ from ehswatch.ingest.mqtt import MqttCollector
 from ehswatch.ingest.queue import ReadingQueue
 from ehswatch.interlock.controller import InterlockController
 from ehswatch.publisher import RetainedPublisher
-from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE
+from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE, new_run_dir
 from ehswatch.shared_state import StateLayout, StateWriter
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
@@ -91,13 +90,6 @@ class ClockWatch(Component):
             await asyncio.sleep(self.period_s)
 
 
-def new_run_dir() -> Path:
-    """A private directory for the shared state and the command socket: in memory
-    (/dev/shm) where there is one, so that publishing never waits on a disk."""
-    shm = Path("/dev/shm")
-    return Path(tempfile.mkdtemp(prefix="ehswatch-", dir=shm if shm.is_dir() else None))
-
-
 class Service:
     def __init__(
         self,
@@ -106,9 +98,12 @@ class Service:
         tick_s: float = 1.0,
         clock: ServiceClock | None = None,
         run_dir: Path | None = None,
+        own_run_dir: bool | None = None,
     ) -> None:
         self.config = config
-        self._own_run_dir = run_dir is None
+        # Removed at the end by whoever made it: the service for its own (None: if it
+        # made it), `parts` for the one it execs into.
+        self._own_run_dir = run_dir is None if own_run_dir is None else own_run_dir
         self.run_dir = run_dir if run_dir is not None else new_run_dir()
         # The one clock of every decision; see `ehswatch.clock`.
         self.clock = clock if clock is not None else ServiceClock()
