@@ -235,3 +235,33 @@ async def until_answering(http: httpx.AsyncClient, timeout: float = 60.0) -> dic
         if loop.time() > deadline:
             raise AssertionError("the service did not come up")
         await asyncio.sleep(0.2)
+
+
+def load_main() -> None:
+    """`python -m tests.big_plant BROKER_PORT SENSORS COUNT_FILE`: `Load` in a process of
+    its own (so that a benchmark's timing and PLC simulator are not starved by it),
+    writing how many readings it sent to COUNT_FILE every second and when stopped."""
+    import signal
+    import sys
+
+    port, sensors, count_file = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    load = Load(port, sensors)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        task = asyncio.create_task(load.run(), name="load")
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            count_file.write_text(str(load.sent))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        count_file.write_text(str(load.sent))
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    load_main()
