@@ -15,8 +15,11 @@ which a restart does not cure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from ehswatch.component import Component
 
 if TYPE_CHECKING:
     from ehswatch.service import Service
@@ -33,20 +36,26 @@ class HealthReport:
     checks: dict[str, Any] = field(default_factory=dict)
 
 
-def assess(service: Service) -> HealthReport:
-    """The control part's health now, with one reason per condition that degrades it
-    (the desk part adds its own: notification channels, its jobs; see `desk_health`)."""
-    from ehswatch.clock import wall_offset_problem
-
-    reasons: list[str] = []
-    checks: dict[str, Any] = {}
-    for c in service.components():
+def jobs_not_running(components: Iterable[Component]) -> list[str]:
+    """One reason per component job that is not running (it failed and waits to restart)."""
+    reasons = []
+    for c in components:
         for name, h in c.health.items():
             if not h.running:
                 why = f": {h.last_error}" if h.last_error else ""
                 reasons.append(
                     f"{c.component_name}:{name} is not running (restarted {h.restarts} times){why}"
                 )
+    return reasons
+
+
+def assess(service: Service) -> HealthReport:
+    """The control part's health now, with one reason per condition that degrades it
+    (the desk part adds its own: notification channels, its jobs; see `desk_health`)."""
+    from ehswatch.clock import wall_offset_problem
+
+    reasons: list[str] = jobs_not_running(service.components())
+    checks: dict[str, Any] = {}
     if service.mqtt is not None:
         st = service.mqtt.stats
         checks["mqtt"] = {"connected": st.connected}

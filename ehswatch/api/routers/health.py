@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from ehswatch.api.deps import DeskDep
 from ehswatch.clock import wall_offset_problem
-from ehswatch.health import STUCK_AFTER_S, desk_health
+from ehswatch.health import STUCK_AFTER_S, desk_health, jobs_not_running
 
 router = APIRouter(tags=["health"])
 
@@ -44,14 +44,7 @@ def _jobs(components: list[Any]) -> dict[str, Any]:
 async def health(desk: DeskDep) -> dict[str, Any]:
     """Status with every reason it is degraded, each component's jobs, and the checks."""
     published, control = desk.status()
-    own: list[str] = []
-    for c in desk.components():
-        for name, h in c.health.items():
-            if not h.running:
-                why = f": {h.last_error}" if h.last_error else ""
-                own.append(
-                    f"{c.component_name}:{name} is not running (restarted {h.restarts} times){why}"
-                )
+    own = jobs_not_running(desk.components())
     if not desk.link.connected:
         own.append(f"the command channel to the control part is down: {desk.link.last_error}")
     report = desk_health(
