@@ -180,7 +180,9 @@ def test_a_reader_never_sees_a_torn_state_while_the_writer_publishes(tmp_path: P
     thread.start()
     try:
         for _ in range(300):
-            published, (value, late) = reader.read(lambda a, _: (a["value"].copy(), a["late"][:5]))
+            published, (value, late) = reader.read(
+                lambda a, _: (a["value"].copy(), a["late"][:5].copy())
+            )
             k = published.status["k"]
             # Every array and the status document are of the same publish.
             assert value.min() == value.max() == k
