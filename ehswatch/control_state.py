@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ehswatch.health import assess, liveness
+from ehswatch.health import assess, jobs_health, liveness
 from ehswatch.history import SensorHistory
 from ehswatch.metrics import control_metrics
 from ehswatch.readings import ReadingBatch
@@ -39,13 +39,7 @@ def control_status(service: Service) -> dict[str, Any]:
         "status": report.status,
         "reasons": list(report.reasons),
         "checks": report.checks,
-        "components": {
-            c.component_name: {
-                name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
-                for name, h in c.health.items()
-            }
-            for c in service.components()
-        },
+        "components": jobs_health(service.components()),
         "alive": alive,
         "alive_reason": why,
         "started_at": service.started_at,

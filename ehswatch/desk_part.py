@@ -16,7 +16,10 @@ cannot delay a trip or a heartbeat. What it knows of the control part it reads:
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import math
 from collections.abc import Callable, Hashable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -38,6 +41,7 @@ from ehswatch.roles import Actor
 from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE
 from ehswatch.shared_state import Published, StateReader, StateUnavailable
 from ehswatch.thresholds.table import ThresholdTable
+from ehswatch.thresholds.tier import LATCH_NAMES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +75,29 @@ class DeskPart:
         self._per_state: dict[Hashable, Any] = {}
         self._per_state_at = 0.0
         self._stack = AsyncExitStack()
+
+    @functools.cached_property
+    def sensor_prefixes(self) -> list[bytes]:
+        """Each sensor's fixed fields (id, name, zone, type, unit, setpoints) as the start
+        of its `/api/sensors` JSON object: built once, on first use."""
+        config, table = self.config, self.table
+        out = []
+        for i, s in enumerate(config.sensors):
+            setpoints = {
+                n: round(float(v), 4)
+                for n, v in zip(LATCH_NAMES, table.setpoint[i], strict=True)
+                if math.isfinite(v)
+            }
+            fixed = {
+                "id": s.id,
+                "name": s.name,
+                "zone": s.zone,
+                "type": s.type,
+                "unit": config.sensor_types[s.type].unit,
+                "setpoints": setpoints,
+            }
+            out.append(json.dumps(fixed, ensure_ascii=False)[:-1].encode() + b",")
+        return out
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "wake":

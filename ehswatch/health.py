@@ -36,6 +36,17 @@ class HealthReport:
     checks: dict[str, Any] = field(default_factory=dict)
 
 
+def jobs_health(components: Iterable[Component]) -> dict[str, Any]:
+    """Each component's jobs: running, restarts, last error (for `/health`)."""
+    return {
+        c.component_name: {
+            name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
+            for name, h in c.health.items()
+        }
+        for c in components
+    }
+
+
 def jobs_not_running(components: Iterable[Component]) -> list[str]:
     """One reason per component job that is not running (it failed and waits to restart)."""
     reasons = []

@@ -22,22 +22,12 @@ from fastapi.responses import JSONResponse
 
 from ehswatch.api.deps import DeskDep
 from ehswatch.clock import wall_offset_problem
-from ehswatch.health import STUCK_AFTER_S, desk_health, jobs_not_running
+from ehswatch.health import STUCK_AFTER_S, desk_health, jobs_health, jobs_not_running
 
 router = APIRouter(tags=["health"])
 
 #: a published state older than this: the control part is not turning
 SILENT_AFTER_S = STUCK_AFTER_S + 1.0
-
-
-def _jobs(components: list[Any]) -> dict[str, Any]:
-    return {
-        c.component_name: {
-            name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
-            for name, h in c.health.items()
-        }
-        for c in components
-    }
 
 
 @router.get("/health")
@@ -54,7 +44,7 @@ async def health(desk: DeskDep) -> dict[str, Any]:
         {c: ch.down for c, ch in desk.notifier.stats.items()},
     )
     clock: dict[str, Any] = {}
-    components = _jobs(desk.components())
+    components = jobs_health(desk.components())
     uptime = None
     if control is not None:
         offset = float(control.get("wall_offset_s", 0.0))

@@ -26,7 +26,6 @@ from pydantic import BaseModel
 from ehswatch.api.deps import DeskDep, Viewer
 from ehswatch.desk_part import DeskPart
 from ehswatch.shared_state import StateUnavailable
-from ehswatch.thresholds.tier import LATCH_NAMES
 
 router = APIRouter(prefix="/api", tags=["sensors"])
 SLICE = 2000
@@ -51,42 +50,13 @@ class SensorRow(BaseModel):
     history_step_s: float | None = None
 
 
-def _num(v: float) -> float | None:
-    return round(float(v), 4) if math.isfinite(v) else None
-
-
 def _numbers(a: NDArray[Any]) -> list[Any]:
-    """As `_num` for a whole array (nested lists for 2-D), in one pass."""
+    """Numbers rounded to 4 places, None where not finite (nested lists for 2-D)."""
     r = np.round(a.astype(np.float64), 4)
     out = r.astype(object)
     out[~np.isfinite(r)] = None
     values: list[Any] = out.tolist()
     return values
-
-
-def _prefixes(desk: DeskPart) -> list[bytes]:
-    """Each sensor's fixed fields as the start of its JSON object, built once."""
-    cached: list[bytes] | None = getattr(desk, "_sensor_prefixes", None)
-    if cached is not None:
-        return cached
-    config, table = desk.config, desk.table
-    out = []
-    for i, s in enumerate(config.sensors):
-        fixed = {
-            "id": s.id,
-            "name": s.name,
-            "zone": s.zone,
-            "type": s.type,
-            "unit": config.sensor_types[s.type].unit,
-            "setpoints": {
-                n: _num(v)
-                for n, v in zip(LATCH_NAMES, table.setpoint[i], strict=True)
-                if math.isfinite(v)
-            },
-        }
-        out.append(json.dumps(fixed, ensure_ascii=False)[:-1].encode() + b",")
-    desk._sensor_prefixes = out  # type: ignore[attr-defined]
-    return out
 
 
 def _selection(desk: DeskPart, zone: str | None) -> NDArray[np.intp]:
@@ -120,7 +90,7 @@ async def sensors(
         raise HTTPException(503, "the control part has not published its state")
     step = published.step_s
     rows_wanted = min(math.ceil(history / step), published.history_rows, published.points)
-    prefixes = _prefixes(desk)
+    prefixes = desk.sensor_prefixes
 
     def take(part: NDArray[np.intp]) -> Any:
         def copy(a: dict[str, NDArray[Any]], written: int) -> tuple[Any, ...]:
