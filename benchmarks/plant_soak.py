@@ -48,8 +48,6 @@ from ehswatch.config import load_config  # noqa: E402
 from ehswatch.simulators.plc import PlcSim  # noqa: E402
 from tests.big_plant import (  # noqa: E402
     Trips,
-    board,
-    export,
     heartbeat_gaps,
     plant_doc,
     until_answering,
@@ -124,6 +122,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 service = await start_service(path, work / "service.log")
                 counted = work / "sent"
+                watched_file = work / "watched.json"
                 loader: asyncio.subprocess.Process | None = None
                 try:
                     report = await until_answering(http, timeout=120)
@@ -138,17 +137,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(args.warmup)
                     idle = await timed_trips(trips, mqtt, args.samples, 0.2)
 
-                    stats: dict[str, float] = {}
                     pids = [service.pid, desk]
                     cpu_start = [cpu_s(p) for p in pids]
                     t0 = time.perf_counter()
-                    readers = [
-                        asyncio.create_task(board(http, f"area-{k}", stats), name="soak:board")
-                        for k in range(10)
-                    ]
-                    readers.append(
-                        asyncio.create_task(export(http, stats, loop=False), name="soak:export")
-                    )
+                    # The watchers, too, in a process of their own: reading their
+                    # answers here would delay the PLC simulator's stamps.
+                    watchers = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "tests.big_plant", "watch", str(api),
+                        str(watched_file), cwd=ROOT,
+                    )  # fmt: skip
                     pause = max(0.05, args.seconds / args.samples - 0.01)
                     watched = await timed_trips(trips, mqtt, args.samples, pause)
                     while time.perf_counter() - t0 < args.seconds:
@@ -161,9 +158,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     cpu = sum(by_part)
                     rss_by_part = [round(rss_mb(p), 1) for p in pids]
                     rss = sum(rss_by_part)
-                    for task in readers:
-                        task.cancel()
-                    await asyncio.gather(*readers, return_exceptions=True)
+                    watchers.send_signal(signal.SIGTERM)
+                    await watchers.wait()
+                    stats = json.loads(watched_file.read_text())
                     gap = heartbeat_gaps(plc, start)
                     loader.send_signal(signal.SIGTERM)
                     await loader.wait()
@@ -198,6 +195,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "board_max_s": round(stats.get("board_max_s", 0.0), 3),
         "export_s": stats.get("export_s"),
         "export_mb": round(stats.get("export_bytes", 0) / 1e6, 1),
+        "watcher_failures": stats.get("failures"),
         "health": health.get("status"),
         "health_reasons": health.get("reasons"),
     }
@@ -206,7 +204,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sensors", type=int, default=100_000)
-    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=10.0)
     print(json.dumps(asyncio.run(main(ap.parse_args()))))

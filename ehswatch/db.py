@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,7 +37,11 @@ APPEND_ONLY_TRIGGERS = [
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    """`migrate=False` for a process that uses a schema another one owns (the desk part:
+    the control part, started first, has brought it up to date)."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.migrate = migrate
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
@@ -47,6 +52,8 @@ class Database:
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def __aenter__(self) -> Self:
+        if not self.migrate:
+            return self
         async with self.engine.begin() as conn:
             await conn.run_sync(upgrade)
             if self.is_sqlite:
@@ -72,6 +79,9 @@ def import_models() -> None:
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    # Imported here: a process that does not migrate never loads alembic.
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -80,6 +90,8 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 def upgrade(connection: Connection) -> None:
     """Bring the schema to the newest migration (alembic), on this connection."""
+    from alembic import command
+
     command.upgrade(alembic_config(connection), "head")
 
 

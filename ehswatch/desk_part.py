@@ -63,7 +63,7 @@ class DeskPart:
         self.sensor_zone: NDArray[np.intp] = np.array(
             [zone_index[s.zone] for s in config.sensors], dtype=np.intp
         )
-        self.db = Database(config.database.url)
+        self.db = Database(config.database.url, migrate=False)  # the control part's schema
         self.events = EventStream()
         self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.hazards = HazardDesk(config=config, db=self.db, clock=self.clock)

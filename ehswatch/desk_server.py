@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
+from ehswatch.heap import settle_heap
 from ehswatch.run_dir import read_config
 
 
@@ -50,8 +50,7 @@ async def serve_desk(run_dir: Path, stop: asyncio.Event) -> None:
     serving = asyncio.create_task(server.serve(), name="desk:server")
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
-    gc.collect()
-    gc.freeze()  # see `parts.settle_heap`
+    settle_heap()
     stopped = asyncio.create_task(stop.wait(), name="desk:stop")
     await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from ehswatch.component import Component, Job
 from ehswatch.config import PlantConfig
+from ehswatch.heap import settle_heap
 from ehswatch.run_dir import CONFIG_FILE, write_config
 from ehswatch.service import Service
 
@@ -103,16 +103,6 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-
-
-def settle_heap() -> None:
-    """After start: what exists now (the config, the tables: hundreds of thousands of
-    objects on a large plant) lives as long as the process, so the garbage collector is
-    told to stop walking it (`gc.freeze`); without this, each full collection walks it
-    all, and on a 100 000-sensor plant that is a pause of a tenth of a second on the
-    control loop."""
-    gc.collect()
-    gc.freeze()
 
 
 def _check_port_free(config: PlantConfig) -> None:

@@ -114,11 +114,15 @@ def write_config(work: Path, doc: dict[str, Any]) -> Path:
 
 @dataclass
 class Load:
-    """Every one of `sensors` sensors once a second, in batches of `BATCH` readings."""
+    """Every one of `sensors` sensors once a second, in batches of `BATCH` readings, until
+    `stopping` is set; then one QoS 1 message whose PUBACK says that the broker has
+    every batch before it (`flushed`), so that `sent` counts what the broker got."""
 
     broker: int
     sensors: int
     sent: int = 0
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    flushed: bool = False
 
     async def run(self) -> None:
         async with aiomqtt.Client("127.0.0.1", self.broker) as client:
@@ -126,7 +130,7 @@ class Load:
             start = loop.time()
             second = 0
             batches = range(0, self.sensors, BATCH)
-            while True:
+            while not self.stopping.is_set():
                 # Spread over the second, as a plant's gateways are not in step.
                 for k, lo in enumerate(batches):
                     ts = int(time.time() * 1000)
@@ -137,8 +141,12 @@ class Load:
                     await client.publish("ehs/telemetry", f"[{items}]", qos=0)
                     self.sent += min(BATCH, self.sensors - lo)
                     due = start + second + (k + 1) / len(batches)
+                    if self.stopping.is_set():
+                        break
                     await asyncio.sleep(max(0.0, due - loop.time()))
                 second += 1
+            await client.publish("soak/flushed", b"", qos=1)
+            self.flushed = True
 
 
 def auth() -> dict[str, str]:
@@ -241,6 +249,7 @@ def load_main() -> None:
     """`python -m tests.big_plant BROKER_PORT SENSORS COUNT_FILE`: `Load` in a process of
     its own (so that a benchmark's timing and PLC simulator are not starved by it),
     writing how many readings it sent to COUNT_FILE every second and when stopped."""
+    import os
     import signal
     import sys
 
@@ -248,20 +257,60 @@ def load_main() -> None:
     load = Load(port, sensors)
 
     async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, load.stopping.set)
+        task = asyncio.create_task(load.run(), name="load")
+        while not load.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(load.stopping.wait(), 1.0)
+            count_file.write_text(str(load.sent))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), 30.0)
+        if not load.flushed:
+            raise SystemExit("the load could not flush its last batches to the broker")
+        count_file.write_text(str(load.sent))
+        if not task.done():
+            # paho can wait for ever on the broker's answer to DISCONNECT under load;
+            # what was sent is counted and flushed, so leave without it.
+            os._exit(0)
+
+    asyncio.run(main())
+
+
+def watch_main() -> None:
+    """`python -m tests.big_plant watch API_PORT STATS_FILE`: ten `board()` clients and
+    one `export()` in a process of their own (so that reading the answers does not delay
+    a benchmark's PLC simulator and its stamps), writing their stats as JSON to
+    STATS_FILE when stopped."""
+    import signal
+    import sys
+
+    port, stats_file = int(sys.argv[2]), Path(sys.argv[3])
+
+    async def main() -> None:
+        stats: dict[str, float] = {}
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        task = asyncio.create_task(load.run(), name="load")
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            count_file.write_text(str(load.sent))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        count_file.write_text(str(load.sent))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            tasks = [
+                asyncio.create_task(board(http, f"area-{k}", stats), name=f"watch:board-{k}")
+                for k in range(10)
+            ]
+            tasks.append(asyncio.create_task(export(http, stats, loop=False), name="watch:export"))
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        failures = [r for r in results if not isinstance(r, asyncio.CancelledError | None)]
+        stats["failures"] = len(failures)
+        stats_file.write_text(json.dumps(stats))
 
     asyncio.run(main())
 
 
 if __name__ == "__main__":
-    load_main()
+    import sys
+
+    if sys.argv[1:2] == ["watch"]:
+        watch_main()
+    else:
+        load_main()

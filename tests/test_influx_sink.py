@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ehswatch.config import InfluxSettings
-from ehswatch.ingest.influx import InfluxSink, InfluxWriter
+from ehswatch.ingest.influx import InfluxSink, InfluxWriter, WriteFailed
 from ehswatch.ingest.lineprotocol import LineEncoder
 from ehswatch.ingest.spool import EVENTS, READINGS, Spool
 from ehswatch.readings import ReadingBatch
@@ -346,3 +346,48 @@ def test_what_is_pending_at_shutdown_is_spooled_and_sent_by_the_next_start(
     assert len(list((tmp_path / "spool" / READINGS).glob("*.lp"))) == 1
     assert run(second()).stats.points_replayed == 300
     assert count_points(vm, "D-101") == 300
+
+
+def test_a_write_is_the_influxdb_v2_write_request() -> None:
+    # VictoriaMetrics ignores the token and the org: a local server checks what InfluxDB
+    # itself reads from the request, and answers as InfluxDB does (204, then 503).
+    import http.server
+    import threading
+    from urllib.parse import parse_qs, urlsplit
+
+    seen: list[tuple[str, dict[str, list[str]], dict[str, str], bytes]] = []
+    answers = [204, 503]
+
+    class Influx(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((url.path, parse_qs(url.query), dict(self.headers), body))
+            self.send_response(answers.pop(0))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Influx)
+    thread = threading.Thread(target=server.serve_forever, name="fake-influx", daemon=True)
+    thread.start()
+    try:
+        s = settings(f"http://127.0.0.1:{server.server_port}/", Path("unused"))
+        writer = InfluxWriter(s, timeout_ms=2000)
+        writer.write(b"reading,site=a value=1 1\n")
+        with pytest.raises(WriteFailed, match="HTTP 503"):
+            writer.write(b"")
+        writer.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    path, query, headers, body = seen[0]
+    assert path == "/api/v2/write"
+    assert query == {"org": ["ehs"], "bucket": ["telemetry"], "precision": ["ns"]}
+    assert headers["Authorization"] == "Token test-token"
+    assert headers["Content-Type"].startswith("text/plain")
+    assert body == b"reading,site=a value=1 1\n"
+    assert seen[1][3] == b""  # the probe: a write of nothing

@@ -349,9 +349,19 @@ def test_arbitrary_json_is_each_a_reading_or_a_counted_reject_never_an_exception
 
 
 class ItemByItem(TelemetryDecoder):
-    """The decoder without its bulk path: every batch item judged on its own."""
+    """The decoder without its bulk paths: every batch item judged on its own."""
+
+    def _take_typed(self, *args: object, **kwargs: object) -> bool:
+        return False
 
     def _take_bulk(self, *args: object, **kwargs: object) -> bool:
+        return False
+
+
+class Untyped(TelemetryDecoder):
+    """The decoder without its typed path: `json.loads`, then the bulk path."""
+
+    def _take_typed(self, *args: object, **kwargs: object) -> bool:
         return False
 
 
@@ -400,15 +410,18 @@ good_item = st.builds(
     | st.lists(good_item | batch_item | json_values, max_size=12)
 )
 def test_a_batch_decodes_the_same_in_bulk_as_item_by_item(items: list[object]) -> None:
-    """The bulk path is a shortcut, never a different rule: same readings, same rejects."""
+    """The bulk paths are shortcuts, never a different rule: same readings, same rejects,
+    whether typed (msgspec), bulk after `json.loads`, or item by item."""
     payload = json.dumps(items, allow_nan=True).encode()
-    bulk, one_by_one = new_decoder(), ItemByItem({"plant1/gas/O2-301": 1}, IDS, "ehs")
-    a = bulk.decode([b"ehs/telemetry"], [payload], NOW)
+    one_by_one = ItemByItem({"plant1/gas/O2-301": 1}, IDS, "ehs")
     b = one_by_one.decode([b"ehs/telemetry"], [payload], NOW)
-    assert (a.sensor.tolist(), a.ts.tolist(), a.quality.tolist()) == (
-        b.sensor.tolist(),
-        b.ts.tolist(),
-        b.quality.tolist(),
-    )
-    assert np.array_equal(a.value, b.value, equal_nan=True)
-    assert bulk.rejects.by_reason == one_by_one.rejects.by_reason
+    for shortcut in (new_decoder(), Untyped({"plant1/gas/O2-301": 1}, IDS, "ehs")):
+        a = shortcut.decode([b"ehs/telemetry"], [payload], NOW)
+        assert (a.sensor.tolist(), a.ts.tolist(), a.quality.tolist()) == (
+            b.sensor.tolist(),
+            b.ts.tolist(),
+            b.quality.tolist(),
+        ), type(shortcut).__name__
+        assert np.array_equal(a.value, b.value, equal_nan=True)
+        assert a.value.dtype == b.value.dtype
+        assert shortcut.rejects.by_reason == one_by_one.rejects.by_reason

@@ -5,9 +5,9 @@ Contract:
   the columns to a queue (and, when memory is over its bound, drops the oldest readings
   and counts them), so storage never slows evaluation and never blocks. The sink's own
   task encodes line protocol in bulk (`LineEncoder`), one chunk of `batch_size` points at
-  a time, and writes it through influxdb-client's synchronous write API in a worker
-  thread, every `flush_interval_ms` or as soon as `batch_size` points wait. The next
-  chunk is encoded while the previous one is on the wire.
+  a time, and POSTs it to the v2 write API (`InfluxWriter`) in a worker thread, every
+  `flush_interval_ms` or as soon as `batch_size` points wait. The next chunk is encoded
+  while the previous one is on the wire.
 - A write that fails (server down, 5xx, timeout, wrong token) marks the server down and
   keeps the chunk: in the on-disk `Spool` if it takes it, else in memory. Until the
   server answers again every new chunk is kept the same way. Memory is bounded by
@@ -58,12 +58,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlencode
 
 import numpy as np
 import urllib3
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.rest import ApiException
 from numpy.typing import NDArray
 
 from ehswatch.component import Component, Job
@@ -98,43 +96,50 @@ class WriteFailed(Exception):
 
 
 class InfluxWriter:
-    """influxdb-client's synchronous write API with its errors translated. Thread-safe."""
+    """The InfluxDB v2 write API (`POST /api/v2/write`, line protocol, nanoseconds) over
+    one pool of keep-alive connections, its errors translated. Thread-safe.
+
+    Plain HTTP through urllib3, not a client library: the sink encodes line protocol
+    itself, so all a write needs is one POST, and a client library would cost the
+    control part tens of MB and a layer of objects per write."""
 
     def __init__(self, settings: InfluxSettings, timeout_ms: int = 10_000) -> None:
-        self._settings = settings
-        self._client = InfluxDBClient(
-            url=settings.url,
-            token=settings.token,
-            org=settings.org,
-            timeout=timeout_ms,
+        base = settings.url.rstrip("/")
+        query = urlencode({"org": settings.org, "bucket": settings.bucket, "precision": "ns"})
+        self._url = f"{base}/api/v2/write?{query}"
+        self._headers = {
+            "Authorization": f"Token {settings.token}",
+            "Content-Type": "text/plain; charset=utf-8",
+            "Accept": "application/json",
+        }
+        self._http = urllib3.PoolManager(
+            num_pools=1,
+            maxsize=4,  # the sink has at most a few writes on the wire at once
+            timeout=urllib3.Timeout(total=timeout_ms / 1000),
             retries=False,  # the sink retries, from its spool
         )
-        self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, chunk: bytes) -> None:
         """Write line protocol; an empty chunk is a probe (does the server take writes?)."""
         try:
-            self._api.write(
-                bucket=self._settings.bucket,
-                org=self._settings.org,
-                record=chunk,
-                write_precision="ns",  # type: ignore[arg-type]  # the API takes the string too
+            response = self._http.request(
+                "POST", self._url, body=chunk, headers=self._headers, preload_content=True
             )
-        except ApiException as exc:
-            status = int(exc.status or 0)
-            body = exc.body or b""
-            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-            detail = f"HTTP {status} {exc.reason}: {text[:300]}"
-            # Only a refusal of the data itself sets it aside. A wrong token (401/403) or
-            # bucket (404) is a configuration fault: keep the data and retry until fixed.
-            if status in REFUSED_DATA:
-                raise WriteRejected(detail) from None
-            raise WriteFailed(detail) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteFailed(f"{type(exc).__name__}: {exc}") from None
+        status = response.status
+        if 200 <= status < 300:
+            return
+        text = response.data.decode("utf-8", "replace")
+        detail = f"HTTP {status} {response.reason or ''}: {text[:300]}"
+        # Only a refusal of the data itself sets it aside. A wrong token (401/403) or
+        # bucket (404) is a configuration fault: keep the data and retry until fixed.
+        if status in REFUSED_DATA:
+            raise WriteRejected(detail)
+        raise WriteFailed(detail)
 
     def close(self) -> None:
-        self._client.close()  # type: ignore[no-untyped-call]
+        self._http.clear()
 
 
 @dataclass

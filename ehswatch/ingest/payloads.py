@@ -33,6 +33,12 @@ marker comes back as an element of its own at the odd positions and the text hol
 backslash and no other copy of the marker: then each payload was exactly one JSON value
 (a payload such as ``1,2`` next to ``[3`` cannot shift readings onto another payload's
 sensor). Otherwise each payload is parsed alone to find the bad ones.
+
+A batch is first decoded straight into typed items (msgspec: no dict per item, about
+half the cost of `json.loads`), and taken whole if every item is a known sensor with a
+finite number, a timestamp in range and a good-or-coded quality; anything else, and the
+batch is parsed again by `json.loads` and judged item by item, with every reject counted.
+Both ways give the same readings and rejects (a property test holds them to it).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from ehswatch.readings import Quality, ReadingBatch
@@ -52,6 +59,18 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 # 10000-01-01T00:00:00Z in milliseconds: a later `ts` is no clock at all, it is garbage.
 # (Compared as milliseconds, so a huge integer never has to become a float.)
 TS_LIMIT_MS = 253_402_300_800_000
+
+
+class _BatchItem(msgspec.Struct):
+    """A batch item as the common case has it; any other shape fails to decode."""
+
+    id: str
+    v: float
+    ts: float
+    q: int = 0
+
+
+_BATCH = msgspec.json.Decoder(list[_BatchItem])
 
 REASONS = (
     "not_json",
@@ -167,6 +186,8 @@ class TelemetryDecoder:
         if len(payload) > MAX_BATCH_BYTES:
             self.rejects.add("too_large", topic, f"{len(payload)} bytes")
             return
+        if self._take_typed(payload, sensors, values, stamps, quality):
+            return
         try:
             items = json.loads(payload)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -191,6 +212,39 @@ class TelemetryDecoder:
                 self._take(topic, i, item, now, sensors, values, stamps, quality)
             except Exception as exc:  # last resort: one item, never the rest of the batch
                 self.rejects.add("bad_value", topic, f"undecodable item: {type(exc).__name__}")
+
+    def _take_typed(
+        self,
+        payload: bytes,
+        sensors: list[int],
+        values: list[float],
+        stamps: list[float],
+        quality: list[int],
+    ) -> bool:
+        """The common case at C speed, from the bytes: like `_take_bulk`, but decoded
+        into `_BatchItem`s (msgspec refuses NaN, infinity, out-of-range numbers, a bool
+        for a number, a missing field: then False, and the slow path judges)."""
+        try:
+            items = _BATCH.decode(payload)
+        except (msgspec.MsgspecError, RecursionError):
+            return False
+        ids = self._ids
+        try:
+            sens = [ids[item.id] for item in items]
+        except KeyError:
+            return False
+        try:
+            t = np.array([item.ts for item in items], dtype=np.float64)
+            q = np.array([item.q for item in items], dtype=np.int64)
+        except OverflowError:
+            return False  # a quality beyond int64: one by one, counted
+        if not ((t > 0) & (t < TS_LIMIT_MS)).all() or (q < 0).any():
+            return False
+        sensors.extend(sens)
+        values.extend([item.v for item in items])
+        stamps.extend((t / 1000.0).tolist())
+        quality.extend(np.minimum(q, 255).tolist())
+        return True
 
     def _take_bulk(
         self,
