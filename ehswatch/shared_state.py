@@ -232,21 +232,31 @@ class StateReader:
         self.layout = StateLayout(sensors=n, points=points, status_cap=size - base)
         self.arrays = _views(self._mm, self.layout)
         self._status_at = self.layout.offsets()[1]
+        self._last: tuple[int, Published] | None = None
 
     def read(self, take: Callable[[dict[str, NDArray[Any]], int], T]) -> tuple[Published, T]:
-        """One consistent copy: the header (with the status document) and `take(arrays)`."""
+        """One consistent copy: the header (with the status document) and `take(arrays)`.
+
+        Reads of the same published state share one `Published` (the status document is
+        parsed once per state, not once per request): treat it as read-only."""
         for attempt in range(self._attempts):
             seq = struct.unpack_from("<Q", self._mm, 16)[0]
             if seq % 2 == 0:
-                header = HEADER.unpack_from(self._mm, 0)
-                status_len = header[8]
-                raw = bytes(self._mm[self._status_at : self._status_at + status_len])
-                result = take(self.arrays, header[5])
+                last = self._last
+                cached = last[1] if last is not None and last[0] == seq else None
+                if cached is None:
+                    header = HEADER.unpack_from(self._mm, 0)
+                    status_len = header[8]
+                    raw = bytes(self._mm[self._status_at : self._status_at + status_len])
+                    rows = header[5]
+                else:
+                    rows = cached.history_rows
+                result = take(self.arrays, rows)
                 if struct.unpack_from("<Q", self._mm, 16)[0] == seq:
                     if seq == 0:
                         raise StateUnavailable("the control part has not published yet")
-                    return (
-                        Published(
+                    if cached is None:
+                        cached = Published(
                             sensors=header[3],
                             points=header[4],
                             history_rows=header[5],
@@ -254,9 +264,9 @@ class StateReader:
                             wall=header[7],
                             step_s=header[9],
                             status=json.loads(raw) if raw else {},
-                        ),
-                        result,
-                    )
+                        )
+                        self._last = (seq, cached)
+                    return cached, result
             if attempt > 10:
                 time.sleep(0.0005)  # a write takes about a millisecond at 100 000 sensors
         raise StateUnavailable("the control part's state is being written and did not settle")

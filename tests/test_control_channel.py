@@ -223,3 +223,22 @@ def test_a_status_document_over_its_room_is_replaced_by_a_note_not_cut(tmp_path:
     assert writer.status_truncated == 1
     json.dumps(published.status)
     writer.close()
+
+
+def test_reads_of_one_state_share_its_header_and_a_new_state_is_read_anew(
+    tmp_path: Path,
+) -> None:
+    writer = StateWriter(tmp_path / "state", StateLayout(sensors=3, points=4), 10.0)
+    reader = StateReader(tmp_path / "state")
+    writer.publish(**arrays(3, 1.0), history_row=None, status={"k": 1})
+    first, rows = reader.read(lambda a, n: n)
+    again, _ = reader.read(lambda a, n: n)
+    assert again is first and first.status == {"k": 1} and rows == 0
+    row = (np.full(3, 2.0, np.float32), np.zeros(3, np.int8), 2.0)
+    writer.publish(**arrays(3, 2.0), history_row=row, status={"k": 2})
+    second, (rows, value) = reader.read(lambda a, n: (n, a["value"].copy()))
+    assert second is not first
+    assert second.status == {"k": 2} and second.history_rows == rows == 1
+    assert value.tolist() == [2.0, 2.0, 2.0]
+    reader.close()
+    writer.close()

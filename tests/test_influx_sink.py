@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from ehswatch.config import InfluxSettings
 from ehswatch.ingest.influx import InfluxSink, InfluxWriter, WriteFailed
@@ -391,3 +394,29 @@ def test_a_write_is_the_influxdb_v2_write_request() -> None:
     assert headers["Content-Type"].startswith("text/plain")
     assert body == b"reading,site=a value=1 1\n"
     assert seen[1][3] == b""  # the probe: a write of nothing
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=50))
+def test_every_finite_value_is_written_as_text_that_reads_back_as_the_same_float(
+    values: list[float],
+) -> None:
+    n = len(values)
+    lines = (
+        LineEncoder("plant-1", SENSORS)
+        .readings(
+            np.zeros(n, np.int32),
+            np.array(values),
+            np.zeros(n, np.int8),
+            np.zeros(n, np.uint8),
+            np.full(n, 1_764_000_000.0),
+        )
+        .decode()
+        .splitlines()
+    )
+    assert len(lines) == n
+    for line, v in zip(lines, values, strict=True):
+        fields = line.split(" ")[-2]
+        text = fields.split(",")[0].removeprefix("value=")
+        assert float(text) == v and math.copysign(1, float(text)) == math.copysign(1, v)
+        assert "e+" not in text or text == repr(v)  # either form: InfluxDB reads both

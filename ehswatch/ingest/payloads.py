@@ -61,8 +61,10 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 TS_LIMIT_MS = 253_402_300_800_000
 
 
-class _BatchItem(msgspec.Struct):
-    """A batch item as the common case has it; any other shape fails to decode."""
+class _BatchItem(msgspec.Struct, gc=False):
+    """A batch item as the common case has it; any other shape fails to decode. Not
+    tracked by the garbage collector (it holds no containers): decoding a batch then
+    costs no collections."""
 
     id: str
     v: float

@@ -12,11 +12,11 @@ from, so that it asks for one zone's sensors only when it shows them.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
@@ -29,6 +29,7 @@ from ehswatch.shared_state import StateUnavailable
 
 router = APIRouter(prefix="/api", tags=["sensors"])
 SLICE = 2000
+encode_json = msgspec.json.Encoder().encode  # the same JSON as `json.dumps`, at C speed
 
 
 class SensorRow(BaseModel):
@@ -126,7 +127,7 @@ async def sensors(
                 row["history"] = hist[j]
                 row["history_tiers"] = hist_tiers[j]
                 row["history_step_s"] = step
-            chunks.append(prefixes[i] + json.dumps(row)[1:].encode())
+            chunks.append(prefixes[i] + encode_json(row)[1:])
         return b",".join(chunks)
 
     headers = {"X-Total-Count": str(total)}
@@ -156,14 +157,30 @@ async def site(desk: DeskDep, _: Viewer) -> dict[str, str]:
     return {"id": s.id, "name": s.name, "timezone": s.timezone}
 
 
-@router.get("/zones")
-async def zones(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
+@router.get("/zones", response_model=list[dict[str, Any]])
+async def zones(desk: DeskDep, _: Viewer) -> Response:
     """Every zone with its summary: sensors by tier (0-3), faulted, worst tier, and the
-    interlock's state (None without an interlock)."""
+    interlock's state (None without an interlock). Built once per published state."""
+    published, status = desk.status()
+    if published is None or status is None:
+        return Response(encode_json(_zone_rows(desk, None, {})), media_type="application/json")
+    states = {s["zone"]: s for s in status.get("interlocks") or []}
+    body = desk.per_state(
+        ("zones",),
+        published,
+        lambda: encode_json(_zone_rows(desk, desk.read(_summary(desk))[1], states)),
+    )
+    return Response(body, media_type="application/json")
+
+
+_Summary = tuple[NDArray[Any], NDArray[Any], NDArray[Any]]
+
+
+def _summary(desk: DeskPart) -> Any:
     nz = len(desk.zone_ids)
     where = desk.sensor_zone
 
-    def take(a: dict[str, NDArray[Any]], _: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    def take(a: dict[str, NDArray[Any]], _: int) -> _Summary:
         tier = a["tier"].astype(np.intp)
         by_tier = np.stack([np.bincount(where[tier == t], minlength=nz) for t in range(4)])
         faulted = np.bincount(where[a["faulted"]], minlength=nz)
@@ -171,17 +188,20 @@ async def zones(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
         worst = np.where(present.any(axis=0), 3 - np.argmax(present[::-1], axis=0), -1)
         return by_tier, faulted, worst
 
-    published, status = desk.status()
-    if published is not None and status is not None:
-        summary = desk.per_state(("zones",), published, lambda: desk.read(take)[1])
-        by_tier, faulted, worst = summary
-        states = {s["zone"]: s for s in status.get("interlocks") or []}
-    else:
-        by_tier = np.zeros((4, nz), dtype=np.intp)
-        faulted, worst, states = np.zeros(nz, np.intp), np.full(nz, -1), {}
+    return take
+
+
+def _zone_rows(
+    desk: DeskPart, summary: _Summary | None, states: dict[str, Any]
+) -> list[dict[str, Any]]:
+    nz = len(desk.zone_ids)
+    if summary is None:
+        summary = (np.zeros((4, nz), dtype=np.intp), np.zeros(nz, np.intp), np.full(nz, -1))
+    by_tier, faulted, worst = (a.tolist() for a in summary)
     out = []
     for k, z in enumerate(desk.config.zones):
         il = z.interlock
+        counts = [by_tier[t][k] for t in range(4)]
         out.append(
             {
                 "id": z.id,
@@ -193,10 +213,10 @@ async def zones(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
                     "sensor_types": il.sensor_types,
                     "fault_counts_as_trip": il.fault_counts_as_trip,
                 },
-                "sensors": int(by_tier[:, k].sum()),
-                "by_tier": [int(n) for n in by_tier[:, k]],
-                "faulted": int(faulted[k]),
-                "worst_tier": max(int(worst[k]), 0),
+                "sensors": sum(counts),
+                "by_tier": counts,
+                "faulted": faulted[k],
+                "worst_tier": max(worst[k], 0),
                 "state": states.get(z.id),
             }
         )
