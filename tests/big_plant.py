@@ -163,10 +163,12 @@ async def board(http: httpx.AsyncClient, zone: str, stats: dict[str, float]) -> 
     minutes of sparkline."""
     while True:
         t = time.perf_counter()
-        answers = await asyncio.gather(
-            http.get("/api/zones", headers=auth()),
-            http.get("/api/alarms?limit=200", headers=auth()),
-            http.get("/api/hazards", headers=auth()),
+        answers = list(
+            await asyncio.gather(
+                http.get("/api/zones", headers=auth()),
+                http.get("/api/alarms?limit=200", headers=auth()),
+                http.get("/api/hazards", headers=auth()),
+            )
         )
         answers.append(
             await http.get(f"/api/sensors?zone={zone}&history=600&limit=500", headers=auth())
