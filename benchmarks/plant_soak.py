@@ -16,7 +16,7 @@ Phases, after a warm-up of `--warmup` s:
    machines); the same number of trips is timed (`trip_p99_ms`), and CPU and memory of
    every ehswatch process are measured over this phase (`cpu_core_fraction`: CPU
    seconds of both parts / wall seconds; `rss_mb`: the sum of their resident sets at
-   the end).
+   the end; `pss_mb`: the same with the pages they share counted once).
 
 `max_heartbeat_gap_s` is the longest gap between two heartbeat writes over both phases;
 `stored_ratio` is readings stored in VictoriaMetrics / readings sent over the whole run
@@ -69,6 +69,15 @@ def cpu_s(pid: int) -> float:
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared by several processes (the state file both
+    parts map, the libraries) counted once across them, not once in each."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -166,6 +175,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     cpu = sum(by_part)
                     rss_by_part = [round(rss_mb(p), 1) for p in pids]
                     rss = sum(rss_by_part)
+                    pss = sum(pss_mb(p) for p in pids)
                     watchers.send_signal(signal.SIGTERM)
                     await watchers.wait()
                     stats = json.loads(watched_file.read_text())
@@ -189,6 +199,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rss_mb": round(rss, 1),
         "cpu_by_part": dict(zip(("control", "desk"), by_part, strict=True)),
         "cpu_idle_by_part": dict(zip(("control", "desk"), idle_by_part, strict=True)),
+        "pss_mb": round(pss, 1),
         "rss_mb_by_part": dict(zip(("control", "desk"), rss_by_part, strict=True)),
         "max_heartbeat_gap_s": round(gap, 3),
         "heartbeat_period_s": HEARTBEAT_S,

@@ -50,6 +50,8 @@ async def serve_desk(run_dir: Path, stop: asyncio.Event) -> None:
     serving = asyncio.create_task(server.serve(), name="desk:server")
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
+    if server.started:
+        app.state.desk.sensor_prefixes  # built now, to be kept with what start made  # noqa: B018
     settle_heap()
     stopped = asyncio.create_task(stop.wait(), name="desk:stop")
     await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)

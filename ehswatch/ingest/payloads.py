@@ -109,9 +109,10 @@ class TelemetryDecoder:
     def __init__(
         self, topics: Mapping[str, int], sensor_index: Mapping[str, int], prefix: str
     ) -> None:
+        # Configured topics only; `{prefix}/telemetry/{id}` is looked up by its id when
+        # it comes (a dict of every sensor's default topic would cost 10 MB on a
+        # 100 000-sensor plant). A configured topic wins over another sensor's default.
         self._single: dict[bytes, int] = {t.encode(): i for t, i in topics.items()}
-        for sid, i in sensor_index.items():
-            self._single.setdefault(f"{prefix}/telemetry/{sid}".encode(), i)
         self._per_sensor_prefix = f"{prefix}/telemetry/".encode()
         self._batch_topic = f"{prefix}/telemetry".encode()
         self._ids = dict(sensor_index)
@@ -137,8 +138,16 @@ class TelemetryDecoder:
         single_sensor: list[int] = []
         rejects = self.rejects
         lookup = self._single
+        ids = self._ids
+        per_sensor = self._per_sensor_prefix
+        cut = len(per_sensor)
         for k, topic in enumerate(topics):
             i = lookup.get(topic, -1)
+            if i < 0 and topic.startswith(per_sensor):
+                try:
+                    i = ids.get(topic[cut:].decode(), -1)
+                except UnicodeDecodeError:
+                    i = -1
             if i >= 0:
                 if len(payloads[k]) > MAX_SINGLE_BYTES:
                     rejects.add("too_large", topic, f"{len(payloads[k])} bytes")
