@@ -55,6 +55,7 @@ from ehswatch.hazards.store import (
     TicketOutboundRecord,
     TicketRecord,
     ticket_dict,
+    ticket_from_row,
     to_record,
     to_ticket,
 )
@@ -381,10 +382,10 @@ class HazardDesk(Component):
 
     async def tickets(self, *, open_only: bool = False) -> list[HazardTicket]:
         async with self.db.new_session() as s:
-            q = select(TicketRecord).order_by(TicketRecord.id)
+            q = select(*TicketRecord.__table__.columns).order_by(TicketRecord.id)
             if open_only:
                 q = q.where(TicketRecord.state != TicketState.ARCHIVED)
-            return [to_ticket(r) for r in (await s.execute(q)).scalars()]
+            return [ticket_from_row(row) for row in (await s.execute(q)).mappings()]
 
     def _rule(self, t: HazardTicket) -> Any:
         return self.settings.grades[t.grade]  # type: ignore[index]

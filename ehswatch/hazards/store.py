@@ -4,6 +4,7 @@ the outbound webhook queue, and the desk's cursor over the alarm outbox."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text
@@ -46,7 +47,13 @@ FIELDS = [c.name for c in TicketRecord.__table__.columns]
 
 
 def to_ticket(r: TicketRecord) -> HazardTicket:
-    d: dict[str, Any] = {k: getattr(r, k) for k in FIELDS}
+    return ticket_from_row({k: getattr(r, k) for k in FIELDS})
+
+
+def ticket_from_row(row: Mapping[Any, Any]) -> HazardTicket:
+    """A ticket from its table row's columns (a Core result's mapping: lists of many
+    tickets are read without an ORM object per row)."""
+    d: dict[str, Any] = dict(row)
     d["state"] = TicketState(d["state"])
     d["approvals"] = tuple(Approval(**a) for a in json.loads(d["approvals"]))
     d["related"] = tuple(json.loads(d["related"]))
