@@ -20,7 +20,8 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable, Hashable
+import time
+from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +29,7 @@ from typing import Any, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import event
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.notifier import Notifier
@@ -46,6 +48,9 @@ from ehswatch.thresholds.tier import LATCH_NAMES
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PER_STATE_KEYS = 64
+#: how long a list read from the database may be served again while no change is heard
+#: of (see `DeskPart.recent`)
+RECENT_S = 1.0
 
 
 class DeskPart:
@@ -74,6 +79,11 @@ class DeskPart:
         self._reader: StateReader | None = None
         self._per_state: dict[Hashable, Any] = {}
         self._per_state_at = 0.0
+        #: bumped by every change this part makes (a commit of its own) or hears of (an
+        #: event from the control part): what `recent` kept before it is read anew
+        self.changes = 0
+        self._recent: dict[Hashable, tuple[int, float, Any]] = {}
+        event.listen(self.db.engine.sync_engine, "commit", self._changed)
         self._stack = AsyncExitStack()
 
     @functools.cached_property
@@ -99,7 +109,32 @@ class DeskPart:
             out.append(json.dumps(fixed, ensure_ascii=False)[:-1].encode() + b",")
         return out
 
+    def _changed(self, *_: object) -> None:
+        self.changes += 1
+
+    async def recent(
+        self, key: Hashable, build: Callable[[], Awaitable[T]], max_age_s: float = RECENT_S
+    ) -> T:
+        """`await build()`, or what it gave less than `max_age_s` ago if no change has been
+        heard of since: what ten boards ask every two seconds is read from the database
+        about once a second. A change this part makes or hears of (`changes`) makes the
+        next read fresh at once; `max_age_s` bounds what neither shows (an open alarm's
+        latest value, written by the control part without an event)."""
+        now = time.monotonic()
+        hit = self._recent.get(key)
+        if hit is not None and hit[0] == self.changes and now - hit[1] < max_age_s:
+            kept: T = hit[2]
+            return kept
+        changes = self.changes  # before reading: a change meanwhile makes this stale
+        value = await build()
+        if len(self._recent) >= PER_STATE_KEYS:
+            self._recent.clear()
+        self._recent[key] = (changes, now, value)
+        return value
+
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "wake":
+            self._changed()
         if event.get("type") == "wake":
             what = event.get("what")
             if what == "hazards":

@@ -4,13 +4,23 @@ service. An alarm change and its outbox event are written in one transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ehswatch.alarms.model import Alarm, AlarmKind, AlarmState
-from ehswatch.db import Base
+from ehswatch.db import Base, Database
 
 
 class AlarmRecord(Base):
@@ -48,7 +58,12 @@ FIELDS = [c.name for c in AlarmRecord.__table__.columns]
 
 
 def to_alarm(r: AlarmRecord) -> Alarm:
-    d = {k: getattr(r, k) for k in FIELDS}
+    return alarm_from_row({k: getattr(r, k) for k in FIELDS})
+
+
+def alarm_from_row(row: Mapping[Any, Any]) -> Alarm:
+    """An alarm from its table row's columns (a Core result's mapping)."""
+    d = dict(row)
     d["kind"] = AlarmKind(d["kind"])
     d["state"] = AlarmState(d["state"])
     return Alarm(**d)
@@ -67,6 +82,16 @@ def alarm_dict(a: Alarm) -> dict[str, Any]:
     d = {k: getattr(a, k) for k in FIELDS}
     d["kind"], d["state"] = str(a.kind), str(a.state)
     return d
+
+
+async def recent_alarms(db: Database, *, include_closed: bool, limit: int) -> list[Alarm]:
+    """The open alarms (with `include_closed`, closed ones too), the most recently
+    changed first, at most `limit`: read as rows, not an ORM object per alarm."""
+    q = select(*AlarmRecord.__table__.columns).order_by(AlarmRecord.last_at.desc()).limit(limit)
+    if not include_closed:
+        q = q.where(AlarmRecord.closed_at.is_(None))
+    async with db.new_session() as s:
+        return [alarm_from_row(row) for row in (await s.execute(q)).mappings()]
 
 
 class OutboxRecord(Base):

@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from ehswatch.alarms.metrics import alarm_metrics
-from ehswatch.alarms.store import AlarmRecord, alarm_dict, to_alarm
-from ehswatch.api.deps import ControlDep, DatabaseDep, DeskDep, Id, Operator, Supervisor, Viewer
+from ehswatch.alarms.store import alarm_dict, recent_alarms
+from ehswatch.api.deps import ControlDep, DeskDep, Id, Operator, Supervisor, Viewer
+from ehswatch.api.encoding import encode_json
 from ehswatch.api.models import Comment
 
 router = APIRouter(prefix="/api/alarms", tags=["alarms"])
@@ -25,19 +26,22 @@ class ShelveRequest(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-@router.get("")
+@router.get("", response_model=list[dict[str, Any]])
 async def list_alarms(
-    db: DatabaseDep,
+    desk: DeskDep,
     _: Viewer,
     include_closed: bool = False,
     limit: int = Query(200, ge=1, le=5000),
-) -> list[dict[str, Any]]:
-    """Open alarms, newest first (with `include_closed`, closed ones too)."""
-    async with db.new_session() as s:
-        q = select(AlarmRecord).order_by(AlarmRecord.last_at.desc()).limit(limit)
-        if not include_closed:
-            q = q.where(AlarmRecord.closed_at.is_(None))
-        return [alarm_dict(to_alarm(r)) for r in (await s.execute(q)).scalars()]
+) -> Response:
+    """Open alarms, the most recently changed first (with `include_closed`, closed ones
+    too)."""
+
+    async def build() -> bytes:
+        alarms = await recent_alarms(desk.db, include_closed=include_closed, limit=limit)
+        return encode_json([alarm_dict(a) for a in alarms])
+
+    body = await desk.recent(("alarms", include_closed, limit), build)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/metrics")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, UploadFile
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ehswatch.api.deps import HazardsDep, Id, Operator, Supervisor, Viewer
+from ehswatch.api.deps import DeskDep, HazardsDep, Id, Operator, Supervisor, Viewer
+from ehswatch.api.encoding import encode_json
 from ehswatch.api.models import Comment
 from ehswatch.hazards.store import ticket_dict
 
@@ -37,11 +39,15 @@ class GradeRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-@router.get("")
-async def list_tickets(
-    hazards: HazardsDep, _: Viewer, open_only: bool = True
-) -> list[dict[str, Any]]:
-    return [ticket_dict(t) for t in reversed(await hazards.tickets(open_only=open_only))]
+@router.get("", response_model=list[dict[str, Any]])
+async def list_tickets(desk: DeskDep, _: Viewer, open_only: bool = True) -> Response:
+    """The tickets, newest first (by default those not archived)."""
+
+    async def build() -> bytes:
+        tickets = await desk.hazards.tickets(open_only=open_only)
+        return encode_json([ticket_dict(t) for t in reversed(tickets)])
+
+    return Response(await desk.recent(("tickets", open_only), build), media_type="application/json")
 
 
 @router.get("/report")

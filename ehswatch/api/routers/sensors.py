@@ -16,7 +16,6 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
@@ -24,12 +23,12 @@ from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from ehswatch.api.deps import DeskDep, Viewer
+from ehswatch.api.encoding import encode_json
 from ehswatch.desk_part import DeskPart
 from ehswatch.shared_state import StateUnavailable
 
 router = APIRouter(prefix="/api", tags=["sensors"])
 SLICE = 2000
-encode_json = msgspec.json.Encoder().encode  # the same JSON as `json.dumps`, at C speed
 
 
 class SensorRow(BaseModel):

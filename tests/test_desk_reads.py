@@ -1,0 +1,59 @@
+"""What the desk part keeps between requests, and what makes it read anew."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from ehswatch.desk_part import DeskPart
+from tests.aio import run
+from tests.test_api import plant
+
+
+def test_a_list_is_kept_until_a_change_is_heard_of_or_made_or_it_is_a_second_old(
+    tmp_path: Path,
+) -> None:
+    # Not entered: no job of the desk part commits on its own meanwhile.
+    desk = DeskPart(plant(tmp_path), tmp_path)
+    reads: list[int] = []
+
+    async def build() -> int:
+        reads.append(len(reads) + 1)
+        return reads[-1]
+
+    async def main() -> None:
+        assert await desk.recent("alarms", build) == 1
+        assert await desk.recent("alarms", build) == 1  # nothing changed: kept
+        assert await desk.recent("tickets", build) == 2  # each key its own
+        desk._on_event({"type": "wake", "what": "hazards"})
+        assert await desk.recent("alarms", build) == 1  # a wake-up is no change
+        desk._on_event({"type": "alarm", "id": 7})
+        assert await desk.recent("alarms", build) == 3  # heard of: read anew
+        async with desk.db.new_session() as s:
+            await s.execute(text("SELECT 1"))
+            await s.commit()
+        assert await desk.recent("alarms", build) == 4  # made here: read anew
+        assert await desk.recent("alarms", build, max_age_s=0.0) == 5  # too old
+        await desk.db.engine.dispose()
+
+    run(main())
+
+
+def test_a_change_while_a_list_is_read_makes_that_read_stale(tmp_path: Path) -> None:
+    desk = DeskPart(plant(tmp_path), tmp_path)
+    reads: list[int] = []
+
+    async def build() -> int:
+        reads.append(len(reads) + 1)
+        if len(reads) == 1:
+            desk._on_event({"type": "interlock", "zone": "z1"})  # lands mid-read
+        return reads[-1]
+
+    async def main() -> None:
+        assert await desk.recent("alarms", build) == 1
+        assert await desk.recent("alarms", build) == 2  # the first may predate the change
+        assert await desk.recent("alarms", build) == 2
+        await desk.db.engine.dispose()
+
+    run(main())
