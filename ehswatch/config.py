@@ -14,6 +14,7 @@ Contract (SPEC §4):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -509,6 +510,12 @@ class PlantConfig(_Model):
     alarms: AlarmSettings = AlarmSettings()
     hazards: Hazards = Hazards()
 
+    @functools.cached_property
+    def sensor_index(self) -> dict[str, int]:
+        """Each sensor's position in `sensors`, by id: one index per process, for every
+        part that looks sensors up by id."""
+        return {s.id: k for k, s in enumerate(self.sensors)}
+
     def summary(self) -> str:
         interlocks = sum(1 for z in self.zones if z.interlock is not None)
         return (
@@ -516,6 +523,43 @@ class PlantConfig(_Model):
             f"{interlocks} interlocks, {len(self.modbus_devices)} Modbus devices, "
             f"{len(self.plcs)} PLCs"
         )
+
+
+class SensorsById(Mapping[str, Sensor]):
+    """`config.sensors` by id, through `config.sensor_index`: a view, no dict of its own
+    (each dict of 100 000 sensors would cost 5 MB)."""
+
+    __slots__ = ("_config",)
+
+    def __init__(self, config: PlantConfig) -> None:
+        self._config = config
+
+    def __getitem__(self, sensor_id: str) -> Sensor:
+        return self._config.sensors[self._config.sensor_index[sensor_id]]
+
+    def __iter__(self) -> Iterator[str]:
+        return (s.id for s in self._config.sensors)
+
+    def __len__(self) -> int:
+        return len(self._config.sensors)
+
+
+class SensorNames(Mapping[str, str]):
+    """Each sensor's name by id, as a view (see `SensorsById`)."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self, config: PlantConfig) -> None:
+        self._by_id = SensorsById(config)
+
+    def __getitem__(self, sensor_id: str) -> str:
+        return self._by_id[sensor_id].name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
 
 # --------------------------------------------------------------------------- loading

@@ -60,7 +60,6 @@ class DeskPart:
         self.config = config
         self.run_dir = run_dir
         self.clock = clock if clock is not None else ServiceClock()
-        self.table = ThresholdTable.from_config(config)
         zones = [z.id for z in config.zones]
         self.zone_ids = zones
         zone_index = {z: k for k, z in enumerate(zones)}
@@ -90,7 +89,8 @@ class DeskPart:
     def sensor_prefixes(self) -> list[bytes]:
         """Each sensor's fixed fields (id, name, zone, type, unit, setpoints) as the start
         of its `/api/sensors` JSON object: built once, on first use."""
-        config, table = self.config, self.table
+        config = self.config
+        table = ThresholdTable.from_config(config)  # for the setpoints; not kept
         out = []
         for i, s in enumerate(config.sensors):
             setpoints = {

@@ -36,7 +36,7 @@ from ehswatch.alarms.relay import AlarmRelay
 from ehswatch.clock import WALL_OFFSET_TOLERANCE_S, ServiceClock, wall_offset_problem
 from ehswatch.commands import control_handlers
 from ehswatch.component import Component, Job
-from ehswatch.config import PlantConfig
+from ehswatch.config import PlantConfig, SensorNames
 from ehswatch.control_channel import CommandServer, Wake
 from ehswatch.control_state import ControlState, control_status
 from ehswatch.db import Database
@@ -113,7 +113,7 @@ class Service:
         self.stage = EvaluatorStage(
             table=self.table,
             queue=self.queue,
-            names={s.id: s.name for s in config.sensors},
+            names=SensorNames(config),
             timezone=config.site.timezone,
             tick_s=tick_s,
             clock=self.clock,

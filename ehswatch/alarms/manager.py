@@ -65,7 +65,7 @@ from ehswatch.alarms.store import (
 )
 from ehswatch.audit import record
 from ehswatch.component import Component, Job, Wakeable
-from ehswatch.config import PlantConfig
+from ehswatch.config import PlantConfig, SensorsById
 from ehswatch.db import Database
 from ehswatch.readings import ReadingBatch
 from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
@@ -131,7 +131,7 @@ class AlarmManager(Component):
         self.db = db
         self.router = Router(config.notifications)
         self._clock = clock
-        self._sensor = {s.id: s for s in config.sensors}
+        self._sensor = SensorsById(config)
         # Evaluations and device status changes, in the order they were handed over.
         self._queue: list[Evaluation | _DeviceRequest] = []
         self._device_of = {s.id: s.modbus.device for s in config.sensors if s.modbus is not None}

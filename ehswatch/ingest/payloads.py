@@ -115,7 +115,7 @@ class TelemetryDecoder:
         self._single: dict[bytes, int] = {t.encode(): i for t, i in topics.items()}
         self._per_sensor_prefix = f"{prefix}/telemetry/".encode()
         self._batch_topic = f"{prefix}/telemetry".encode()
-        self._ids = dict(sensor_index)
+        self._ids = sensor_index  # not copied: one index per process (a proxy is as fast)
         self.rejects = Rejects()
 
     def subscriptions(self) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -61,7 +61,7 @@ class EvaluatorStage(Component):
         *,
         table: ThresholdTable,
         queue: ReadingQueue,
-        names: dict[str, str] | None = None,
+        names: Mapping[str, str] | None = None,
         timezone: str = "UTC",
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,

@@ -40,7 +40,7 @@ PER_SENSOR = (
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(desk: DeskDep) -> str:
-    ids = desk.table.sensor_ids
+    sensors = desk.config.sensors
 
     def take(a: dict[str, Any], _written: int) -> list[tuple[Any, Any]]:
         out = []
@@ -58,7 +58,7 @@ async def metrics(desk: DeskDep) -> str:
         up, counts = 0, [(np.zeros(0, np.intp), np.zeros(0, np.int64))] * len(PER_SENSOR)
     for (_, name, help_text), (rows, values) in zip(PER_SENSOR, counts, strict=True):
         samples = [
-            [{"sensor": ids[i]}, int(v)]
+            [{"sensor": sensors[i].id}, int(v)]
             for i, v in zip(rows.tolist(), values.tolist(), strict=True)
         ]
         families.append([name, "counter", help_text, samples or [[{"sensor": "none"}, 0]]])
