@@ -14,7 +14,6 @@ Contract (SPEC §4):
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import os
@@ -27,7 +26,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from ehswatch.names import listed
@@ -510,11 +517,19 @@ class PlantConfig(_Model):
     alarms: AlarmSettings = AlarmSettings()
     hazards: Hazards = Hazards()
 
-    @functools.cached_property
+    # (the sensors list it was built from, the index): see `sensor_index`
+    _sensor_index: tuple[list[Sensor], dict[str, int]] | None = PrivateAttr(None)
+
+    @property
     def sensor_index(self) -> dict[str, int]:
         """Each sensor's position in `sensors`, by id: one index per process, for every
-        part that looks sensors up by id."""
-        return {s.id: k for k, s in enumerate(self.sensors)}
+        part that looks sensors up by id. Built on first use, and again for a copy whose
+        sensors are another list (`model_copy(update=...)` copies what was built)."""
+        built = self._sensor_index
+        if built is None or built[0] is not self.sensors:
+            built = (self.sensors, {s.id: k for k, s in enumerate(self.sensors)})
+            self._sensor_index = built
+        return built[1]
 
     def summary(self) -> str:
         interlocks = sum(1 for z in self.zones if z.interlock is not None)

@@ -195,11 +195,15 @@ class ControlClient(Component):
         path: Path,
         on_event: Callable[[dict[str, Any]], None],
         *,
+        on_answer: Callable[[], None] | None = None,
         timeout_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.1, 2.0),
     ) -> None:
+        """`on_answer()` runs whenever the control part has answered a call: what the
+        call changed is stored by then, before its event comes."""
         self.path = path
         self.on_event = on_event
+        self.on_answer = on_answer
         self.timeout_s = timeout_s
         self._backoff = backoff_s
         self._writer: asyncio.StreamWriter | None = None
@@ -280,6 +284,8 @@ class ControlClient(Component):
             ) from None
         finally:
             self._pending.pop(rid, None)
+        if self.on_answer is not None:
+            self.on_answer()
         if answer.get("ok"):
             body: dict[str, Any] = answer.get("body") or {}
             return body

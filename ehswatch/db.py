@@ -9,6 +9,7 @@ the audit log's append-only rule is the application's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -40,7 +41,11 @@ class Database:
     """`migrate=False` for a process that uses a schema another one owns (the desk part:
     the control part, started first, has brought it up to date)."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, on_commit: Callable[[], None] | None = None
+    ) -> None:
+        """`on_commit()` runs after each commit of a session of this database has been
+        made durable (not before, as the engine's own commit event does)."""
         self.migrate = migrate
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -49,7 +54,12 @@ class Database:
         self.engine = create_async_engine(url)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+        sessions: type[Session] = type("DatabaseSession", (Session,), {})  # events: this one's
+        if on_commit is not None:
+            event.listen(sessions, "after_commit", lambda _session: on_commit())
+        self.session = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=sessions
+        )
 
     async def __aenter__(self) -> Self:
         if not self.migrate:

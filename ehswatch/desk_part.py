@@ -29,7 +29,6 @@ from typing import Any, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import event
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.notifier import Notifier
@@ -67,22 +66,23 @@ class DeskPart:
         self.sensor_zone: NDArray[np.intp] = np.array(
             [zone_index[s.zone] for s in config.sensors], dtype=np.intp
         )
-        self.db = Database(config.database.url, migrate=False)  # the control part's schema
+        #: bumped by every change this part makes (a commit of its own, an answer of the
+        #: control part to a call) or hears of (an event from the control part): what
+        #: `recent` kept before it is read anew
+        self.changes = 0
+        # The control part's schema; every commit of this part's own is a change.
+        self.db = Database(config.database.url, migrate=False, on_commit=self._changed)
         self.events = EventStream()
         self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.hazards = HazardDesk(config=config, db=self.db, clock=self.clock)
         self.hazards.notify_wake = self.notifier.wake
-        self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event)
+        self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event, on_answer=self._changed)
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
         self.started_at = self.clock()
         self._reader: StateReader | None = None
         self._per_state: dict[Hashable, Any] = {}
         self._per_state_at = 0.0
-        #: bumped by every change this part makes (a commit of its own) or hears of (an
-        #: event from the control part): what `recent` kept before it is read anew
-        self.changes = 0
         self._recent: dict[Hashable, tuple[int, float, Any]] = {}
-        event.listen(self.db.engine.sync_engine, "commit", self._changed)
         self._stack = AsyncExitStack()
 
     @functools.cached_property

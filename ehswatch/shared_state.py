@@ -232,7 +232,7 @@ class StateReader:
         self.layout = StateLayout(sensors=n, points=points, status_cap=size - base)
         self.arrays = _views(self._mm, self.layout)
         self._status_at = self.layout.offsets()[1]
-        self._last: tuple[int, Published] | None = None
+        self._last: tuple[tuple[int, float, int], Published] | None = None
 
     def read(self, take: Callable[[dict[str, NDArray[Any]], int], T]) -> tuple[Published, T]:
         """One consistent copy: the header (with the status document) and `take(arrays)`.
@@ -242,16 +242,16 @@ class StateReader:
         for attempt in range(self._attempts):
             seq = struct.unpack_from("<Q", self._mm, 16)[0]
             if seq % 2 == 0:
+                header = HEADER.unpack_from(self._mm, 0)
+                # Keyed on the publish's time too: a writer that starts over on the same
+                # file counts its sequence from 0 again.
+                key = (seq, header[6], header[8])
                 last = self._last
-                cached = last[1] if last is not None and last[0] == seq else None
+                cached = last[1] if last is not None and last[0] == key else None
                 if cached is None:
-                    header = HEADER.unpack_from(self._mm, 0)
                     status_len = header[8]
                     raw = bytes(self._mm[self._status_at : self._status_at + status_len])
-                    rows = header[5]
-                else:
-                    rows = cached.history_rows
-                result = take(self.arrays, rows)
+                result = take(self.arrays, header[5])
                 if struct.unpack_from("<Q", self._mm, 16)[0] == seq:
                     if seq == 0:
                         raise StateUnavailable("the control part has not published yet")
@@ -265,7 +265,7 @@ class StateReader:
                             step_s=header[9],
                             status=json.loads(raw) if raw else {},
                         )
-                        self._last = (seq, cached)
+                        self._last = (key, cached)
                     return cached, result
             if attempt > 10:
                 time.sleep(0.0005)  # a write takes about a millisecond at 100 000 sensors

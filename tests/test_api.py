@@ -295,3 +295,25 @@ def _run_hypothesis(check: Any, operation: Any) -> None:
     from hypothesis import given
 
     given(operation.as_strategy())(check)()  # type: ignore[no-untyped-call]
+
+
+def test_a_change_made_through_the_api_is_in_the_next_list_read(tmp_path: Path) -> None:
+    # The lists a board polls are kept for up to a second; a change the control part
+    # has answered for must not wait for its event, nor for that second.
+    async def main() -> None:
+        async with serve(plant(tmp_path)) as (service, client):
+            raise_alarm(service, 25.0)
+            await eventually(lambda: len(service.alarms.open) == 1, what="an alarm")
+            for _ in range(6):
+                (before,) = (await client.get("/api/alarms", headers=auth("viewer"))).json()
+                shelved = before["state"].startswith("shelved")
+                op = "unshelve" if shelved else "shelve"
+                body = None if shelved else {"minutes": 10, "reason": "cleaning"}
+                r = await client.post(
+                    f"/api/alarms/{before['id']}/{op}", json=body, headers=auth("supervisor")
+                )
+                assert r.status_code == 200, r.text
+                (after,) = (await client.get("/api/alarms", headers=auth("viewer"))).json()
+                assert after["state"].startswith("shelved") != shelved, (op, after["state"])
+
+    run(main(), timeout=60)

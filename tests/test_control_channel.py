@@ -242,3 +242,20 @@ def test_reads_of_one_state_share_its_header_and_a_new_state_is_read_anew(
     assert value.tolist() == [2.0, 2.0, 2.0]
     reader.close()
     writer.close()
+
+
+def test_a_writer_that_starts_over_on_the_same_file_is_read_anew(tmp_path: Path) -> None:
+    # Its sequence counts from 0 again: a reader must not take the first run's header
+    # (and status) for the second run's arrays.
+    first = StateWriter(tmp_path / "state", StateLayout(sensors=3, points=4), 10.0)
+    reader = StateReader(tmp_path / "state")
+    for k in range(3):
+        first.publish(**arrays(3, 1.0), history_row=None, status={"run": 1, "k": k})
+    assert reader.read(lambda a, n: None)[0].status == {"run": 1, "k": 2}
+    second = StateWriter(tmp_path / "state", StateLayout(sensors=3, points=4), 10.0)
+    for k in range(3):
+        second.publish(**arrays(3, 9.0), history_row=None, status={"run": 2, "k": k})
+    published, value = reader.read(lambda a, n: a["value"].tolist())
+    assert (published.status, value) == ({"run": 2, "k": 2}, [9.0, 9.0, 9.0])
+    reader.close()
+    second.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from ehswatch.db import Base, Database, import_models
 from tests.aio import run
@@ -52,3 +52,26 @@ def test_a_second_start_finds_nothing_to_migrate(tmp_path: Path) -> None:
     run(twice())
     con = sqlite3.connect(tmp_path / "ehswatch.db")
     assert con.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+
+
+def test_on_commit_runs_once_the_commit_is_there_for_every_other_reader(tmp_path: Path) -> None:
+    # A reader told of the change must find it: the callback comes after the commit.
+    path = tmp_path / "db.sqlite"
+    seen: list[int] = []
+
+    def count_rows() -> None:
+        with sqlite3.connect(path) as other:
+            seen.append(other.execute("SELECT count(*) FROM audit_log").fetchone()[0])
+
+    async def main() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}", on_commit=count_rows)
+        async with db, db.new_session() as s, s.begin():
+            await s.execute(
+                text(
+                    "INSERT INTO audit_log (ts, actor, role, action, subject, detail, comment)"
+                    " VALUES (1, 'a', 'gm', 'x', 'y', '{}', '')"
+                )
+            )
+
+    run(main())
+    assert seen == [1]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
+from ehswatch.alarms.events import EventStream
+from ehswatch.control_channel import CommandServer
 from ehswatch.desk_part import DeskPart
-from tests.aio import run
+from ehswatch.roles import Actor
+from ehswatch.run_dir import COMMAND_SOCKET
+from tests.aio import eventually, run
 from tests.test_api import plant
 
 
@@ -54,6 +59,32 @@ def test_a_change_while_a_list_is_read_makes_that_read_stale(tmp_path: Path) -> 
         assert await desk.recent("alarms", build) == 1
         assert await desk.recent("alarms", build) == 2  # the first may predate the change
         assert await desk.recent("alarms", build) == 2
+        await desk.db.engine.dispose()
+
+    run(main())
+
+
+def test_an_answer_of_the_control_part_makes_the_next_read_fresh(tmp_path: Path) -> None:
+    # What a call changed is stored before the control part answers, and its event may
+    # come later: the answer itself is the change heard of.
+    desk = DeskPart(plant(tmp_path), tmp_path)
+    reads: list[int] = []
+
+    async def build() -> int:
+        reads.append(len(reads) + 1)
+        return reads[-1]
+
+    async def shelve(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+        return {"shelved": args["alarm"]}
+
+    async def main() -> None:
+        server = CommandServer(tmp_path / COMMAND_SOCKET, {"shelve": shelve}, EventStream())
+        async with server, desk.link:
+            await eventually(lambda: desk.link.connected, what="connected")
+            assert await desk.recent("alarms", build) == 1
+            assert await desk.recent("alarms", build) == 1
+            await desk.link.call("shelve", Actor(name="李主管", role="supervisor"), alarm=1)
+            assert await desk.recent("alarms", build) == 2
         await desk.db.engine.dispose()
 
     run(main())

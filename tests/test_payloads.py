@@ -425,3 +425,30 @@ def test_a_batch_decodes_the_same_in_bulk_as_item_by_item(items: list[object]) -
         assert np.array_equal(a.value, b.value, equal_nan=True)
         assert a.value.dtype == b.value.dtype
         assert shortcut.rejects.by_reason == one_by_one.rejects.by_reason
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # UTF-8-encoded surrogates: json.loads takes them (surrogatepass), msgspec not
+        b'[{"id":"\xed\xa0\x80","v":1,"ts":1},{"id":"G-201","v":2,"ts":1}]',
+        # bytes json.loads refuses, in a field the typed items would skip
+        b'[{"id":"G-201","v":1,"ts":1,"note":"\xff"}]',
+        b'[{"id":"G-201","v":1,"ts":1,"note":"\xc0\x80"}]',
+        b'[{"id":"G-201","v":1,"ts":1,"x\xff":1}]',
+        b'[{"id":"G-201","v":1,"ts":1,"note":"\xf4\x90\x80\x80"}]',
+        # nesting deeper than json.loads goes, in such a field
+        b'[{"id":"G-201","v":1,"ts":1,"x":' + b"[" * 995 + b"]" * 995 + b"}]",
+        # a field more than the common case, well-formed
+        b'[{"id":"G-201","v":1,"ts":1,"unit":"mg/m3"},{"id":"O2-301","v":20.9,"ts":2}]',
+    ],
+)
+def test_a_batch_the_typed_path_cannot_judge_gives_what_the_item_by_item_path_gives(
+    payload: bytes,
+) -> None:
+    typed = new_decoder()
+    one_by_one = ItemByItem({"plant1/gas/O2-301": 1}, IDS, "ehs")
+    a = typed.decode([b"ehs/telemetry"], [payload], NOW)
+    b = one_by_one.decode([b"ehs/telemetry"], [payload], NOW)
+    assert columns(a) == columns(b)
+    assert typed.rejects.by_reason == one_by_one.rejects.by_reason

@@ -35,9 +35,10 @@ backslash and no other copy of the marker: then each payload was exactly one JSO
 sensor). Otherwise each payload is parsed alone to find the bad ones.
 
 A batch is first decoded straight into typed items (msgspec: no dict per item, about
-half the cost of `json.loads`), and taken whole if every item is a known sensor with a
-finite number, a timestamp in range and a good-or-coded quality; anything else, and the
-batch is parsed again by `json.loads` and judged item by item, with every reject counted.
+half the cost of `json.loads`), and taken whole if every item has just the fields
+``id``, ``v``, ``ts`` and ``q`` and is a known sensor with a finite number, a timestamp
+in range and a good-or-coded quality; anything else, and the batch is parsed again by
+`json.loads` and judged item by item, with every reject counted.
 Both ways give the same readings and rejects (a property test holds them to it).
 """
 
@@ -61,10 +62,12 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 TS_LIMIT_MS = 253_402_300_800_000
 
 
-class _BatchItem(msgspec.Struct, gc=False):
-    """A batch item as the common case has it; any other shape fails to decode. Not
-    tracked by the garbage collector (it holds no containers): decoding a batch then
-    costs no collections."""
+class _BatchItem(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    """A batch item as the common case has it; any other shape fails to decode. Other
+    fields too: msgspec would skip them without the checks `json.loads` makes (UTF-8,
+    nesting depth), so an item with more than these goes the judged way. Not tracked by
+    the garbage collector (it holds no containers): decoding a batch then costs no
+    collections."""
 
     id: str
     v: float
@@ -237,7 +240,9 @@ class TelemetryDecoder:
         for a number, a missing field: then False, and the slow path judges)."""
         try:
             items = _BATCH.decode(payload)
-        except (msgspec.MsgspecError, RecursionError):
+        except (msgspec.MsgspecError, ValueError, RecursionError):
+            # ValueError: msgspec refuses UTF-8-encoded surrogates, which `json.loads`
+            # takes; the judged way then decides, item by item.
             return False
         ids = self._ids
         try:
