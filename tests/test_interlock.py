@@ -836,3 +836,34 @@ def test_a_reset_is_refused_while_a_late_reading_holds_a_voter_at_the_interlock_
             assert r.state("z2oo2").tripped
 
     run(main())
+
+
+def test_a_zones_public_state_is_every_field_but_extra_as_json_takes_it() -> None:
+    import dataclasses
+    import json
+
+    from ehswatch.interlock.state import PendingBypass, ZoneState
+
+    pending = PendingBypass(by="王", role="supervisor", at=5.0, reason="r", measure="m", hours=2)
+    for s in (
+        ZoneState(zone="z1"),
+        ZoneState(
+            zone="z1",
+            tripped=True,
+            trip_cause=("D-1", "D-2"),
+            bypass_until=100.0,
+            bypass_by=("a", "b"),
+            pending=pending,
+            extra={"x": [1]},
+        ),
+    ):
+        expected = dataclasses.asdict(s)
+        del expected["extra"]
+        expected |= {
+            "bypassed": s.bypassed(50.0),
+            "trip_cause": list(s.trip_cause),
+            "bypass_by": list(s.bypass_by),
+        }
+        got = s.public(50.0)
+        assert got == expected and list(got) == list(expected)
+        json.dumps(got)

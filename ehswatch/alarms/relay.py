@@ -47,6 +47,7 @@ from ehswatch.ingest.lineprotocol import alarm_state_line
 from ehswatch.publisher import RetainedPublisher
 
 log = logging.getLogger(__name__)
+RELAY_BATCH = 500  # outbox events relayed per transaction
 
 NOTIFY_EVENTS = {"raised", "reactivated", "tier_raised", "unshelved", "released"}
 
@@ -97,10 +98,13 @@ class AlarmRelay(Component):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
             self.wake.clear()
-            while await self.relay_once():
+            # Again only while a whole batch came: what is committed after the clear
+            # sets the wake again (an empty second read per wake-up would cost every
+            # alarm change a transaction more).
+            while await self.relay_once() == RELAY_BATCH:
                 pass
 
-    async def relay_once(self, limit: int = 500) -> int:
+    async def relay_once(self, limit: int = RELAY_BATCH) -> int:
         """Relay up to `limit` unpublished events; how many there were."""
         async with self.db.new_session() as session, session.begin():
             rows = list(

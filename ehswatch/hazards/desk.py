@@ -62,6 +62,7 @@ from ehswatch.hazards.store import (
 from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
 
 log = logging.getLogger(__name__)
+INTAKE_BATCH = 500  # alarm events taken in per transaction
 CURSOR = "hazard-desk"
 INTAKE_EVENTS = ("raised", "tier_raised", "reactivated", "released")
 DAY = 86400.0
@@ -120,10 +121,11 @@ class HazardDesk(Component):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
             self.wake.clear()
-            while await self.intake_once():
+            # Again only while a whole batch came (see `AlarmRelay._loop`).
+            while await self.intake_once() == INTAKE_BATCH:
                 pass
 
-    async def intake_once(self, limit: int = 500) -> int:
+    async def intake_once(self, limit: int = INTAKE_BATCH) -> int:
         """Open or regrade tickets for new alarm events; how many events were read."""
         async with self.db.new_session() as s, s.begin():
             cursor = await s.get(CursorRecord, CURSOR) or CursorRecord(name=CURSOR, last_event_id=0)

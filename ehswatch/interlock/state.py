@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -46,9 +46,16 @@ class ZoneState:
         return self.tripped and not self.bypassed(now)
 
     def public(self, now: float) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("extra")
+        """Every field but `extra`, as JSON takes it. Built field by field, not with
+        `asdict` (which copies recursively): the control part publishes this for every
+        interlocked zone once per tick."""
+        d = {name: getattr(self, name) for name in _PUBLIC_FIELDS}
+        if self.pending is not None:
+            d["pending"] = asdict(self.pending)
         d["bypassed"] = self.bypassed(now)
         d["trip_cause"] = list(self.trip_cause)
         d["bypass_by"] = list(self.bypass_by)
         return d
+
+
+_PUBLIC_FIELDS = tuple(f.name for f in fields(ZoneState) if f.name != "extra")
