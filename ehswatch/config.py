@@ -129,6 +129,15 @@ class InfluxSettings(_Model):
     # readings included); over it the oldest readings are dropped and counted.
     memory_max_points: Annotated[int, Field(ge=1000)] = 200_000
 
+    @field_validator("token")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        # Sent in an HTTP header: a line break or another control character (a secret
+        # pasted with its newline) would make every write fail, so it is refused here.
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("the token holds a line break or another control character")
+        return value
+
 
 class DatabaseSettings(_Model):
     url: str = "sqlite+aiosqlite:///var/ehswatch.db"

@@ -112,6 +112,13 @@ def test_secrets_come_from_the_environment(plant: dict[str, Any]) -> None:
     assert config.influxdb is not None and config.influxdb.token == "s3cret"
 
 
+def test_a_token_with_a_line_break_is_refused_at_start(plant: dict[str, Any]) -> None:
+    # A secret pasted with its newline: sent as an HTTP header, every write would fail.
+    plant["influxdb"]["token"] = "${INFLUX_TOKEN}"
+    errors = errors_of(plant, env={"INFLUX_TOKEN": "s3cret\n"})
+    assert errors == ["influxdb.token: the token holds a line break or another control character"]
+
+
 def test_unset_secret_without_default_is_an_error_at_its_key(plant: dict[str, Any]) -> None:
     plant["influxdb"]["token"] = "${INFLUX_TOKEN}"
     assert errors_of(plant) == ["influxdb.token: environment variable INFLUX_TOKEN is not set"]
