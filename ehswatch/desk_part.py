@@ -133,8 +133,6 @@ class DeskPart:
         return value
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") != "wake":
-            self._changed()
         if event.get("type") == "wake":
             what = event.get("what")
             if what == "hazards":
@@ -142,6 +140,7 @@ class DeskPart:
             elif what == "notifier":
                 self.notifier.wake.set()
             return
+        self._changed()
         self.events.publish(event)
 
     def read(self, take: Callable[[dict[str, NDArray[Any]], int], T]) -> tuple[Published, T]:

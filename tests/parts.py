@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
+from fastapi import FastAPI
+
+from ehswatch.api.app import create_app
 from ehswatch.config import PlantConfig
 from ehswatch.desk_part import DeskPart
+from ehswatch.desk_server import ApiServer
 from ehswatch.service import Service
 
 
@@ -20,3 +25,15 @@ async def both_parts(
     control = Service(config, **service)
     async with control, DeskPart(config, control.run_dir, clock=control.clock) as desk:
         yield control, desk
+
+
+def api_server(config: PlantConfig) -> tuple[FastAPI, ApiServer]:
+    """Both parts in this process behind a real HTTP server on `config.api.port`, not
+    started yet (`server.serve()`): the app, whose lifespan starts the parts, and the
+    server, which closes the event streams before it shuts down."""
+    app = create_app(config)
+    server = ApiServer(
+        uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
+    )
+    server.before_shutdown = lambda: app.state.desk.events.close()
+    return app, server

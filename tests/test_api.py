@@ -12,16 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
-from ehswatch.api.app import create_app
 from ehswatch.config import ROLES, PlantConfig, parse_config
-from ehswatch.desk_server import ApiServer
 from ehswatch.readings import ReadingBatch
 from ehswatch.service import Service
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
+from tests.parts import api_server
 from tests.servers import free_port
 
 TOKENS: dict[str, str] = {role: f"{role}-token" for role in ROLES}
@@ -70,11 +68,7 @@ def plant(tmp_path: Path) -> PlantConfig:
 
 @asynccontextmanager
 async def serve(config: PlantConfig) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
-    app = create_app(config)
-    server = ApiServer(
-        uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
-    )
-    server.before_shutdown = lambda: app.state.desk.events.close()
+    app, server = api_server(config)
     async with PlcSim(config.plcs[0]):
         task = asyncio.create_task(server.serve(), name="test:api")
         await eventually(lambda: server.started, what="the API")

@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 
-from ehswatch.api.app import create_app
 from ehswatch.config import parse_config
-from ehswatch.desk_server import ApiServer
 from ehswatch.readings import ReadingBatch
 from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario
 from tests.aio import eventually, run
+from tests.parts import api_server
 from tests.servers import Mosquitto, find_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,11 +87,7 @@ def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) 
                 },
             }
         )
-        app = create_app(config)
-        server = ApiServer(
-            uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
-        )
-        server.before_shutdown = lambda: app.state.desk.events.close()
+        _app, server = api_server(config)
         url = f"http://127.0.0.1:{config.api.port}/#token=demo-viewer"
 
         def browse() -> dict[str, str]:
@@ -194,11 +188,7 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
         tmp_path, broker=free_port(), plc=free_port(), api=free_port(), sensors=2000, trips=1
     )
     config = parse_config(yaml.safe_dump(doc), env={})
-    app = create_app(config)
-    server = ApiServer(
-        uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
-    )
-    server.before_shutdown = lambda: app.state.desk.events.close()
+    app, server = api_server(config)
     url = f"http://127.0.0.1:{config.api.port}/#token={VIEWER}"
 
     def browse() -> dict[str, Any]:

@@ -336,3 +336,18 @@ def test_register_outputs_are_checked_for_value_range_change_and_collisions(
     first["trip_value"] = 0
     errors = "\n".join(errors_of(plant, {"INFLUX_TOKEN": "t"}))
     assert "a trip would change nothing" in errors
+
+
+def test_a_sensor_overrides_exactly_the_threshold_keys_a_type_defines() -> None:
+    # `Sensor` is a slotted dataclass and cannot inherit `_ThresholdFields`: its own
+    # copy of the keys must stay the same list.
+    import dataclasses
+
+    from ehswatch.config import Sensor, SensorType, _ThresholdFields
+
+    keys = set(_ThresholdFields.model_fields)
+    sensor_keys = {f.name for f in dataclasses.fields(Sensor)}
+    assert keys <= sensor_keys
+    assert keys <= set(SensorType.model_fields)
+    own = {"id", "type", "zone", "name", "modbus", "mqtt"}
+    assert sensor_keys - keys == own

@@ -16,16 +16,23 @@ from tests.aio import eventually, run
 from tests.test_api import plant
 
 
+class Reads:
+    """A list's `build()` that counts: each read from the database gives its number."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self) -> int:
+        self.count += 1
+        return self.count
+
+
 def test_a_list_is_kept_until_a_change_is_heard_of_or_made_or_it_is_a_second_old(
     tmp_path: Path,
 ) -> None:
     # Not entered: no job of the desk part commits on its own meanwhile.
     desk = DeskPart(plant(tmp_path), tmp_path)
-    reads: list[int] = []
-
-    async def build() -> int:
-        reads.append(len(reads) + 1)
-        return reads[-1]
+    build = Reads()
 
     async def main() -> None:
         assert await desk.recent("alarms", build) == 1
@@ -47,13 +54,13 @@ def test_a_list_is_kept_until_a_change_is_heard_of_or_made_or_it_is_a_second_old
 
 def test_a_change_while_a_list_is_read_makes_that_read_stale(tmp_path: Path) -> None:
     desk = DeskPart(plant(tmp_path), tmp_path)
-    reads: list[int] = []
+    reads = Reads()
 
     async def build() -> int:
-        reads.append(len(reads) + 1)
-        if len(reads) == 1:
+        n = await reads()
+        if n == 1:
             desk._on_event({"type": "interlock", "zone": "z1"})  # lands mid-read
-        return reads[-1]
+        return n
 
     async def main() -> None:
         assert await desk.recent("alarms", build) == 1
@@ -68,11 +75,7 @@ def test_an_answer_of_the_control_part_makes_the_next_read_fresh(tmp_path: Path)
     # What a call changed is stored before the control part answers, and its event may
     # come later: the answer itself is the change heard of.
     desk = DeskPart(plant(tmp_path), tmp_path)
-    reads: list[int] = []
-
-    async def build() -> int:
-        reads.append(len(reads) + 1)
-        return reads[-1]
+    build = Reads()
 
     async def shelve(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
         return {"shelved": args["alarm"]}

@@ -249,18 +249,13 @@ class TelemetryDecoder:
             sens = [ids[item.id] for item in items]
         except KeyError:
             return False
-        try:
-            t = np.array([item.ts for item in items], dtype=np.float64)
-            q = np.array([item.q for item in items], dtype=np.int64)
-        except OverflowError:
-            return False  # a quality beyond int64: one by one, counted
-        if not ((t > 0) & (t < TS_LIMIT_MS)).all() or (q < 0).any():
-            return False
-        sensors.extend(sens)
-        values.extend([item.v for item in items])
-        stamps.extend((t / 1000.0).tolist())
-        quality.extend(np.minimum(q, 255).tolist())
-        return True
+        return _append_in_range(
+            sens,
+            [item.v for item in items],
+            [item.ts for item in items],
+            [item.q for item in items],
+            (sensors, values, stamps, quality),
+        )
 
     def _take_bulk(
         self,
@@ -288,19 +283,11 @@ class TelemetryDecoder:
         if qs and set(map(type, qs)) != {int}:
             return False
         try:
-            v = np.array(vs, dtype=np.float64)
-            t = np.array(ts, dtype=np.float64)
-            q = np.array(qs, dtype=np.int64)
+            v: list[float] = np.array(vs, dtype=np.float64).tolist()
         except OverflowError:
-            return False  # an integer too large: one by one, counted
-        # NaN timestamps fail the range test, as in `_take`; NaN values pass, on purpose.
-        if not ((t > 0) & (t < TS_LIMIT_MS)).all() or (q < 0).any():
-            return False
-        sensors.extend(sens)
-        values.extend(v.tolist())
-        stamps.extend((t / 1000.0).tolist())
-        quality.extend(np.minimum(q, 255).tolist())
-        return True
+            return False  # an integer too large for a float: one by one, counted
+        # NaN values pass, on purpose (the evaluator makes them a bad reading).
+        return _append_in_range(sens, v, ts, qs, (sensors, values, stamps, quality))
 
     def _take(
         self,
@@ -392,3 +379,29 @@ def _parse_all(payloads: list[bytes]) -> list[object]:
         except Exception:  # ValueError (UnicodeDecodeError too), RecursionError, …
             out.append(_INVALID)
     return out
+
+
+def _append_in_range(
+    sens: list[int],
+    v: list[float],
+    ts: list[Any],
+    qs: list[int],
+    columns: tuple[list[int], list[float], list[float], list[int]],
+) -> bool:
+    """The bulk paths' common end: append the readings to `columns` if every timestamp
+    is in range and every quality a non-negative integer (within int64); else append
+    nothing and say False (the batch is then judged item by item)."""
+    try:
+        t = np.array(ts, dtype=np.float64)
+        q = np.array(qs, dtype=np.int64)
+    except OverflowError:
+        return False  # an integer too large: one by one, counted
+    # NaN timestamps fail the range test, as in `TelemetryDecoder._take`.
+    if not ((t > 0) & (t < TS_LIMIT_MS)).all() or (q < 0).any():
+        return False
+    sensors, values, stamps, quality = columns
+    sensors.extend(sens)
+    values.extend(v)
+    stamps.extend((t / 1000.0).tolist())
+    quality.extend(np.minimum(q, 255).tolist())
+    return True
