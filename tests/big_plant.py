@@ -126,7 +126,9 @@ class Load:
     flushed: bool = False
 
     async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.broker) as client:
+        client = aiomqtt.Client("127.0.0.1", self.broker)
+        await client.__aenter__()
+        try:
             loop = asyncio.get_running_loop()
             start = loop.time()
             second = 0
@@ -148,6 +150,32 @@ class Load:
                 second += 1
             await client.publish("soak/flushed", b"", qos=1)
             self.flushed = True
+        finally:
+            await _leave(client)
+
+    async def stop(self, task: asyncio.Task[None], timeout: float = 30.0) -> None:
+        """Stop `run()` (its task) after the batch it is sending and the flush; cancel it
+        if that takes longer than `timeout`."""
+        self.stopping.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _leave(client: aiomqtt.Client) -> None:
+    """aiomqtt's exit waits for the broker to close the connection after DISCONNECT, and
+    under load paho can wait for that for ever: at most 5 s, then its socket is closed."""
+    try:
+        async with asyncio.timeout(5.0):
+            await client.__aexit__(None, None, None)
+    except TimeoutError:
+        sock = client._client.socket()  # paho's client: aiomqtt has no public way
+        if sock is not None:
+            sock.close()
 
 
 def auth() -> dict[str, str]:
@@ -261,7 +289,6 @@ def load_main() -> None:
     """`python -m tests.big_plant BROKER_PORT SENSORS COUNT_FILE`: `Load` in a process of
     its own (so that a benchmark's timing and PLC simulator are not starved by it),
     writing how many readings it sent to COUNT_FILE every second and when stopped."""
-    import os
     import signal
     import sys
 
@@ -275,15 +302,10 @@ def load_main() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(load.stopping.wait(), 1.0)
             count_file.write_text(str(load.sent))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), 30.0)
+        await load.stop(task)
         if not load.flushed:
             raise SystemExit("the load could not flush its last batches to the broker")
         count_file.write_text(str(load.sent))
-        if not task.done():
-            # paho can wait for ever on the broker's answer to DISCONNECT under load;
-            # what was sent is counted and flushed, so leave without it.
-            os._exit(0)
 
     asyncio.run(main())
 

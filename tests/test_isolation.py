@@ -8,7 +8,6 @@ a full export of every sensor with sparklines runs in a loop while trip readings
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
@@ -85,9 +84,7 @@ async def big_plant(tmp_path: Path) -> AsyncIterator[Rig]:
                 await until_answering(http)
                 yield Rig(http, plc, trips, service, mqtt, log)
             finally:
-                loader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loader
+                await load.stop(loader, timeout=10.0)
                 if service.returncode is None:
                     service.send_signal(signal.SIGTERM)
                     try:
