@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ehswatch.config import load_config  # noqa: E402
+from ehswatch.heap import settle_heap  # noqa: E402
 from ehswatch.readings import ReadingBatch  # noqa: E402
 from ehswatch.simulators.plc import PlcSim  # noqa: E402
 from tests.big_plant import TRIP_SETPOINT, plant_doc, write_config  # noqa: E402
@@ -53,6 +54,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         config = load_config(write_config(work, doc))
         async with PlcSim(config.plcs[0]) as plc, both_parts(config, tick_s=1.0) as (svc, desk):
             await asyncio.sleep(2.0)  # started, first ticks done
+            settle_heap()  # as each part does once started
             index = svc.table.index
             t0, c0 = time.perf_counter(), time.process_time()
             for k in range(args.trips):

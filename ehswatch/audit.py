@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text
+from sqlalchemy import Float, Integer, String, Text, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,6 +33,35 @@ class AuditEntry(Base):
         return dict(json.loads(self.detail))
 
 
+def entry_row(
+    *,
+    ts: float,
+    actor: Actor,
+    action: str,
+    subject: str,
+    detail: dict[str, Any] | None = None,
+    comment: str = "",
+) -> dict[str, Any]:
+    """One entry as the columns of its row, for `append`."""
+    return {
+        "ts": ts,
+        "actor": actor.name,
+        "role": actor.role,
+        "action": action,
+        "subject": subject,
+        "detail": json.dumps(detail or {}, ensure_ascii=False, sort_keys=True),
+        "comment": comment,
+    }
+
+
+async def append(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert `entry_row`s in one statement, in their order (committed with the change
+    they record). For the paths that audit often (every trip): an ORM `record` costs a
+    flush and a RETURNING per entry."""
+    if rows:
+        await session.execute(insert(AuditEntry), rows)
+
+
 def record(
     session: AsyncSession,
     *,
@@ -45,13 +74,9 @@ def record(
 ) -> AuditEntry:
     """Add one entry to the session (committed with the change it records)."""
     entry = AuditEntry(
-        ts=ts,
-        actor=actor.name,
-        role=actor.role,
-        action=action,
-        subject=subject,
-        detail=json.dumps(detail or {}, ensure_ascii=False, sort_keys=True),
-        comment=comment,
+        **entry_row(
+            ts=ts, actor=actor, action=action, subject=subject, detail=detail, comment=comment
+        )
     )
     session.add(entry)
     return entry

@@ -79,6 +79,17 @@ class Database:
     def new_session(self) -> AsyncSession:
         return self.session()
 
+    def insert(self, table: Any) -> Any:
+        """An INSERT for this database's dialect, with its `on_conflict_do_…` (SQLite and
+        PostgreSQL both have them, with the same arguments)."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+
 
 def import_models() -> None:
     """Import every module that defines tables, so that the metadata knows them all."""

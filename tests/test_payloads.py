@@ -452,3 +452,46 @@ def test_a_batch_the_typed_path_cannot_judge_gives_what_the_item_by_item_path_gi
     b = one_by_one.decode([b"ehs/telemetry"], [payload], NOW)
     assert columns(a) == columns(b)
     assert typed.rejects.by_reason == one_by_one.rejects.by_reason
+
+
+def _batch(ids: Sequence[str]) -> bytes:
+    return json.dumps([{"id": i, "v": 1.0, "ts": 1764000000000} for i in ids]).encode()
+
+
+def test_a_remembered_batch_lends_its_sensors_only_to_a_batch_with_the_same_names() -> None:
+    """Same length, same first and last id, another sensor (or an unknown one) inside:
+    each gets its own sensors, never the remembered batch's."""
+    decoder = new_decoder()
+    first = decoder.decode([b"ehs/telemetry"], [_batch(["G-201", "O2-301", MARKER_ID])], NOW)
+    assert first.sensor.tolist() == [0, 1, 2]
+    other = decoder.decode([b"ehs/telemetry"], [_batch(["G-201", "G-201", MARKER_ID])], NOW)
+    assert other.sensor.tolist() == [0, 0, 2]
+    unknown = decoder.decode([b"ehs/telemetry"], [_batch(["G-201", "NOPE-1", MARKER_ID])], NOW)
+    assert unknown.sensor.tolist() == [0, 2]
+    assert decoder.rejects.by_reason == Counter({"unknown_sensor": 1})
+    again = decoder.decode([b"ehs/telemetry"], [_batch(["G-201", "O2-301", MARKER_ID])], NOW)
+    assert again.sensor.tolist() == [0, 1, 2]
+
+
+def test_the_sensors_a_batch_shares_with_the_ones_before_cannot_be_written() -> None:
+    decoder = new_decoder()
+    decoder.decode([b"ehs/telemetry"], [_batch(["G-201", "O2-301"])], NOW)
+    b = decoder.decode([b"ehs/telemetry"], [_batch(["G-201", "O2-301"])], NOW)
+    with pytest.raises(ValueError, match="read-only"):
+        b.sensor[0] = 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([*IDS, "NOPE-1"]), max_size=6), max_size=12))
+def test_one_decoder_over_many_batches_gives_what_a_fresh_one_gives_each(
+    batches: list[list[str]],
+) -> None:
+    """What a decoder remembers of earlier batches never changes a later batch's
+    readings or rejects."""
+    kept = new_decoder()
+    for ids in batches:
+        fresh = new_decoder()
+        a = kept.decode([b"ehs/telemetry"], [_batch(ids)], NOW)
+        b = fresh.decode([b"ehs/telemetry"], [_batch(ids)], NOW)
+        assert columns(a) == columns(b)
+    assert kept.rejects.total == sum(ids.count("NOPE-1") for ids in batches)

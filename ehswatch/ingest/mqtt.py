@@ -133,7 +133,9 @@ class MqttCollector(Component):
         topics = {s.mqtt.topic: table.index[s.id] for s in config.sensors if s.mqtt is not None}
         # Sensors with no source of their own publish on {prefix}/telemetry/{id}; a
         # sensor read over Modbus may still be published there by a gateway.
-        decoder = TelemetryDecoder(topics, table.index, config.mqtt.topic_prefix)
+        decoder = TelemetryDecoder(
+            topics, table.index, config.mqtt.topic_prefix, sensor_ids=table.sensor_ids
+        )
         return cls(
             options=session_options(config.mqtt, config.site.id),
             decoder=decoder,

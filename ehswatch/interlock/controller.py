@@ -56,10 +56,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from ehswatch import audit
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.model import AlarmKind
-from ehswatch.audit import record
+from ehswatch.audit import entry_row
 from ehswatch.clock import ServiceClock
 from ehswatch.component import Component, Job
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
@@ -516,20 +517,23 @@ class InterlockController(Component):
             self._stored(batch)
 
     async def _store(self, batch: list[_Write]) -> None:
+        audits = [
+            entry_row(
+                ts=a.ts,
+                actor=a.actor,
+                action=a.action,
+                subject=f"zone:{w.zone}",
+                detail=a.detail,
+                comment=a.comment,
+            )
+            for w in batch
+            for a in w.audits
+        ]
         async with self.db.new_session() as session, session.begin():
             for w in batch:
                 if w.values:
-                    await store.patch(session, w.zone, w.values)
-                for a in w.audits:
-                    record(
-                        session,
-                        ts=a.ts,
-                        actor=a.actor,
-                        action=a.action,
-                        subject=f"zone:{w.zone}",
-                        detail=a.detail,
-                        comment=a.comment,
-                    )
+                    await store.patch(self.db, session, w.zone, w.values)
+            await audit.append(session, audits)
 
     def _stored(self, batch: list[_Write]) -> None:
         now = self._clock()

@@ -15,7 +15,7 @@ from sqlalchemy import Boolean, Float, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ehswatch.db import Base
+from ehswatch.db import Base, Database
 from ehswatch.interlock.state import PendingBypass, ZoneState
 
 
@@ -87,17 +87,17 @@ def values_of(s: ZoneState) -> dict[str, Any]:
     }
 
 
-async def save(session: AsyncSession, s: ZoneState) -> None:
-    """Add the zone's whole state to the session (the caller commits, with its audit)."""
-    await session.merge(ZoneRecord(zone=s.zone, **values_of(s)))
+_DEFAULTS = values_of(ZoneState(zone=""))
 
 
-async def patch(session: AsyncSession, zone: str, values: dict[str, Any]) -> None:
-    """Set the given columns of the zone's row (created with the defaults if missing)."""
-    rec = await session.get(ZoneRecord, zone)
-    if rec is None:
-        rec = ZoneRecord(zone=zone, **values_of(ZoneState(zone=zone)))
-        session.add(rec)
-        await session.flush()
-    for k, v in values.items():
-        setattr(rec, k, v)
+async def patch(db: Database, session: AsyncSession, zone: str, values: dict[str, Any]) -> None:
+    """Set the given columns of the zone's row (created with the defaults if missing).
+
+    One statement (an upsert): a trip's row is written on every latch, and a read before
+    the write would double what the latch costs the database."""
+    stmt = db.insert(ZoneRecord).values(zone=zone, **{**_DEFAULTS, **values})
+    if values:
+        stmt = stmt.on_conflict_do_update(index_elements=[ZoneRecord.zone], set_=values)
+    else:
+        stmt = stmt.on_conflict_do_nothing()
+    await session.execute(stmt)
