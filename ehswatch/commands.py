@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ehswatch.alarms.store import alarm_dict
 from ehswatch.control_channel import Handler
 from ehswatch.interlock.controller import InterlockController
-from ehswatch.roles import Actor
+from ehswatch.roles import Actor, NotFound
 
 if TYPE_CHECKING:
     from ehswatch.service import Service
@@ -24,7 +24,7 @@ def control_handlers(service: Service) -> dict[str, Handler]:
 
     def interlock() -> InterlockController:
         if service.interlock is None:
-            raise KeyError("this plant has no interlocked zones")
+            raise NotFound("this plant has no interlocked zones")
         return service.interlock
 
     async def ack(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ Wire: one JSON object per line, UTF-8.
 
 The socket lives in the control part's run directory (mode 0700); the desk part has
 already authenticated the person, and the actor it sends is who acts. Refusals keep their
-meaning across the boundary: 403 `Forbidden`, 404 `KeyError`, 409 `Refused`. A control
+meaning across the boundary: 403 `Forbidden`, 404 `NotFound`, 409 `Refused`. A control
 part that does not answer is `ControlUnavailable` (HTTP 503), never a hang: every call
 has a deadline.
 """
@@ -32,7 +32,7 @@ from typing import Any
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.component import Component, Job
-from ehswatch.roles import RANK, Actor, Forbidden, Refused
+from ehswatch.roles import RANK, Actor, Forbidden, NotFound, Refused
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ class Wake:
 def _failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, Forbidden):
         return 403, str(exc)
-    if isinstance(exc, KeyError):
-        return 404, str(exc.args[0]) if exc.args else "not found"
+    if isinstance(exc, NotFound):
+        return 404, str(exc)
     if isinstance(exc, Refused):
         return 409, str(exc)
     return 500, f"{type(exc).__name__}: {exc}"
@@ -263,7 +263,7 @@ class ControlClient(Component):
                 fut.set_result(msg)
 
     async def call(self, op: str, actor: Actor, **args: Any) -> dict[str, Any]:
-        """The control part's answer's body; its refusal as `Forbidden`, `KeyError`,
+        """The control part's answer's body; its refusal as `Forbidden`, `NotFound`,
         `Refused` or `RemoteError`; `ControlUnavailable` if it does not answer in time."""
         writer = self._writer
         if writer is None:
@@ -293,7 +293,7 @@ class ControlClient(Component):
         if status == 403:
             raise Forbidden(detail)
         if status == 404:
-            raise KeyError(detail)
+            raise NotFound(detail)
         if status == 409:
             raise Refused(detail)
         raise RemoteError(status, detail)

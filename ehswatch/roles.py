@@ -32,3 +32,9 @@ class Forbidden(Exception):
 
 class Refused(Exception):
     """The action is not allowed in the current state (HTTP 409); the message says why."""
+
+
+class NotFound(Exception):
+    """The thing asked for does not exist: no such ticket, alarm, zone, sensor (HTTP 404).
+    Its own class, not `KeyError`: a bug's `KeyError` is a bug (500, logged), never a
+    "not found" that hides it."""

@@ -25,6 +25,7 @@ from ehswatch.alarms.model import Alarm, AlarmKind, AlarmState
 from ehswatch.alarms.notifier import Notifier
 from ehswatch.alarms.relay import AlarmRelay
 from ehswatch.alarms.store import NotificationRecord, OutboxRecord
+from ehswatch.audit import AuditEntry
 from ehswatch.config import PlantConfig, parse_config
 from ehswatch.db import Database
 from ehswatch.ingest.queue import ReadingQueue
@@ -364,6 +365,20 @@ def test_a_sensor_out_of_service_raises_no_alarms_until_back(tmp_path: Path) -> 
             await r.settle()
             with pytest.raises(Forbidden):
                 await r.manager.take_out_of_service("D-4", LI, "recalibration")
+            with pytest.raises(Refused, match="needs a reason"):
+                await r.manager.take_out_of_service("D-4", ZHANG, " ")
+            async with r.db.new_session() as s:
+                refused = (
+                    await s.execute(
+                        select(AuditEntry.action, AuditEntry.actor).where(
+                            AuditEntry.subject == "sensor:D-4"
+                        )
+                    )
+                ).all()
+            assert [tuple(x) for x in refused] == [
+                ("out of service refused", LI.name),
+                ("out of service refused", ZHANG.name),
+            ]
             await r.manager.take_out_of_service("D-4", ZHANG, "recalibration")
             assert r.alarm("D-4").state == AlarmState.OUT_OF_SERVICE
             r.read({"D-4": 45.0})
@@ -594,7 +609,8 @@ def test_alarm_metrics_for_the_plant(tmp_path: Path) -> None:
                 r.read({"D-15": v})
             await r.settle()
             m = await alarm_metrics(r.db, r.clock.now)
-            assert m["alarms_last_10_min"] == 2 and m["active"] >= 1
+            # D-14 still reads 25 (acknowledged, active); D-15 is back to normal.
+            assert m["alarms_last_10_min"] == 2 and m["active"] == 1
             assert m["median_time_to_ack_s"] == 30.0
             assert m["chattering"] == 1
 

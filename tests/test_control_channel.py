@@ -22,7 +22,7 @@ from ehswatch.control_channel import (
     RemoteError,
     Wake,
 )
-from ehswatch.roles import Actor, Forbidden, Refused
+from ehswatch.roles import Actor, Forbidden, NotFound, Refused
 from ehswatch.shared_state import StateLayout, StateReader, StateUnavailable, StateWriter
 from tests.aio import eventually, run
 
@@ -38,7 +38,7 @@ async def handlers_server(tmp_path: Path, events: EventStream) -> CommandServer:
         if kind == "forbidden":
             raise Forbidden("too low")
         if kind == "missing":
-            raise KeyError("no alarm 9")
+            raise NotFound("no alarm 9")
         if kind == "refused":
             raise Refused("the vote still holds")
         raise RuntimeError("a bug")
@@ -64,7 +64,7 @@ def test_refusals_keep_their_meaning_across_the_channel(tmp_path: Path) -> None:
             assert body == {"actor": "李主管", "role": "supervisor", "zone": "罐区", "hours": 1.5}
             with pytest.raises(Forbidden, match="too low"):
                 await client.call("refuse", BOSS, kind="forbidden")
-            with pytest.raises(KeyError, match="no alarm 9"):
+            with pytest.raises(NotFound, match="no alarm 9"):
                 await client.call("refuse", BOSS, kind="missing")
             with pytest.raises(Refused, match="the vote still holds"):
                 await client.call("refuse", BOSS, kind="refused")

@@ -14,6 +14,7 @@ from ehswatch.config import load_config
 from ehswatch.simulators.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
+MOUNTED_FILES = 5  # the ./ sources docker-compose.yml mounts (count them when it changes)
 
 
 def compose() -> dict[str, Any]:
@@ -32,11 +33,14 @@ def test_compose_runs_the_five_services_of_the_spec() -> None:
 
 
 def test_every_mounted_file_exists() -> None:
+    checked = []
     for name, service in compose()["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which is missing"
+                checked.append(source)
+    assert len(checked) == MOUNTED_FILES, checked  # a parse that finds none checks nothing
 
 
 def test_the_service_config_is_valid_and_names_the_compose_services() -> None:
@@ -79,8 +83,11 @@ def test_the_simulators_run_a_packaged_scenario_on_the_same_config() -> None:
 
 
 def test_the_dockerfile_copies_what_exists() -> None:
+    copied = []
     for line in (ROOT / "Dockerfile").read_text("utf-8").splitlines():
         m = re.match(r"COPY (.+) \S+$", line)
         if m:
             for source in m.group(1).split():
                 assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is missing"
+                copied.append(source)
+    assert copied == ["pyproject.toml", "README.md", "ehswatch", "config"]

@@ -324,6 +324,15 @@ def test_a_grade_is_lowered_only_by_a_named_approver(tmp_path: Path) -> None:
                 await r.desk.lower_grade(tid, DEPT, grade="B", reason="sensor drift")
             with pytest.raises(Refused, match="needs a reason"):
                 await r.desk.lower_grade(tid, CHEN, grade="B", reason="")
+            with pytest.raises(Refused, match="no grade 'D'"):
+                await r.desk.lower_grade(tid, CHEN, grade="D", reason="sensor drift")
+            refused = [
+                (a, who) for a, who, _ in await r.audit(f"ticket:{tid}") if a.endswith("refused")
+            ]
+            assert (
+                refused
+                == [("lower grade refused", DEPT.name)] + [("lower grade refused", CHEN.name)] * 2
+            )
             t = await r.desk.lower_grade(tid, CHEN, grade="B", reason="sensor drift confirmed")
             assert t.grade == "B" and not t.stop_work
             assert (
@@ -411,7 +420,7 @@ def test_evidence_is_checked_for_size_and_type_and_stored_with_its_checksum(tmp_
                     tid, Actor(name="x", role="operator"), filename="a.png", content=PNG
                 )
             refused = [a for a, _, _ in await r.audit(f"ticket:{tid}") if a == "evidence refused"]
-            assert len(refused) == 2
+            assert len(refused) == 3  # too big, not a photo, and not the owner's to add
 
     run(main())
 
@@ -437,13 +446,19 @@ def test_the_outbound_webhook_is_retried_until_the_platform_accepts(tmp_path: Pa
 def test_reports_for_the_plant_manager(tmp_path: Path) -> None:
     async def main() -> None:
         async with rig(tmp_path) as r:
-            tid = await _to_verifying(r)
+            await r.read({"D-2": 25.0})
+            tid = (await r.ticket_of("D-2")).id
+            await r.desk.register(tid, ZHANG, owner="li.wei")
+            await r.desk.start(tid, LI)
+            r.clock.now += 1.5 * 3600  # submitted an hour and a half after it was opened
+            await r.desk.add_evidence(tid, LI, filename="after.png", content=PNG)
+            await r.desk.submit(tid, LI, measure="hood extraction repaired")
             await r.read({"D-8": 12.0, "D-9": 45.0})
             r.clock.now += 10 * 3600  # grade A (2 h) is overdue now
             rep = await r.desk.report()
             assert rep["by_grade"] == {"B": 1, "C": 1, "A": 1}
             assert [o["sensor"] for o in rep["overdue"]] == ["D-9"]
-            assert rep["mean_time_to_rectify_h"] is not None and tid
+            assert rep["mean_time_to_rectify_h"] == 1.5
             assert rep["month_over_month"]["polishing-1"]["this_month"] == 3
 
     run(main())

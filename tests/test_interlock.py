@@ -18,6 +18,7 @@ from pymodbus.constants import ExcCodes
 from sqlalchemy import select
 
 from ehswatch.alarms.manager import AlarmManager
+from ehswatch.alarms.model import AlarmKind
 from ehswatch.audit import AuditEntry
 from ehswatch.clock import ServiceClock, SteppableClock
 from ehswatch.config import PlantConfig, parse_config
@@ -485,11 +486,15 @@ def test_reset_refused_until_the_value_is_back_past_setpoint_minus_deadband(tmp_
             r.read({"A1": 45.0})
             await eventually(lambda: r.state("z1oo1").tripped, what="trip")
             r.read({"A1": 39.5})  # below 40, inside the 1.0 deadband: tier 3 holds, vote too
-            with pytest.raises(Refused):
+            with pytest.raises(Refused, match="vote still holds"):
                 await r.controller.reset("z1oo1", ZHANG)
             r.fault("A1")  # no valid reading: never resettable
             with pytest.raises(Refused, match="A1 has no valid reading"):
                 await r.controller.reset("z1oo1", ZHANG)
+            r.read({"A1": 38.9})  # past 40 - 1: the vote is gone, and the reset acts
+            s = await r.controller.reset("z1oo1", ZHANG)
+            assert not s.tripped
+            await eventually(lambda: r.coil("z1oo1") is False, what="coil back to normal")
 
     run(main())
 
@@ -710,17 +715,38 @@ def test_the_first_approval_lapses_after_the_window(tmp_path: Path) -> None:
 
 def test_a_bypass_suppresses_the_output_while_alarms_still_raise(tmp_path: Path) -> None:
     async def main() -> None:
-        async with rig(tmp_path) as r:
+        async with rig(tmp_path, alarms=True) as r:
+            assert r.alarms is not None
             await bypass(r)
             r.read({"A1": 45.0})
             await eventually(lambda: r.state("z1oo1").vote_holds, what="vote")
-            assert r.stage.evaluator.tier[r.stage.table.index["A1"]] == 3  # the alarm is there
+            alarms = r.alarms
+            await eventually(
+                lambda: (a := alarms.open.get(("A1", AlarmKind.TIER))) is not None and a.tier == 3,
+                what="A1's interlock-tier alarm, raised while the zone is bypassed",
+            )
             beats = len(r.plc.heartbeats)
             await eventually(lambda: len(r.plc.heartbeats) > beats + 3, what="time passes")
             assert not r.state("z1oo1").tripped
             assert 0 not in r.plc.coils  # nothing written
             await settled(r)
             assert "trip suppressed by bypass" in [e.action for e in await r.audit()]
+
+    run(main())
+
+
+def test_ending_a_bypass_that_is_not_on_is_refused_and_audited(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            with pytest.raises(Forbidden):
+                await r.controller.end_bypass("z1oo1", LI)
+            with pytest.raises(Refused, match="z1oo1 is not bypassed"):
+                await r.controller.end_bypass("z1oo1", ZHANG, comment="end of shift")
+            entries = [(e.action, e.actor, e.comment) for e in await r.audit()]
+            assert entries == [
+                ("end bypass refused", LI.name, ""),
+                ("end bypass refused", ZHANG.name, "end of shift"),
+            ]
 
     run(main())
 

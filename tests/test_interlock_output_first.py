@@ -188,8 +188,13 @@ def test_a_vote_while_the_bypass_is_stored_withdraws_the_bypass(tmp_path: Path) 
             assert s.tripped and not s.bypassed(r.clock()) and s.bypass_until is None
             await settled(r)
             assert rows(tmp_path, "SELECT tripped, bypass_until FROM interlock_zone") == [(1, None)]
-            actions = [e.action for e in await r.audit()]
-            assert actions[-3:] == ["bypass on", "trip", "bypass withdrawn"]
+            entries = [(e.action, e.actor) for e in await r.audit()]
+            assert entries[-4:] == [
+                ("bypass on", ZHAO.name),
+                ("trip", "ehswatch"),
+                ("bypass withdrawn", "ehswatch"),
+                ("bypass refused", ZHAO.name),  # the person's refusal, audited too
+            ]
 
     run(main())
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -68,7 +69,8 @@ from ehswatch.component import Component, Job, Wakeable
 from ehswatch.config import PlantConfig, SensorsById
 from ehswatch.db import Database
 from ehswatch.readings import ReadingBatch
-from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
+from ehswatch.refusals import Refusal, refuse
+from ehswatch.roles import SYSTEM, Actor, Forbidden, NotFound, Refused
 from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.outcome import Evaluation
 
@@ -574,21 +576,12 @@ class AlarmManager(Component):
             now = self._clock()
             a = next((x for x in self.open.values() if x.id == alarm_id), None)
             if a is None:
-                raise KeyError(f"no open alarm {alarm_id}")
+                raise NotFound(f"no open alarm {alarm_id}")
             try:
                 new, events = step(a, now)
             except (Refused, Forbidden) as exc:
-                async with self.db.new_session() as session, session.begin():
-                    record(
-                        session,
-                        ts=now,
-                        actor=actor,
-                        action=f"alarm {action} refused",
-                        subject=f"alarm:{alarm_id}",
-                        detail={"why": str(exc)},
-                        comment=comment,
-                    )
-                raise
+                where = {"action": f"alarm {action}", "subject": f"alarm:{alarm_id}"}
+                await refuse(self.db, Refusal.of(exc, actor=actor, comment=comment, **where), now)
             self.open[(a.sensor, a.kind)] = new
             await self._commit([(new, events, actor, now)], audit=(action, comment))
             return self.open.get((a.sensor, a.kind), dataclasses.replace(new, id=a.id))
@@ -600,12 +593,21 @@ class AlarmManager(Component):
         await self._service(sensor, actor, reason, out=False)
 
     async def _service(self, sensor: str, actor: Actor, reason: str, *, out: bool) -> None:
+        refused = functools.partial(
+            Refusal,
+            actor=actor,
+            action="out of service" if out else "back in service",
+            subject=f"sensor:{sensor}",
+            detail={"reason": reason},
+        )
         if not actor.at_least("supervisor"):
-            raise Forbidden(f"{actor.name} ({actor.role}) may not change a sensor's service state")
+            why = f"{actor.name} ({actor.role}) may not change a sensor's service state"
+            await refuse(self.db, refused(why=why, forbidden=True), self._clock())
         if sensor not in self._sensor:
-            raise KeyError(f"no sensor {sensor!r}")
+            raise NotFound(f"no sensor {sensor!r}")
         if out and not reason.strip():
-            raise Refused("taking a sensor out of service needs a reason")
+            why = "taking a sensor out of service needs a reason"
+            await refuse(self.db, refused(why=why), self._clock())
         async with self._lock:
             now = self._clock()
             changes: list[Change] = []

@@ -40,7 +40,7 @@ from ehswatch.config import PlantConfig
 from ehswatch.control_channel import ControlUnavailable, RemoteError
 from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.evidence import EvidenceRejected
-from ehswatch.roles import Forbidden, Refused
+from ehswatch.roles import Forbidden, NotFound, Refused
 
 if TYPE_CHECKING:
     from ehswatch.service import Service
@@ -106,9 +106,9 @@ def create_app(
         # service that could not do it (503), never a 500.
         return error_response(exc.status if 400 <= exc.status < 500 else 503, str(exc))
 
-    @app.exception_handler(KeyError)
-    async def missing(_: Request, exc: KeyError) -> JSONResponse:
-        return error_response(404, str(exc.args[0]) if exc.args else "not found")
+    @app.exception_handler(NotFound)
+    async def missing(_: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, str(exc))
 
     @app.get("/", include_in_schema=False)
     async def board() -> FileResponse:

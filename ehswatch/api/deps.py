@@ -20,6 +20,7 @@ from ehswatch.control_channel import ControlClient
 from ehswatch.db import Database
 from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.desk import HazardDesk
+from ehswatch.refusals import Refusal, refuse
 from ehswatch.roles import Actor
 
 # Database ids: positive, and within a 64-bit integer (SQLite and PostgreSQL alike).
@@ -80,11 +81,22 @@ Caller = Annotated[Actor, Depends(current_user)]
 
 
 def require(role: Role) -> Callable[..., Coroutine[Any, Any, Actor]]:
-    async def check(user: Caller) -> Actor:
+    """A token of `role` or above; a lower one is refused (403), and the refusal audited
+    like every other: action "<METHOD> <route> refused", subject the path asked for."""
+
+    async def check(request: Request, desk: DeskDep, user: Caller) -> Actor:
         if not user.at_least(role):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"{user.name} is {user.role}; this needs {role} or above"
+            route = request.scope.get("route")
+            template = getattr(route, "path", request.url.path)
+            refusal = Refusal(
+                actor=user,
+                action=f"{request.method} {template}",
+                subject=f"api:{request.url.path[:120]}",  # the column holds 128
+                why=f"{user.name} is {user.role}; this needs {role} or above",
+                forbidden=True,
+                detail={"needs": role},
             )
+            await refuse(desk.db, refusal, desk.clock())
         return user
 
     return check

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import statistics
@@ -59,7 +60,8 @@ from ehswatch.hazards.store import (
     to_record,
     to_ticket,
 )
-from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
+from ehswatch.refusals import Refusal, refuse
+from ehswatch.roles import SYSTEM, Actor, Forbidden, NotFound, Refused
 
 log = logging.getLogger(__name__)
 INTAKE_BATCH = 500  # alarm events taken in per transaction
@@ -320,7 +322,14 @@ class HazardDesk(Component):
         self, ticket_id: int, actor: Actor, *, grade: str, reason: str
     ) -> HazardTicket:
         if grade not in self.settings.grades:
-            raise Refused(f"no grade {grade!r}")
+            refusal = Refusal(
+                actor=actor,
+                action="lower grade",
+                subject=f"ticket:{ticket_id}",
+                why=f"no grade {grade!r}",
+                comment=reason,
+            )
+            await refuse(self.db, refusal, self._clock())
         return await self._act(
             ticket_id,
             actor,
@@ -336,23 +345,23 @@ class HazardDesk(Component):
     ) -> EvidenceRecord:
         now = self._clock()
         t = await self.get(ticket_id)
+        refused = functools.partial(
+            Refusal,
+            actor=actor,
+            action="evidence",
+            subject=f"ticket:{ticket_id}",
+            detail={"file": filename},
+        )
         if t.owner != actor.name and not actor.at_least("supervisor"):
-            raise Forbidden(f"only the owner ({t.owner}) or a supervisor may add evidence")
+            why = f"only the owner ({t.owner}) or a supervisor may add evidence"
+            await refuse(self.db, refused(why=why, forbidden=True), now)
         if t.state not in (TicketState.REGISTERED, TicketState.RECTIFYING):
-            raise Refused(f"ticket {ticket_id} is {t.state}: evidence goes with a rectification")
+            why = f"ticket {ticket_id} is {t.state}: evidence goes with a rectification"
+            await refuse(self.db, refused(why=why), now)
         try:
             stored = self.evidence.store(ticket_id, content)
-        except Refused as exc:
-            async with self.db.new_session() as s, s.begin():
-                record(
-                    s,
-                    ts=now,
-                    actor=actor,
-                    action="evidence refused",
-                    subject=f"ticket:{ticket_id}",
-                    detail={"file": filename, "why": str(exc)},
-                )
-            raise
+        except Refused as exc:  # too large, not a photo or document: its own status
+            await refuse(self.db, refused(why=str(exc)), now, error=exc)
         async with self.db.new_session() as s, s.begin():
             ev = EvidenceRecord(
                 ticket_id=ticket_id,
@@ -379,7 +388,7 @@ class HazardDesk(Component):
         async with self.db.new_session() as s:
             r = await s.get(TicketRecord, ticket_id)
         if r is None:
-            raise KeyError(f"no ticket {ticket_id}")
+            raise NotFound(f"no ticket {ticket_id}")
         return to_ticket(r)
 
     async def tickets(self, *, open_only: bool = False) -> list[HazardTicket]:
@@ -404,23 +413,24 @@ class HazardDesk(Component):
         async with self.db.new_session() as s, s.begin():
             r = await s.get(TicketRecord, ticket_id)
             if r is None:
-                raise KeyError(f"no ticket {ticket_id}")
+                raise NotFound(f"no ticket {ticket_id}")
             t = to_ticket(r)
+            refusal: Refusal | None = None
             try:
                 new, what = step(t, now)
             except (Refused, Forbidden) as exc:
-                record(
-                    s,
-                    ts=now,
+                refusal = Refusal.of(
+                    exc,
                     actor=actor,
-                    action=f"{action} refused",
+                    action=action,
                     subject=f"ticket:{ticket_id}",
-                    detail={"why": str(exc), "state": str(t.state)},
+                    detail={"state": str(t.state)},
                     comment=comment,
                 )
-                await s.commit()
-                raise
-            new = await self._save(s, new, actor, what, {"from": str(t.state)}, comment)
+            else:
+                new = await self._save(s, new, actor, what, {"from": str(t.state)}, comment)
+        if refusal is not None:
+            await refuse(self.db, refusal, now)
         self._outbound_wake.set()
         return new
 

@@ -46,15 +46,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from ehswatch import audit
 from ehswatch.alarms.events import EventStream
@@ -73,7 +74,8 @@ from ehswatch.interlock.timeline import RETENTION_S, EventVoter, Held, Inbox
 from ehswatch.interlock.voting import VotingTable, clear_to_reset
 from ehswatch.publisher import RetainedPublisher
 from ehswatch.readings import ReadingBatch
-from ehswatch.roles import SYSTEM, Actor, Forbidden, Refused
+from ehswatch.refusals import Refusal
+from ehswatch.roles import SYSTEM, Actor, NotFound
 from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.outcome import Evaluation
 
@@ -98,6 +100,11 @@ class _Audit:
     ts: float
     comment: str = ""
 
+    @classmethod
+    def refused(cls, refusal: Refusal, ts: float) -> _Audit:
+        detail = {**refusal.detail, "why": refusal.why}
+        return cls(refusal.actor, f"{refusal.action} refused", detail, ts, refusal.comment)
+
 
 @dataclass(slots=True)
 class _Write:
@@ -115,13 +122,6 @@ class _Undurable:
     seq: int
     since: float
     alarmed: bool = False
-
-
-@dataclass(slots=True)
-class _Decision:
-    why: str | None = None
-    forbidden: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class InterlockController(Component):
@@ -614,23 +614,25 @@ class InterlockController(Component):
                 s = self._zone(zone)
                 k = self._index[zone]
                 now = self._clock()
-                d = _Decision()
+                refuse = functools.partial(
+                    Refusal, actor=actor, action="reset", subject=f"zone:{zone}", comment=comment
+                )
+                refusal = None
                 if not actor.at_least("supervisor"):
-                    d = _Decision("a reset needs a supervisor or above", forbidden=True)
+                    refusal = refuse(
+                        why=f"{actor.name} ({actor.role}) may not reset an interlock: a reset "
+                        "needs a supervisor or above",
+                        forbidden=True,
+                    )
                 elif not s.tripped:
-                    d = _Decision("the zone is not tripped")
+                    refusal = refuse(why=f"{zone} is not tripped")
                 else:
                     problems = self._reset_problems(zone, k)
                     if problems:
-                        d = _Decision("; ".join(problems))
+                        refusal = refuse(why=f"{zone} cannot be reset yet: {'; '.join(problems)}")
                 mark = int(self.voter.held_count[k])
-            if d.why is not None:
-                await self._refuse(zone, actor, "reset", d.why, now, comment)
-                if d.forbidden:
-                    raise Forbidden(f"{actor.name} ({actor.role}) may not reset an interlock")
-                if not s.tripped:
-                    raise Refused(f"{zone} is not tripped")
-                raise Refused(f"{zone} cannot be reset yet: {d.why}")
+            if refusal is not None:
+                await self._refuse(zone, refusal, now)
             seq = s.seq + 1
             await self._commit(
                 zone, {"tripped": False, "seq": seq}, actor, "reset", {"seq": seq}, now, comment
@@ -717,10 +719,18 @@ class InterlockController(Component):
                     why = f"the second approval must come from the {_other(pending.role)}"
                 mark = int(self.voter.held_count[k])
             if why is not None:
-                await self._refuse(zone, actor, "bypass", why, now, comment)
-                if forbidden:
-                    raise Forbidden(f"{actor.name} ({actor.role}) may not approve a bypass")
-                raise Refused(why)
+                await self._refuse(
+                    zone,
+                    Refusal(
+                        actor=actor,
+                        action="bypass",
+                        subject=f"zone:{zone}",
+                        why=why,
+                        forbidden=forbidden,
+                        comment=comment,
+                    ),
+                    now,
+                )
             if pending is None:
                 asked = PendingBypass(
                     by=actor.name,
@@ -788,8 +798,17 @@ class InterlockController(Component):
                     self._write(
                         zone, BYPASS_FIELDS, _Audit(SYSTEM, "bypass withdrawn", {"why": why}, later)
                     )
+                    refusal = Refusal(
+                        actor=actor,
+                        action="bypass",
+                        subject=f"zone:{zone}",
+                        why=f"{why}: a bypass is refused while the vote holds",
+                        comment=comment,
+                    )
+                    # Queued, not waited for: the lock is held, and a trip may need it.
+                    self._write(zone, (), _Audit.refused(refusal, later))
                     self._publish(withdrawn, later)
-                    raise Refused(f"{why}: a bypass is refused while the vote holds")
+                    raise refusal.error()
                 s = self.states[zone] = dataclasses.replace(
                     cur,
                     pending=None,
@@ -811,13 +830,21 @@ class InterlockController(Component):
         async with self._people:
             s = self._zone(zone)
             now = self._clock()
+            refuse = functools.partial(
+                Refusal, actor=actor, action="end bypass", subject=f"zone:{zone}", comment=comment
+            )
             if not actor.at_least("supervisor"):
                 await self._refuse(
-                    zone, actor, "end bypass", "needs a supervisor or above", now, comment
+                    zone,
+                    refuse(
+                        why=f"{actor.name} ({actor.role}) may not end a bypass: it needs a "
+                        "supervisor or above",
+                        forbidden=True,
+                    ),
+                    now,
                 )
-                raise Forbidden(f"{actor.name} ({actor.role}) may not end a bypass")
             if not s.bypassed(now):
-                raise Refused(f"{zone} is not bypassed")
+                await self._refuse(zone, refuse(why=f"{zone} is not bypassed"), now)
             ended = dataclasses.replace(
                 s, bypass_until=None, bypass_reason="", bypass_measure="", bypass_by=()
             )
@@ -909,16 +936,21 @@ class InterlockController(Component):
 
     def _zone(self, zone: str) -> ZoneState:
         if zone not in self.states:
-            raise KeyError(f"no interlocked zone {zone!r}")
+            raise NotFound(f"no interlocked zone {zone!r}")
         return self.states[zone]
 
-    async def _refuse(
-        self, zone: str, actor: Actor, action: str, why: str, now: float, comment: str
-    ) -> None:
+    async def _refuse(self, zone: str, refusal: Refusal, now: float) -> NoReturn:
+        """Store the refusal's audit entry (waited for, behind every earlier change),
+        then raise it."""
+        a = refusal.actor
         log.warning(
-            "interlock %s: %s by %s (%s) refused: %s", zone, action, actor.name, actor.role, why
-        )
-        await self._commit(zone, {}, actor, f"{action} refused", {"why": why}, now, comment)
+            "interlock %s: %s by %s (%s) refused: %s", zone, refusal.action, a.name, a.role,
+            refusal.why,
+        )  # fmt: skip
+        done = self._write(zone, (), _Audit.refused(refusal, now), wait=True)
+        assert done is not None
+        await done
+        raise refusal.error()
 
     def _publish(self, s: ZoneState, now: float) -> None:
         if self.stream is not None:
