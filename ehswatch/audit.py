@@ -1,4 +1,5 @@
-"""The append-only audit log (SPEC §6, §8): who did what, when, to what, and why.
+"""The append-only audit log: who did what, when, to what, and why (docs/interlock.md,
+docs/hazards.md).
 
 Every interlock trip, reset, refusal and bypass, and (later) every hazard-ticket action,
 is one row. Rows are only ever inserted (on SQLite, triggers refuse UPDATE and DELETE).

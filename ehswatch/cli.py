@@ -1,4 +1,4 @@
-"""The `ehswatch` command line (SPEC §9).
+"""The `ehswatch` command line (docs/api.md).
 
 Exit codes: 0 success, 2 a configuration that must not be run (every problem is printed,
 one per line, as ``path.to.key: message``), 1 anything else that went wrong.

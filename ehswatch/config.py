@@ -1,6 +1,6 @@
 """The plant configuration: YAML in, one validated, immutable `PlantConfig` out.
 
-Contract (SPEC §4):
+Contract (docs/configuration.md):
 - `load_config(path)` returns a `PlantConfig` or raises `ConfigError` carrying *every*
   problem found, each as ``path.to.key: what is wrong``. List items are named by their
   ``id`` where they have one (``sensors.D-101.zone``), by position otherwise.
@@ -52,7 +52,7 @@ ROLES: tuple[Role, ...] = (
 TierName = Literal["warning", "alarm", "interlock"]
 TIER_NAMES: tuple[TierName, ...] = ("warning", "alarm", "interlock")
 Grade = Literal["A", "B", "C"]
-# Who may approve a hazard ticket: the roles, plus the shop-floor team leader of SPEC §4
+# Who may approve a hazard ticket: the roles, plus the shop-floor team leader
 # (it acts at supervisor level, see docs/configuration.md).
 Approver = Literal[
     "team_leader",
@@ -460,7 +460,7 @@ class Notifications(_Model):
 
 
 class AlarmSettings(_Model):
-    """Alarm handling (an addition to SPEC §4; the defaults follow SPEC §7)."""
+    """Alarm handling (docs/alarms.md has the defaults and why)."""
 
     max_shelve_min: Annotated[float, Field(gt=0, le=24 * 60)] = 240.0
     chatter_count: Annotated[int, Field(ge=2)] = 3
@@ -493,7 +493,7 @@ class Hazards(_Model):
         "fault": "C",
     }
     grades: dict[Grade, GradeRule] = Field(default_factory=_default_grades)
-    # Additions to SPEC §4 (docs/hazards.md): where reminders and escalations go, the
+    # See docs/hazards.md: where reminders and escalations go, the
     # outbound webhook to a management platform, evidence storage, recurrence.
     notify: list[str] = []
     webhook: HazardWebhook | None = None
@@ -686,7 +686,7 @@ def format_validation_error(exc: ValidationError, raw: Any) -> list[str]:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            msg = "unknown key (check the spelling against SPEC §4)"
+            msg = "unknown key (check the spelling against docs/configuration.md)"
         elif err["type"].endswith(("_type", "_parsing")) and "input" in err:
             msg = f"{msg} (got {err['input']!r})"
         out.append(f"{_name_loc(loc, raw) or '(top level)'}: {msg}")

@@ -1,4 +1,4 @@
-"""`RetainedPublisher`: current states to MQTT, retained, QoS 1 (SPEC §7).
+"""`RetainedPublisher`: current states to MQTT, retained, QoS 1 (docs/alarms.md).
 
 Other components call `publish(topic, payload)`; only the latest payload per topic is
 kept until it is sent, because a retained topic is a state, not a history (the history

@@ -1,4 +1,4 @@
-"""Who may do what: the roles of SPEC §9, lowest to highest, and the acting person.
+"""Who may do what: the roles (docs/api.md), lowest to highest, and the acting person.
 
 viewer < operator < supervisor < dept_head < safety_director < gm < admin
 """

@@ -1,4 +1,4 @@
-"""SPEC §7 alarms: ISA-18.2 states, the outbox, publishing, notifications, escalation."""
+"""Alarms (docs/alarms.md): ISA-18.2 states, the outbox, publishing, notifications, escalation."""
 
 from __future__ import annotations
 

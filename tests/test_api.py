@@ -1,4 +1,4 @@
-"""SPEC §9 REST API over a real server: roles, errors, SSE, metrics, health, fuzzing."""
+"""The REST API (docs/api.md) over a real server: roles, errors, SSE, metrics, health, fuzzing."""
 
 from __future__ import annotations
 

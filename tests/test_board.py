@@ -236,3 +236,57 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
         assert seen[f"{width}:tiles"] == 500  # area-2 alone is open: not 2 001 tiles
         assert not seen[f"{width}:closed_zone_tile"]
     assert seen["opened_tiles"] == 1000  # area-0 opened by a click, on demand
+
+
+def test_the_api_docs_render_with_nothing_fetched_from_another_host(tmp_path: Path) -> None:
+    """/docs on a plant network: every asset from the service itself."""
+    from tests.big_plant import plant_doc
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    doc = plant_doc(
+        tmp_path, broker=free_port(), plc=free_port(), api=free_port(), sensors=10, trips=1
+    )
+    config = parse_config(yaml.safe_dump(doc), env={})
+    app, server = api_server(config)
+    base = f"http://127.0.0.1:{config.api.port}"
+
+    def browse() -> dict[str, Any]:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver = chrome()
+        seen: dict[str, Any] = {}
+        try:
+            for width, height in ((390, 844), (1920, 1080)):
+                driver.set_window_size(width, height)
+                driver.get(f"{base}/docs")
+                wait = WebDriverWait(driver, 20, poll_frequency=0.2)
+                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+                seen[f"{width}:title"] = driver.find_element(
+                    By.CSS_SELECTOR, ".swagger-ui .info .title"
+                ).text
+                seen[f"{width}:operations"] = len(driver.find_elements(By.CSS_SELECTOR, ".opblock"))
+                driver.save_screenshot(str(ARTIFACTS / f"docs-{width}.png"))
+            seen["fetched"] = driver.execute_script(
+                "return performance.getEntriesByType('resource').map(e => e.name)"
+            )
+            return seen
+        finally:
+            driver.quit()
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.create_task(server.serve(), name="test:docs")
+        await eventually(lambda: server.started, what="the API")
+        try:
+            return await asyncio.to_thread(browse)
+        finally:
+            server.should_exit = True
+            await task
+
+    seen = run(main(), timeout=120)
+    routes = sum(len(ops) for ops in app.openapi()["paths"].values())
+    for width in (390, 1920):
+        assert seen[f"{width}:title"].startswith("ehswatch")
+        assert seen[f"{width}:operations"] == routes
+    assert seen["fetched"] and all(u.startswith(base + "/") for u in seen["fetched"])

@@ -1,4 +1,5 @@
-"""SPEC §4: a bad config is refused at start with every error as `path.to.key: message`."""
+"""A bad config is refused at start with every error as `path.to.key: message`
+(docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import copy
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from ehswatch.config import ConfigError, PlantConfig, load_config, parse_config
 from ehswatch.names import listed
@@ -127,7 +130,7 @@ def test_unset_secret_without_default_is_an_error_at_its_key(plant: dict[str, An
 def test_unknown_key_is_refused(plant: dict[str, Any]) -> None:
     sensor(plant, "D-101")["setpoint"] = 12
     assert errors_of(plant) == [
-        "sensors.D-101.setpoint: unknown key (check the spelling against SPEC §4)"
+        "sensors.D-101.setpoint: unknown key (check the spelling against docs/configuration.md)"
     ]
 
 
@@ -351,3 +354,31 @@ def test_a_sensor_overrides_exactly_the_threshold_keys_a_type_defines() -> None:
     assert keys <= set(SensorType.model_fields)
     own = {"id", "type", "zone", "name", "modbus", "mqtt"}
     assert sensor_keys - keys == own
+
+
+def _keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[str]:
+    """Every key a config may hold: field names of the model and its nested models."""
+    if model in seen:
+        return set()
+    seen.add(model)
+    keys: set[str] = set()
+    stack: list[Any] = []
+    for name, f in model.model_fields.items():
+        keys.add(f.alias or name)
+        stack.append(f.annotation)
+    while stack:
+        t = stack.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            keys |= _keys(t, seen)
+        stack.extend(typing.get_args(t))
+    return keys
+
+
+def test_configuration_md_names_every_key_the_config_takes() -> None:
+    """The reference is the project's own doc: a key it does not name cannot be looked up
+    (config errors send the reader there)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", " ".join(re.findall(r"`([^`]+)`", doc))))
+    keys = _keys(PlantConfig, set())
+    assert {"period_s", "escalate_to", "deadline_h", "starttls"} <= keys  # nested ones too
+    assert sorted(keys - named) == []

@@ -1,5 +1,5 @@
-"""SPEC §5: the vectorized evaluator gives exactly the reference's transitions, for any
-stream of readings cut into batches of any size."""
+"""The rules of docs/thresholds.md: the vectorized evaluator gives exactly the reference's
+transitions, for any stream of readings cut into batches of any size."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_vectorized_equals_reference_for_any_batch_in_any_order(data: st.DataObj
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_an_in_order_stream_gives_the_same_events_however_it_is_cut(data: st.DataObject) -> None:
-    """SPEC §5: no crossing inside a micro-batch is lost — the vectorized evaluator on
+    """No crossing inside a micro-batch is lost — the vectorized evaluator on
     batches equals the reference taking the same stream one reading at a time."""
     sensors = data.draw(sensor_sets())
     steps = data.draw(streams(len(sensors), monotonic=True))

@@ -1,4 +1,4 @@
-"""SPEC §8 hazard tickets: one per alarm, graded, worked through to the archive."""
+"""Hazard tickets (docs/hazards.md): one per alarm, graded, worked through to the archive."""
 
 from __future__ import annotations
 

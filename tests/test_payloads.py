@@ -1,4 +1,5 @@
-"""SPEC §9 payloads: accepted shapes become columns; every kind of garbage is counted."""
+"""Telemetry payloads (docs/ingest.md): accepted shapes become columns; every kind of garbage
+is counted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §5, one test per rule; each runs against the vectorized evaluator and the reference."""
+"""The threshold rules (docs/thresholds.md), one test per rule; each runs against the
+vectorized evaluator and the reference."""
 
 from __future__ import annotations
 

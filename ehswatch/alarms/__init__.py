@@ -1,1 +1,1 @@
-"""Alarms and on-call (SPEC §7): ISA-18.2 states, a lossless outbox, notifications."""
+"""Alarms and on-call (docs/alarms.md): ISA-18.2 states, a lossless outbox, notifications."""

@@ -1,4 +1,4 @@
-"""`Notifier`: sends the notification queue, one task per channel (SPEC §7).
+"""`Notifier`: sends the notification queue, one task per channel (docs/alarms.md).
 
 - Rows are due `group_wait_s` after the event; each channel's task takes its due rows.
 - **Floods**: per zone, if the due rows plus the messages already sent in the last

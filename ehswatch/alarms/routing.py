@@ -1,4 +1,4 @@
-"""`Router`: which channels hear about an alarm, and when it escalates (SPEC §7).
+"""`Router`: which channels hear about an alarm, and when it escalates (docs/alarms.md).
 
 A route matches an alarm when every criterion it gives matches: `zones`, `tiers` (the
 alarm's peak tier name — warning, alarm, interlock — or `fault` for an instrument fault

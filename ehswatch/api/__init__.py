@@ -1,1 +1,1 @@
-"""The REST API, Server-Sent Events and the built-in big screen (SPEC §9)."""
+"""The REST API, Server-Sent Events and the built-in big screen (docs/api.md)."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from ehswatch import __version__
@@ -68,7 +69,11 @@ def create_app(
             app.state.desk = desk
             yield
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI with /docs served from assets in the package (plain FastAPI
+    # loads Swagger UI from a CDN: a blank page on a plant network). No /redoc: ReDoc's
+    # bundle still fetches its logo from the internet.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="ehswatch",
         version=__version__,
         lifespan=lifespan,

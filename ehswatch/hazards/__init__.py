@@ -1,1 +1,1 @@
-"""Hazard tickets (SPEC §8): every alarm's loop closed, with deadlines and approvals."""
+"""Hazard tickets (docs/hazards.md): every alarm's loop closed, with deadlines and approvals."""

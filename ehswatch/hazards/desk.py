@@ -1,4 +1,4 @@
-"""`HazardDesk`: opens a ticket for every alarm episode and runs the workflow (SPEC §8).
+"""`HazardDesk`: opens a ticket for every alarm episode and runs the workflow (docs/hazards.md).
 
 - **Intake.** It reads the alarm outbox with its own cursor (committed with the tickets
   it causes): a `raised` event opens the episode's ticket, graded by

@@ -1,4 +1,4 @@
-"""`HazardTicket` and its workflow (SPEC §8): pure rules, no I/O.
+"""`HazardTicket` and its workflow (docs/hazards.md): pure rules, no I/O.
 
     detected ──register──► registered ──start──► rectifying ──submit──► verifying
                                                      ▲                      │

@@ -1,6 +1,6 @@
 """InfluxDB line protocol, built in bulk from numpy columns (never a `Point` per reading).
 
-Measurements (SPEC §9):
+Measurements (docs/storage.md):
 
     reading,site=…,zone=…,sensor=…,type=…  value=<float>,tier=<int>i,quality=<int>i  <ns>
     alarm_event,site=…,zone=…,sensor=…,type=…,kind=tier

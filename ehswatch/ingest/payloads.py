@@ -1,4 +1,4 @@
-"""MQTT telemetry payloads (SPEC §9) to `ReadingBatch` columns, in bulk.
+"""MQTT telemetry payloads (docs/api.md) to `ReadingBatch` columns, in bulk.
 
 Accepted, on a sensor's configured topic or on ``{prefix}/telemetry/{sensor_id}``:
 

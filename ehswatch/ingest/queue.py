@@ -1,7 +1,7 @@
 """`ReadingQueue`: where collectors hand over batches and the evaluator drains them.
 
 The evaluator takes *everything* that has arrived in one go (a micro-batch), so latency
-stays low when traffic is light and throughput high when it is heavy (SPEC §2). The queue
+stays low when traffic is light and throughput high when it is heavy (docs/ingest.md). The queue
 never drops: above `high_water` readings, `put` waits, which stalls the collectors; the
 MQTT collector then stops reading its socket and the broker keeps the messages.
 """

@@ -1,4 +1,4 @@
-"""Interlock outputs to PLCs (SPEC §6): voting, latch, reset, bypass, heartbeat, readback.
+"""Interlock outputs to PLCs (docs/interlock.md): voting, latch, reset, bypass, heartbeat, readback.
 
 ehswatch *requests* trips. It is not a safety instrumented system and claims no SIL: the
 PLC must be able to trip on its own, and its watchdog must stop the line when the

@@ -1,4 +1,5 @@
-"""Three-tier threshold evaluation (SPEC §5): the vectorized evaluator and its reference."""
+"""Three-tier threshold evaluation (docs/thresholds.md): the vectorized evaluator and its
+reference."""
 
 from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.outcome import Evaluation, FaultChanges, TierTransitions

@@ -1,4 +1,4 @@
-"""The vectorized three-tier evaluator: SPEC §5 over numpy arrays.
+"""The vectorized three-tier evaluator: the rules of docs/thresholds.md over numpy arrays.
 
 Contract: for any stream of readings cut into batches of any size, and the same timer
 ticks, `Evaluator` produces exactly the transitions and fault changes of

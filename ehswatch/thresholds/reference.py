@@ -1,4 +1,4 @@
-"""The threshold rules of SPEC §5, as plain Python, one reading at a time.
+"""The threshold rules of docs/thresholds.md, as plain Python, one reading at a time.
 
 This is the specification the vectorized `Evaluator` is tested against: written to be
 read, not to be fast. The rules, precisely:

@@ -1,4 +1,4 @@
-"""`EvaluatorStage`: the long-lived job that runs the evaluator (SPEC §2).
+"""`EvaluatorStage`: the long-lived job that runs the evaluator (docs/ingest.md).
 
 It drains the `ReadingQueue` — everything that has arrived, as one micro-batch — into
 `Evaluator.process`, and ticks the evaluator once a `tick_s` (default 1 s) so that delays

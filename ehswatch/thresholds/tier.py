@@ -8,7 +8,7 @@ import numpy as np
 
 
 class Tier(IntEnum):
-    """How dangerous a sensor's reading is; SPEC §5 numbers them 0 to 3."""
+    """How dangerous a sensor's reading is; the rules number them 0 to 3."""
 
     NORMAL = 0
     WARNING = 1
