@@ -35,6 +35,33 @@ class Wakeable(Protocol):
 BACKOFF_S = (1.0, 60.0)
 
 
+async def woken(wake: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until `wake` is set or `timeout` seconds pass (None: no timeout), then clear
+    it; whether it was set. Cleared before the caller looks for work, so what is queued
+    while the caller works sets it again and is never missed."""
+    try:
+        async with asyncio.timeout(timeout):
+            await wake.wait()
+    except TimeoutError:
+        return False
+    finally:
+        wake.clear()
+    return True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backoff:
+    """Retry delays: `first`, doubling up to `longest`. One policy for every retry loop
+    (reconnects, failed writes, failed sends), each with its own bounds."""
+
+    first: float
+    longest: float
+
+    def after(self, failures: int) -> float:
+        """The delay after `failures` consecutive failures (1: `first`)."""
+        return float(min(self.first * 2.0 ** max(failures - 1, 0), self.longest))
+
+
 @dataclass
 class JobHealth:
     running: bool = False

@@ -74,8 +74,9 @@ class DeskPart:
         self.db = Database(config.database.url, migrate=False, on_commit=self._changed)
         self.events = EventStream()
         self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
-        self.hazards = HazardDesk(config=config, db=self.db, clock=self.clock)
-        self.hazards.notify_wake = self.notifier.wake
+        self.hazards = HazardDesk(
+            config=config, db=self.db, clock=self.clock, notify_wake=self.notifier.wake
+        )
         self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event, on_answer=self._changed)
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
         self.started_at = self.clock()
@@ -177,7 +178,7 @@ class DeskPart:
         return value
 
     def components(self) -> list[Component]:
-        return [self.link, self.notifier, self.hazards]
+        return [self.link, self.notifier, *self.hazards.components()]
 
     async def __aenter__(self) -> Self:
         await self._stack.__aenter__()

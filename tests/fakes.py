@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -44,6 +45,8 @@ class RobotServer:
     port: int = field(default_factory=free_port)
     down: bool = False  # answer 503 to everything
     requests: list[Request] = field(default_factory=list)
+    #: called in the server's thread with each request's path, before it is answered
+    on_request: Callable[[str], None] | None = None
 
     @property
     def url(self) -> str:
@@ -101,6 +104,8 @@ class RobotServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
+                if outer.on_request is not None:
+                    outer.on_request(parsed.path)
                 status, answer, verdict = outer._check(parsed.path, query, body)
                 outer.requests.append(
                     Request(parsed.path, query, dict(self.headers), body, verdict)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.store import NotificationRecord
+from ehswatch.component import Backoff
 from ehswatch.config import PlantConfig, parse_config
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
@@ -142,7 +143,13 @@ async def rig(
     )
     async with Database(config.database.url) as db, httpx.AsyncClient() as client:
         alarms = AlarmManager(config=config, evaluator=stage.evaluator, db=db, clock=clock)
-        desk = HazardDesk(config=config, db=db, clock=clock, client=client, backoff_s=(2.0, 60.0))
+        desk = HazardDesk(
+            config=config,
+            db=db,
+            clock=clock,
+            client=client,
+            backoff=Backoff(first=2.0, longest=60.0),
+        )
         stage.listen(alarms.on_evaluation)
         async with alarms:
             yield Rig(clock, stage, db, alarms, desk)
@@ -441,6 +448,29 @@ def test_the_outbound_webhook_is_retried_until_the_platform_accepts(tmp_path: Pa
             assert change["change"] == "opened" and change["ticket"]["grade"] == "B"
 
         run(main())
+
+
+def test_the_webhook_holds_no_database_connection_while_the_platform_answers(
+    tmp_path: Path,
+) -> None:
+    """Commit, then POST, then mark delivered: a platform that takes its time never
+    holds a connection (or a transaction) of the database."""
+    held: list[int] = []
+    with RobotServer() as robots:
+
+        async def main() -> None:
+            async with rig(tmp_path, plant(tmp_path, robots)) as r:
+                pool = r.db.engine.sync_engine.pool
+                robots.on_request = lambda path: held.append(pool.checkedout())  # type: ignore[attr-defined]
+                await r.read({"D-7": 25.0})
+                tid = (await r.ticket_of("D-7")).id
+                await r.desk.register(tid, ZHANG, owner="li.wei")
+                assert await r.desk.deliver_outbound() == 2
+            changes = [c["change"] for c in robots.delivered("/platform")]
+            assert changes == ["opened", "registered"]
+
+        run(main())
+    assert held == [0, 0]
 
 
 def test_reports_for_the_plant_manager(tmp_path: Path) -> None:

@@ -26,17 +26,16 @@ from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.model import STATE_CODE, AlarmState
 from ehswatch.alarms.routing import Router
 from ehswatch.alarms.store import (
     AlarmRecord,
-    NotificationRecord,
     OutboxRecord,
     alarm_dict,
+    enqueue_notifications,
+    notification_rows,
     to_alarm,
 )
 from ehswatch.component import Component, Job, Wakeable
@@ -136,26 +135,16 @@ class AlarmRelay(Component):
                     {"event_id": row.id, "event": row.event, "ts": row.ts, "alarm": alarm},
                     ensure_ascii=False,
                 )
-                notifications += [
-                    {
-                        "key": f"alarm-event:{row.id}",
-                        "channel": c,
-                        "zone": alarm["zone"],
-                        "kind": kind,
-                        "payload": payload,
-                        "created_at": now,
-                        "next_try": now + self._group_wait,
-                        "attempts": 0,
-                        "status": "pending",
-                        "last_error": "",
-                    }
-                    for c in channels
-                ]
-            if notifications:
-                insert = sqlite_insert if self.db.is_sqlite else pg_insert
-                await session.execute(
-                    insert(NotificationRecord).values(notifications).on_conflict_do_nothing()
+                notifications += notification_rows(
+                    key=f"alarm-event:{row.id}",
+                    channels=channels,
+                    zone=alarm["zone"],
+                    kind=kind,
+                    payload=payload,
+                    now=now,
+                    wait_s=self._group_wait,
                 )
+            await enqueue_notifications(self.db, session, notifications)
             await session.execute(
                 update(OutboxRecord)
                 .where(OutboxRecord.id.in_([r.id for r in rows]))

@@ -4,7 +4,7 @@ service. An alarm change and its outbox event are written in one transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ehswatch.alarms.model import Alarm, AlarmKind, AlarmState
@@ -132,6 +133,44 @@ class NotificationRecord(Base):
     sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     grouped_in: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a flood message
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+def notification_rows(
+    *,
+    key: str,
+    channels: Sequence[str],
+    zone: str,
+    kind: str,
+    payload: str,
+    now: float,
+    wait_s: float = 0.0,
+) -> list[dict[str, Any]]:
+    """One message about `key` for each channel, due `wait_s` from `now`."""
+    return [
+        {
+            "key": key,
+            "channel": c,
+            "zone": zone,
+            "kind": kind,
+            "payload": payload,
+            "created_at": now,
+            "next_try": now + wait_s,
+            "attempts": 0,
+            "status": "pending",
+            "last_error": "",
+        }
+        for c in channels
+    ]
+
+
+async def enqueue_notifications(
+    db: Database, session: AsyncSession, rows: list[dict[str, Any]]
+) -> None:
+    """Queue `notification_rows` in the caller's transaction, in one statement; a (key,
+    channel) already queued is left as it is (relaying an event again after a crash
+    never sends it twice). The caller wakes the notifier once it has committed."""
+    if rows:
+        await session.execute(db.insert(NotificationRecord).values(rows).on_conflict_do_nothing())
 
 
 class SensorServiceRecord(Base):

@@ -1,0 +1,215 @@
+"""`TicketWorkflow`: what people do to a ticket, from registration to the archive.
+
+`register`, `start`, `add_evidence`, `submit`, `verify`, `approve`, `lower_grade`: each
+checks its rule in `model` (pure), then stores the change through the `TicketLedger`
+(row, audit entry, outbound message) in one transaction. Every refusal is audited where
+it is decided (`refusals`), in a transaction of its own, and raised: `Forbidden` (403)
+or `Refused` (409; evidence too large or of the wrong type: 413 / 415).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ehswatch.audit import record
+from ehswatch.component import Wakeable
+from ehswatch.config import PlantConfig
+from ehswatch.db import Database
+from ehswatch.hazards import model
+from ehswatch.hazards.evidence import EvidenceStore
+from ehswatch.hazards.ledger import TicketLedger
+from ehswatch.hazards.model import HazardTicket, TicketState
+from ehswatch.hazards.store import EvidenceRecord, TicketRecord, to_ticket
+from ehswatch.refusals import Refusal, refuse
+from ehswatch.roles import Actor, Forbidden, NotFound, Refused
+
+
+class TicketWorkflow:
+    def __init__(
+        self,
+        *,
+        config: PlantConfig,
+        db: Database,
+        ledger: TicketLedger,
+        evidence: EvidenceStore,
+        changed: Wakeable,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`changed` is set after each commit that changed a ticket (the webhook's)."""
+        self.settings = config.hazards
+        self.db = db
+        self.ledger = ledger
+        self.evidence = evidence
+        self._changed = changed
+        self._clock = clock
+
+    async def register(
+        self,
+        ticket_id: int,
+        actor: Actor,
+        *,
+        owner: str,
+        due_at: float | None = None,
+        comment: str = "",
+    ) -> HazardTicket:
+        return await self._act(
+            ticket_id,
+            actor,
+            "register",
+            comment,
+            lambda t, now: model.register(
+                t, actor, owner=owner, due_at=due_at, now=now, rule=self._rule(t)
+            ),
+        )
+
+    async def start(self, ticket_id: int, actor: Actor, comment: str = "") -> HazardTicket:
+        return await self._act(
+            ticket_id, actor, "start", comment, lambda t, now: model.start(t, actor)
+        )
+
+    async def submit(
+        self, ticket_id: int, actor: Actor, *, measure: str, comment: str = ""
+    ) -> HazardTicket:
+        async with self.db.new_session() as s:
+            n = (
+                await s.scalar(
+                    select(func.count())
+                    .select_from(EvidenceRecord)
+                    .where(EvidenceRecord.ticket_id == ticket_id)
+                )
+                or 0
+            )
+        return await self._act(
+            ticket_id,
+            actor,
+            "submit",
+            comment,
+            lambda t, now: model.submit(t, actor, measure=measure, evidence=n, now=now),
+        )
+
+    async def verify(
+        self, ticket_id: int, actor: Actor, *, passed: bool, reason: str = "", comment: str = ""
+    ) -> HazardTicket:
+        return await self._act(
+            ticket_id,
+            actor,
+            "verify",
+            comment or reason,
+            lambda t, now: model.verify(t, actor, passed=passed, reason=reason),
+        )
+
+    async def approve(self, ticket_id: int, actor: Actor, comment: str = "") -> HazardTicket:
+        return await self._act(
+            ticket_id,
+            actor,
+            "approve",
+            comment,
+            lambda t, now: model.approve(t, actor, now=now, rule=self._rule(t)),
+        )
+
+    async def lower_grade(
+        self, ticket_id: int, actor: Actor, *, grade: str, reason: str
+    ) -> HazardTicket:
+        if grade not in self.settings.grades:
+            refusal = Refusal(
+                actor=actor,
+                action="lower grade",
+                subject=f"ticket:{ticket_id}",
+                why=f"no grade {grade!r}",
+                comment=reason,
+            )
+            await refuse(self.db, refusal, self._clock())
+        return await self._act(
+            ticket_id,
+            actor,
+            "lower grade",
+            reason,
+            lambda t, now: model.lower_grade(
+                t, actor, grade, reason, current=self._rule(t), new=self.settings.grades[grade]
+            ),
+        )
+
+    async def add_evidence(
+        self, ticket_id: int, actor: Actor, *, filename: str, content: bytes
+    ) -> EvidenceRecord:
+        now = self._clock()
+        t = await self.ledger.get(ticket_id)
+        refused = functools.partial(
+            Refusal,
+            actor=actor,
+            action="evidence",
+            subject=f"ticket:{ticket_id}",
+            detail={"file": filename},
+        )
+        if t.owner != actor.name and not actor.at_least("supervisor"):
+            why = f"only the owner ({t.owner}) or a supervisor may add evidence"
+            await refuse(self.db, refused(why=why, forbidden=True), now)
+        if t.state not in (TicketState.REGISTERED, TicketState.RECTIFYING):
+            why = f"ticket {ticket_id} is {t.state}: evidence goes with a rectification"
+            await refuse(self.db, refused(why=why), now)
+        try:
+            stored = self.evidence.store(ticket_id, content)
+        except Refused as exc:  # too large, not a photo or document: its own status
+            await refuse(self.db, refused(why=str(exc)), now, error=exc)
+        async with self.db.new_session() as s, s.begin():
+            ev = EvidenceRecord(
+                ticket_id=ticket_id,
+                filename=filename[:255],
+                content_type=stored.content_type,
+                size=stored.size,
+                sha256=stored.sha256,
+                path=str(stored.path),
+                uploaded_by=actor.name,
+                at=now,
+            )
+            s.add(ev)
+            record(
+                s,
+                ts=now,
+                actor=actor,
+                action="evidence added",
+                subject=f"ticket:{ticket_id}",
+                detail={"file": filename, "sha256": stored.sha256, "size": stored.size},
+            )
+        return ev
+
+    def _rule(self, t: HazardTicket) -> Any:
+        return self.settings.grades[t.grade]  # type: ignore[index]
+
+    async def _act(
+        self,
+        ticket_id: int,
+        actor: Actor,
+        action: str,
+        comment: str,
+        step: Callable[[HazardTicket, float], model.Outcome],
+    ) -> HazardTicket:
+        now = self._clock()
+        async with self.db.new_session() as s, s.begin():
+            r = await s.get(TicketRecord, ticket_id)
+            if r is None:
+                raise NotFound(f"no ticket {ticket_id}")
+            t = to_ticket(r)
+            refusal: Refusal | None = None
+            try:
+                new, what = step(t, now)
+            except (Refused, Forbidden) as exc:
+                refusal = Refusal.of(
+                    exc,
+                    actor=actor,
+                    action=action,
+                    subject=f"ticket:{ticket_id}",
+                    detail={"state": str(t.state)},
+                    comment=comment,
+                )
+            else:
+                new = await self.ledger.save(s, new, actor, what, {"from": str(t.state)}, comment)
+        if refusal is not None:
+            await refuse(self.db, refusal, now)
+        self._changed.set()
+        return new
