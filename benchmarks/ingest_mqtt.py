@@ -178,7 +178,7 @@ async def collector_drain(
     async with c:
         deadline = time.perf_counter() + 120
         while count < n and time.perf_counter() < deadline:
-            batch = await queue.drain(timeout=1.0)
+            batch = await queue.drain(within_s=1.0)
             if not len(batch):
                 continue
             ev = evaluator.process(batch)  # the evaluator is part of the measured path

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -35,18 +36,40 @@ class Wakeable(Protocol):
 BACKOFF_S = (1.0, 60.0)
 
 
-async def woken(wake: asyncio.Event, timeout: float | None) -> bool:
-    """Wait until `wake` is set or `timeout` seconds pass (None: no timeout), then clear
-    it; whether it was set. Cleared before the caller looks for work, so what is queued
-    while the caller works sets it again and is never missed."""
+async def wait_set(event: asyncio.Event, within_s: float | None) -> bool:
+    """Wait until `event` is set or `within_s` seconds pass (None: no limit); whether it
+    was set. (Not `asyncio.wait_for`: in Python 3.11 it can swallow a cancellation that
+    arrives as the event is set, and a job that does not stop keeps the whole service
+    from stopping.)"""
     try:
-        async with asyncio.timeout(timeout):
-            await wake.wait()
+        async with asyncio.timeout(within_s):
+            await event.wait()
     except TimeoutError:
         return False
+    return True
+
+
+async def woken(wake: asyncio.Event, within_s: float | None) -> bool:
+    """`wait_set`, then clear `wake`: cleared before the caller looks for work, so what
+    is queued while the caller works sets it again and is never missed."""
+    try:
+        return await wait_set(wake, within_s)
     finally:
         wake.clear()
-    return True
+
+
+async def enter_all(
+    stack: AsyncExitStack, parts: Iterable[AbstractAsyncContextManager[Any]]
+) -> None:
+    """Enter `stack`, then each part in order, on it; if one fails to start, leave the
+    ones already started (in reverse) and raise. `stack` then leaves them all."""
+    await stack.__aenter__()
+    try:
+        for part in parts:
+            await stack.enter_async_context(part)
+    except BaseException:
+        await stack.aclose()
+        raise
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,6 +83,25 @@ class Backoff:
     def after(self, failures: int) -> float:
         """The delay after `failures` consecutive failures (1: `first`)."""
         return float(min(self.first * 2.0 ** max(failures - 1, 0), self.longest))
+
+    def retrying(self) -> Retrying:
+        return Retrying(self)
+
+
+@dataclass(slots=True)
+class Retrying:
+    """A retry loop's place in its `Backoff`: `failed()` gives the next delay,
+    `succeeded()` starts over."""
+
+    policy: Backoff
+    failures: int = 0
+
+    def failed(self) -> float:
+        self.failures += 1
+        return self.policy.after(self.failures)
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 @dataclass
@@ -106,25 +148,33 @@ class Component:
     async def _supervise(self, name: str, job: Job) -> None:
         h = self.health.setdefault(name, JobHealth())
         first, longest = self.restart_backoff_s
-        delay = first
+        retry = Backoff(first=first, longest=longest).retrying()
         while True:
             started = time.monotonic()
             h.running = True
+            failure: Exception | None = None
             try:
                 await job()
-                log.error("%s:%s ended by itself; starting it again", self.component_name, name)
             except asyncio.CancelledError:
                 h.running = False
                 raise
             except Exception as exc:
-                log.exception(
-                    "%s:%s failed: %s; restarting in %.0f s", self.component_name, name, exc, delay
-                )
-                h.last_error = f"{type(exc).__name__}: {exc}"
+                failure = exc
             h.running = False
             h.restarts += 1
             h.last_failure_at = time.time()
             if time.monotonic() - started > 60:
-                delay = first
+                retry.succeeded()  # it ran a while: this is a new failure
+            delay = retry.failed()
+            if failure is None:
+                log.error(
+                    "%s:%s ended by itself; starting it again in %.0f s",
+                    self.component_name, name, delay,
+                )  # fmt: skip
+            else:
+                log.error(
+                    "%s:%s failed: %s; restarting in %.0f s",
+                    self.component_name, name, failure, delay, exc_info=failure,
+                )  # fmt: skip
+                h.last_error = f"{type(failure).__name__}: {failure}"
             await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ehswatch.alarms.events import EventStream
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job
 from ehswatch.roles import RANK, Actor, Forbidden, NotFound, Refused
 
 log = logging.getLogger(__name__)
@@ -217,16 +217,15 @@ class ControlClient(Component):
         yield "link", self._link
 
     async def _link(self) -> None:
-        delay = self._backoff[0]
+        retry = Backoff(first=self._backoff[0], longest=self._backoff[1]).retrying()
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(self.path, limit=LINE_LIMIT)
             except OSError as exc:
                 self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff[1])
+                await asyncio.sleep(retry.failed())
                 continue
-            delay = self._backoff[0]
+            retry.succeeded()
             self._writer = writer
             self.connected = True
             self.connects += 1

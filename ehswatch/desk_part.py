@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.notifier import Notifier
 from ehswatch.clock import ServiceClock
-from ehswatch.component import Component
+from ehswatch.component import Component, enter_all
 from ehswatch.config import PlantConfig
 from ehswatch.control_channel import ControlClient
 from ehswatch.db import Database
@@ -181,15 +181,7 @@ class DeskPart:
         return [self.link, self.notifier, *self.hazards.components()]
 
     async def __aenter__(self) -> Self:
-        await self._stack.__aenter__()
-        try:
-            await self._stack.enter_async_context(self.db)
-            await self._stack.enter_async_context(self.link)
-            await self._stack.enter_async_context(self.notifier)
-            await self._stack.enter_async_context(self.hazards)
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await enter_all(self._stack, [self.db, self.link, self.notifier, self.hazards])
         return self
 
     async def __aexit__(

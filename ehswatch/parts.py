@@ -29,7 +29,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job
 from ehswatch.config import PlantConfig
 from ehswatch.heap import settle_heap
 from ehswatch.run_dir import CONFIG_FILE, write_config
@@ -44,6 +44,7 @@ PR_SET_PDEATHSIG = 1
 #: the desk part's CPU priority below the control part's (nice): when the cores are
 #: busy, a trip is decided before a page is built
 DESK_NICE = 10
+DESK_RESTART_MAX_S = 30.0  # a dead desk part is started again after at most this long
 
 
 def _desk_child() -> None:  # runs in the child between fork and exec
@@ -70,7 +71,7 @@ class DeskProcess(Component):
         return {"pid": self.pid, "starts": self.starts, "last_exit": self.last_exit}
 
     async def _supervise_desk(self) -> None:
-        delay = self.restart_s
+        retry = Backoff(first=self.restart_s, longest=DESK_RESTART_MAX_S).retrying()
         while True:
             args = [sys.executable, "-m", "ehswatch", "desk", "--run-dir", str(self.run_dir)]
             proc = await asyncio.create_subprocess_exec(
@@ -85,10 +86,10 @@ class DeskProcess(Component):
                 raise
             self.pid, self.last_exit = None, code
             if asyncio.get_running_loop().time() - started > 60:
-                delay = self.restart_s  # it ran a while: this is a new failure
+                retry.succeeded()  # it ran a while: this is a new failure
+            delay = retry.failed()
             log.error("the desk part exited with %s; starting it again in %.1f s", code, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

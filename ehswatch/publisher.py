@@ -19,10 +19,13 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job
 from ehswatch.config import MqttSettings
 
 log = logging.getLogger(__name__)
+
+
+RECONNECT = Backoff(first=0.5, longest=10.0)
 
 
 class RetainedPublisher(Component):
@@ -56,7 +59,7 @@ class RetainedPublisher(Component):
         yield "session", self._run
 
     async def _run(self) -> None:
-        delay = 0.5
+        retry = RECONNECT.retrying()
         will = aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True)
         tls = None
         if self._secure:
@@ -75,7 +78,7 @@ class RetainedPublisher(Component):
                     tls_context=tls,
                 ) as client:
                     self.connected = True
-                    delay = 0.5
+                    retry.succeeded()
                     await client.publish(self.status_topic, b"online", qos=1, retain=True)
                     self._unsent = set(self._latest)
                     while True:
@@ -87,6 +90,6 @@ class RetainedPublisher(Component):
                         await self._wake.wait()
             except aiomqtt.MqttError as exc:
                 self.connected = False
+                delay = retry.failed()
                 log.warning("MQTT publisher: %s; reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)

@@ -8,10 +8,9 @@ shelve, reset, bypass) over the command channel (`CommandServer`), both in its r
 directory; the desk part (`ehswatch.desk`) serves the API, the board, tickets and
 notifications from those.
 
-`Service` is an async context manager: entering starts the storage sink, the evaluator
-stage, then the collectors that the config calls for; leaving stops them in reverse
-order (collectors first, so nothing is left half-handed to the evaluator, and the sink
-last, so it spools whatever it still holds).
+`Service` is an async context manager: entering starts `parts()` in their order (one
+table: storage, alarms and interlocks, the evaluator stage, then the collectors that the
+config calls for); leaving stops them in reverse.
 
 Every part that decides by time (the evaluator's ticks and staleness, interlocks, alarms,
 hazards, notifications, the stamps on readings that carry none) runs on the one
@@ -22,20 +21,21 @@ none of their decisions; `ClockWatch` logs when the wall clock moves away from i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Iterable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.relay import AlarmRelay
 from ehswatch.clock import WALL_OFFSET_TOLERANCE_S, ServiceClock, wall_offset_problem
 from ehswatch.commands import control_handlers
-from ehswatch.component import Component, Job
+from ehswatch.component import Component, Job, enter_all
 from ehswatch.config import PlantConfig, SensorNames
 from ehswatch.control_channel import CommandServer, Wake
 from ehswatch.control_state import ControlState, control_status
@@ -49,6 +49,7 @@ from ehswatch.interlock.controller import InterlockController
 from ehswatch.publisher import RetainedPublisher
 from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE, new_run_dir
 from ehswatch.shared_state import StateLayout, StateWriter
+from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 
@@ -108,18 +109,15 @@ class Service:
         # The one clock of every decision; see `ehswatch.clock`.
         self.clock = clock if clock is not None else ServiceClock()
         self.clock_watch = ClockWatch(self.clock)
-        self.table = ThresholdTable.from_config(config)
+        self._stack = AsyncExitStack()
+        self.table = table = ThresholdTable.from_config(config)
         self.queue = ReadingQueue()
-        self.stage = EvaluatorStage(
-            table=self.table,
-            queue=self.queue,
-            names=SensorNames(config),
-            timezone=config.site.timezone,
-            tick_s=tick_s,
-            clock=self.clock,
-        )
+        # Built in the order data flows: sensor → queue → evaluator → {interlock, alarms,
+        # storage, the shared state}; each part is handed what it feeds in its
+        # constructor, and nothing is wired after.
+        evaluator = Evaluator(table, start_ts=self.clock())
         self.sink = (
-            InfluxSink.from_config(config, self.table.sensor_ids, clock=self.clock)
+            InfluxSink.from_config(config, table.sensor_ids, clock=self.clock)
             if config.influxdb is not None
             else None
         )
@@ -127,28 +125,6 @@ class Service:
         self.publisher = (
             RetainedPublisher(config.mqtt, config.site.id) if config.mqtt is not None else None
         )
-        self.alarms = AlarmManager(
-            config=config, evaluator=self.stage.evaluator, db=self.db, clock=self.clock
-        )
-        self.interlock = (
-            InterlockController(
-                config=config,
-                evaluator=self.stage.evaluator,
-                db=self.db,
-                alarms=self.alarms,
-                publisher=self.publisher,
-                sink=self.sink,
-                clock=self.clock,
-            )
-            if any(z.interlock is not None for z in config.zones)
-            else None
-        )
-        # The interlock hears of an evaluation first: it commands a trip within the
-        # evaluator's turn, before storage, alarms and tickets start their work.
-        if self.interlock is not None:
-            self.stage.listen(self.interlock.on_evaluation)
-        if self.sink is not None:
-            self.stage.listen(self.sink.submit)
         # Events for the desk part's screens and wake-ups for its jobs, sent over the
         # command channel.
         self.events = EventStream()
@@ -159,78 +135,119 @@ class Service:
             publisher=self.publisher,
             sink=self.sink,
             clock=self.clock,
+            notify_wake=Wake(self.events, "notifier"),
         )
-        self.alarms.on_commit.append(self.relay.wake)
-        self.alarms.on_commit.append(Wake(self.events, "hazards"))
-        self.relay.notify_wake = Wake(self.events, "notifier")
-        self.stage.listen(self.alarms.on_evaluation)
-        if self.interlock is not None:
-            self.interlock.stream = self.events
+        self.alarms = AlarmManager(
+            config=config,
+            evaluator=evaluator,
+            db=self.db,
+            clock=self.clock,
+            on_commit=(self.relay.wake, Wake(self.events, "hazards")),
+        )
+        self.interlock = (
+            InterlockController(
+                config=config,
+                evaluator=evaluator,
+                db=self.db,
+                alarms=self.alarms,
+                publisher=self.publisher,
+                sink=self.sink,
+                stream=self.events,
+                clock=self.clock,
+            )
+            if any(z.interlock is not None for z in config.zones)
+            else None
+        )
         self.started_at = self.clock()
         # Set by `parts.run`: the desk process's pid, starts and last exit, for /health.
         self.desk_status: Callable[[], dict[str, object]] | None = None
         api = config.api
         self.state_writer = StateWriter(
             self.run_dir / STATE_FILE,
-            StateLayout(sensors=self.table.size, points=api.history_points),
+            StateLayout(sensors=table.size, points=api.history_points),
             api.history_step_s,
         )
         self.state = ControlState(
-            evaluator=self.stage.evaluator,
+            evaluator=evaluator,
             writer=self.state_writer,
-            history=SensorHistory(self.table.size, api.history_step_s),
+            history=SensorHistory(table.size, api.history_step_s),
             status=lambda: control_status(self),
             clock=self.clock,
         )
-        self.stage.listen(self.state.on_evaluation)
+        # The interlock hears of an evaluation first: it commands a trip within the
+        # evaluator's turn, before storage, alarms and tickets start their work.
+        listeners = [
+            *([self.interlock.on_evaluation] if self.interlock is not None else []),
+            *([self.sink.submit] if self.sink is not None else []),
+            self.alarms.on_evaluation,
+            self.state.on_evaluation,
+        ]
+        self.stage = EvaluatorStage(
+            table=table,
+            queue=self.queue,
+            names=SensorNames(config),
+            timezone=config.site.timezone,
+            tick_s=tick_s,
+            clock=self.clock,
+            evaluator=evaluator,
+            listeners=listeners,
+            # Acknowledge after durable: the stage tells the sink what each drained batch
+            # covered; MQTT PUBACKs wait for the sink's watermark (docs/ingest.md).
+            covered=[self.sink.mark] if self.sink is not None else [],
+        )
         self.commands = CommandServer(
             self.run_dir / COMMAND_SOCKET, control_handlers(self), self.events
         )
         self.modbus = (
-            ModbusCollector.from_config(config, self.table, self.queue, clock=self.clock)
+            ModbusCollector.from_config(
+                config,
+                table,
+                self.queue,
+                clock=self.clock,
+                # A device that stops answering: one alarm, not one per sensor.
+                on_status=[self.alarms.on_device_status],
+            )
             if config.modbus_devices
             else None
         )
-        if self.modbus is not None:  # a device that stops answering: one alarm, not one each
-            self.modbus.on_status.append(self.alarms.on_device_status)
         self.mqtt = (
-            MqttCollector.from_config(config, self.table, self.queue, clock=self.clock)
+            MqttCollector.from_config(config, table, self.queue, clock=self.clock)
             if config.mqtt is not None
             else None
         )
-        if self.sink is not None:
-            # Acknowledge after durable: the stage tells the sink what each drained batch
-            # covered; MQTT PUBACKs wait for the sink's watermark (docs/ingest.md).
-            self.stage.on_covered(self.sink.mark)
-            if self.mqtt is not None:
-                self.mqtt.ack_after_durable(self.sink.on_durable)
-        self._stack = AsyncExitStack()
+        if self.sink is not None and self.mqtt is not None:
+            # The one way back: the sink's watermark releases the collector's PUBACKs.
+            self.mqtt.ack_after_durable(self.sink.on_durable)
+
+    def parts(self) -> Iterable[AbstractAsyncContextManager[Any]]:
+        """What runs, in the order it starts; it stops in reverse (the collectors first,
+        so nothing is left half-handed to the evaluator; the sink after the stage, so it
+        spools whatever it still holds)."""
+        yield self.clock_watch
+        yield self.db
+        if self.publisher is not None:
+            yield self.publisher
+        if self.sink is not None:  # storage before the stage: it takes what the stage hands
+            yield self.sink
+        yield self.relay  # alarms and interlocks before the evaluator feeds them
+        yield self.alarms
+        if self.interlock is not None:
+            yield self.interlock
+        yield self.stage
+        yield self._first_state()  # the desk part has a state to read from the start
+        yield self.commands
+        if self.modbus is not None:
+            yield self.modbus
+        if self.mqtt is not None:
+            yield self.mqtt
+
+    @contextlib.asynccontextmanager
+    async def _first_state(self) -> AsyncIterator[None]:
+        self.state.publish()
+        yield
 
     async def __aenter__(self) -> Self:
-        await self._stack.__aenter__()
-        try:
-            await self._stack.enter_async_context(self.clock_watch)
-            await self._stack.enter_async_context(self.db)
-            if self.publisher is not None:
-                await self._stack.enter_async_context(self.publisher)
-            # Storage before and out after the stage: it takes what the stage hands it.
-            if self.sink is not None:
-                await self._stack.enter_async_context(self.sink)
-            # Alarms and interlocks before the evaluator feeds them; out after it.
-            await self._stack.enter_async_context(self.relay)
-            await self._stack.enter_async_context(self.alarms)
-            if self.interlock is not None:
-                await self._stack.enter_async_context(self.interlock)
-            await self._stack.enter_async_context(self.stage)
-            self.state.publish()  # the desk part has a state to read from the start
-            await self._stack.enter_async_context(self.commands)
-            if self.modbus is not None:
-                await self._stack.enter_async_context(self.modbus)
-            if self.mqtt is not None:
-                await self._stack.enter_async_context(self.mqtt)
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await enter_all(self._stack, self.parts())
         log.info("ehswatch running: %s", self.config.summary())
         return self
 

@@ -384,8 +384,7 @@ def test_the_collector_hands_over_down_once_before_the_lost_readings_and_up_once
 
         plan = RegisterPlan.build([(k, p) for k, (_, p) in enumerate(points)])
         async with DustMonitorSim(dev, points, compile_scripts(sc)) as sim:
-            collector = ModbusCollector(devices=[(dev, plan)], queue=queue)
-            collector.on_status.append(listener)
+            collector = ModbusCollector(devices=[(dev, plan)], queue=queue, on_status=[listener])
             async with collector:
                 await eventually(lambda: len(seen) == 1, what="up")
                 await sim.stop()

@@ -200,9 +200,10 @@ async def rig(
         db = await stack.enter_async_context(Database(config.database.url))
         manager = desk = None
         if alarms:
-            manager = AlarmManager(config=config, evaluator=stage.evaluator, db=db, clock=clock)
             desk = HazardDesk(config=config, db=db, clock=clock)
-            manager.on_commit.append(desk.wake)
+            manager = AlarmManager(
+                config=config, evaluator=stage.evaluator, db=db, clock=clock, on_commit=[desk.wake]
+            )
             stage.listen(manager.on_evaluation)
             await stack.enter_async_context(desk)
             await stack.enter_async_context(manager)

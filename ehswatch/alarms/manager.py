@@ -47,7 +47,7 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
@@ -126,7 +126,9 @@ class AlarmManager(Component):
         evaluator: Evaluator,
         db: Database,
         clock: Callable[[], float] = time.time,
+        on_commit: Sequence[Wakeable] = (),
     ) -> None:
+        """`on_commit`: set after each commit of alarm changes (the relay, the tickets)."""
         self.config = config
         self.evaluator = evaluator
         self.table = evaluator.table
@@ -157,7 +159,7 @@ class AlarmManager(Component):
         self.out_of_service: set[str] = set()
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._lock = asyncio.Lock()
-        self.on_commit: list[Wakeable] = []  # set after each commit: relay, hazard desk
+        self.on_commit = tuple(on_commit)
         self._requests: deque[_ZoneRequest] = deque()  # zone conditions, in order
         # The state last asked for, per (source, kind): what the caller has handed over,
         # written or not yet.

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -28,7 +27,7 @@ from sqlalchemy import func, select
 
 from ehswatch.alarms.channels import Message, Renderer, Sender, SendFailed, senders
 from ehswatch.alarms.store import NotificationRecord
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job, woken
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 
@@ -63,7 +62,7 @@ class Notifier(Component):
         self._senders = senders_by_channel
         self._client: httpx.AsyncClient | None = None
         self._clock = clock
-        self._backoff = backoff_s
+        self._retry = Backoff(first=backoff_s[0], longest=backoff_s[1])
         self.flood = config.notifications.flood
         self.wake = asyncio.Event()
         self.stats = {c.id: ChannelStats() for c in config.notifications.channels}
@@ -89,9 +88,7 @@ class Notifier(Component):
         while True:
             next_due = await self.deliver_due(channel)
             delay = 1.0 if next_due is None else max(0.0, min(1.0, next_due - self._clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), delay)
-            self.wake.clear()
+            await woken(self.wake, delay)
 
     async def deliver_due(self, channel: str) -> float | None:
         """Send what is due on one channel; when the next row falls due (None: nothing)."""
@@ -180,9 +177,7 @@ class Notifier(Component):
             for row in rows:
                 row.attempts += 1
                 row.last_error = str(exc)[:500]
-                row.next_try = now + min(
-                    self._backoff[0] * 2 ** (row.attempts - 1), self._backoff[1]
-                )
+                row.next_try = now + self._retry.after(row.attempts)
             return
         if stats.down:
             log.warning("notification channel %s is up again", channel)

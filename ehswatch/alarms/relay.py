@@ -18,7 +18,6 @@ The notification rows and the "published" mark are committed together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -38,7 +37,7 @@ from ehswatch.alarms.store import (
     notification_rows,
     to_alarm,
 )
-from ehswatch.component import Component, Job, Wakeable
+from ehswatch.component import Component, Job, Wakeable, woken
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -47,6 +46,7 @@ from ehswatch.publisher import RetainedPublisher
 
 log = logging.getLogger(__name__)
 RELAY_BATCH = 500  # outbox events relayed per transaction
+POLL_S = 1.0  # a wake-up lost costs at most this long
 
 NOTIFY_EVENTS = {"raised", "reactivated", "tier_raised", "unshelved", "released"}
 
@@ -63,7 +63,9 @@ class AlarmRelay(Component):
         publisher: RetainedPublisher | None = None,
         sink: InfluxSink | None = None,
         clock: Callable[[], float] = time.time,
+        notify_wake: Wakeable | None = None,
     ) -> None:
+        """`notify_wake` is set once notifications are queued (the notifier's)."""
         self.config = config
         self.db = db
         self.stream = stream
@@ -74,7 +76,7 @@ class AlarmRelay(Component):
         self._prefix = config.mqtt.topic_prefix if config.mqtt else "ehs"
         self._group_wait = config.notifications.flood.group_wait_s
         self.wake = asyncio.Event()
-        self.notify_wake: Wakeable | None = None  # the notifier's
+        self.notify_wake = notify_wake
         self._current: dict[str, dict[str, Any]] = {}  # sensor → {"tier": …, "fault": …}
         self.relayed = 0
 
@@ -94,9 +96,7 @@ class AlarmRelay(Component):
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 1.0)
-            self.wake.clear()
+            await woken(self.wake, POLL_S)
             # Again only while a whole batch came: what is committed after the clear
             # sets the wake again (an empty second read per wake-up would cost every
             # alarm change a transaction more).

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from ehswatch.component import Backoff, Component, Wakeable
+from ehswatch.component import Backoff, Component, Wakeable, enter_all
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.hazards.deadlines import TicketDeadlines
@@ -106,13 +106,7 @@ class HazardDesk:
         return [self.intake, self.deadlines, *([self.outbound] if self.outbound else [])]
 
     async def __aenter__(self) -> Self:
-        await self._stack.__aenter__()
-        try:
-            for c in self.components():
-                await self._stack.enter_async_context(c)
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await enter_all(self._stack, self.components())
         return self
 
     async def __aexit__(

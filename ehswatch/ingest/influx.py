@@ -49,7 +49,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -64,7 +63,7 @@ import numpy as np
 import urllib3
 from numpy.typing import NDArray
 
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job, wait_set
 from ehswatch.config import InfluxSettings, PlantConfig
 from ehswatch.ingest.lineprotocol import LineEncoder, count_lines
 from ehswatch.ingest.spool import EVENTS, READINGS, Segment, Spool, describe
@@ -400,7 +399,7 @@ class InfluxSink(Component):
 
     async def _flush_loop(self) -> None:
         while True:
-            await _wait(self._wake, self._interval)
+            await wait_set(self._wake, self._interval)
             self._wake.clear()
             await self._flush()
 
@@ -483,22 +482,21 @@ class InfluxSink(Component):
     async def _replay_loop(self) -> None:
         """Probe the server while it is down; replay the backlog while it is up."""
         loop = asyncio.get_running_loop()
-        delay = self._backoff[0]
+        retry = Backoff(first=self._backoff[0], longest=self._backoff[1]).retrying()
         while True:
             if not self.stats.server_up:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff[1])
+                await asyncio.sleep(retry.failed())
                 self._check_spool()
                 self._to_spool()  # the disk may have room again
                 if await self._probe(loop):
                     self._server_back()
-                    delay = self._backoff[0]
+                    retry.succeeded()
                 continue
             self._check_spool()
             item = self._next_backlog()
             if item is None:
                 self._backlog.clear()
-                await _wait(self._backlog, self._backlog_timeout())
+                await wait_set(self._backlog, self._backlog_timeout())
                 continue
             segment, chunk, token = item
             try:
@@ -778,12 +776,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return describe(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-async def _wait(event: asyncio.Event, timeout: float | None) -> None:
-    """Until `event` is set or `timeout` passes. (Not `asyncio.wait_for`: in Python 3.11
-    it can swallow a cancellation that arrives as the event is set, and a job that does
-    not stop keeps the whole service from stopping.)"""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await event.wait()

@@ -84,13 +84,15 @@ class ModbusCollector(Component):
         devices: Sequence[tuple[ModbusDevice, RegisterPlan]],
         queue: ReadingQueue,
         clock: Callable[[], float] = time.time,
+        on_status: Sequence[StatusListener] = (),
     ) -> None:
+        """`on_status` listeners are told of every device status change, never awaited."""
         self._devices = list(devices)
         self.queue = queue
         self.stats = {d.id: DeviceStats() for d, _ in self._devices}
         self._clock = clock
         self.status: dict[str, DeviceStatus] = {}  # the last known status of each device
-        self.on_status: list[StatusListener] = []  # told of every change, never awaited
+        self.on_status = tuple(on_status)
 
     @classmethod
     def from_config(
@@ -100,6 +102,7 @@ class ModbusCollector(Component):
         queue: ReadingQueue,
         *,
         clock: Callable[[], float] = time.time,
+        on_status: Sequence[StatusListener] = (),
     ) -> Self:
         """`clock` stamps the readings (the service passes its `ServiceClock`)."""
         devices = []
@@ -111,7 +114,7 @@ class ModbusCollector(Component):
             ]
             if points:
                 devices.append((d, RegisterPlan.build(points)))
-        return cls(devices=devices, queue=queue, clock=clock)
+        return cls(devices=devices, queue=queue, clock=clock, on_status=on_status)
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
         for device, plan in self._devices:

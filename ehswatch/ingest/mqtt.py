@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Self
 from urllib.parse import urlsplit
 
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job
 from ehswatch.config import MqttSettings, PlantConfig
 from ehswatch.ingest.mqtt_wire import (
     PINGREQ,
@@ -147,18 +147,18 @@ class MqttCollector(Component):
         yield "session", self._run
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
+        retry = Backoff(first=self._backoff[0], longest=self._backoff[1]).retrying()
         while True:
             try:
                 protocol = await open_subscriber(self.options, self.decoder.subscriptions())
             except (OSError, MqttWireError, TimeoutError) as exc:
                 self.stats.connection_failures += 1
                 self.stats.last_error = f"connect to {self.options.host}:{self.options.port}: {exc}"
+                delay = retry.failed()
                 log.warning("MQTT: %s; retrying in %.1f s", self.stats.last_error, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff[1])
                 continue
-            delay = self._backoff[0]
+            retry.succeeded()
             self.stats.connected = True
             self.stats.connects += 1
             log.info("MQTT: connected to %s:%d", self.options.host, self.options.port)
@@ -170,7 +170,7 @@ class MqttCollector(Component):
                     protocol.transport.close()
             self.stats.last_error = "connection lost"
             log.warning("MQTT: connection lost; reconnecting")
-            await asyncio.sleep(delay)
+            await asyncio.sleep(retry.failed())
 
     async def _pump(self, protocol: SubscriberProtocol) -> None:
         keepalive = asyncio.create_task(self._keepalive(protocol), name="mqtt-collector:keepalive")

@@ -9,8 +9,8 @@ MQTT collector then stops reading its socket and the broker keeps the messages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from ehswatch.component import wait_set
 from ehswatch.readings import ReadingBatch
 
 
@@ -51,9 +51,8 @@ class ReadingQueue:
         self._room.set()
         return ReadingBatch.concat(batches)
 
-    async def drain(self, timeout: float | None = None) -> ReadingBatch:
-        """Wait until something arrives (or `timeout` seconds pass), then drain."""
+    async def drain(self, within_s: float | None = None) -> ReadingBatch:
+        """Wait until something arrives (or `within_s` seconds pass), then drain."""
         if not self._batches:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+            await wait_set(self._arrived, within_s)
         return self.drain_nowait()

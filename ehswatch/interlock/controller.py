@@ -63,7 +63,7 @@ from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.model import AlarmKind
 from ehswatch.audit import entry_row
 from ehswatch.clock import ServiceClock
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job, woken
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -85,7 +85,7 @@ APPROVAL_WINDOW_S = 15 * 60  # the second bypass approval must come within this
 BYPASS_ROLES = ("safety_director", "gm")
 DURABLE_WITHIN_S = 2.0  # a trip not stored by then raises "interlock latch not durable"
 TURN_S = 0.25  # the control loop turns at least this often
-WRITE_BACKOFF_S = (0.05, 2.0)  # the writer's retry delay: first, longest
+WRITE_RETRY = Backoff(first=0.05, longest=2.0)  # the writer's, while the database refuses
 FINAL_FLUSH_S = 5.0  # at stop, how long the writer may still try to store what is queued
 TRIP_FIELDS = ("tripped", "seq", "tripped_at", "trip_votes", "trip_cause")
 BYPASS_ON_FIELDS = ("bypass_until", "bypass_reason", "bypass_measure", "bypass_by")
@@ -136,6 +136,7 @@ class InterlockController(Component):
         alarms: AlarmManager | None = None,
         publisher: RetainedPublisher | None = None,
         sink: InfluxSink | None = None,
+        stream: EventStream | None = None,
         clock: Callable[[], float] | None = None,
         reconcile_s: float = 1.0,
         durable_within_s: float = DURABLE_WITHIN_S,
@@ -193,7 +194,7 @@ class InterlockController(Component):
         self._stack = AsyncExitStack()
         self._suppressed: set[str] = set()  # zones whose bypassed trip was audited
         self._last_held: dict[str, Held] = {}  # each zone's latest newly learned holding
-        self.stream: EventStream | None = None  # the API's live feed, when there is one
+        self.stream = stream  # the screens' live feed, when there is one
         self.turns = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -294,12 +295,9 @@ class InterlockController(Component):
 
     async def _control(self) -> None:
         while True:
-            self._wake.clear()
             async with self._lock:
                 self._guarded_turn()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.turn_s):
-                    await self._wake.wait()
+            await woken(self._wake, self.turn_s)
 
     def _guarded_turn(self) -> None:
         try:
@@ -485,8 +483,7 @@ class InterlockController(Component):
         return done
 
     async def _writer(self) -> None:
-        first, longest = WRITE_BACKOFF_S
-        delay = first
+        retry = WRITE_RETRY.retrying()
         while True:
             if not self._writes:
                 self._write_wake.clear()
@@ -505,13 +502,12 @@ class InterlockController(Component):
                     )
                 self._write_failing = why
                 self._wake.set()  # the control loop raises "latch not durable" at once
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, longest)
+                await asyncio.sleep(retry.failed())
                 continue
             if self._write_failing:
                 log.warning("interlock: the database takes changes again")
             self._write_failing = ""
-            delay = first
+            retry.succeeded()
             for _ in batch:
                 self._writes.popleft()
             self._stored(batch)

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import Callable, Iterable
@@ -33,10 +32,11 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from ehswatch.component import Component, Job
+from ehswatch.component import Backoff, Component, Job, woken
 from ehswatch.config import InterlockSettings, Plc
 
 log = logging.getLogger(__name__)
+RECONNECT = Backoff(first=0.2, longest=2.0)  # a PLC that does not answer: tried again
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -167,7 +167,7 @@ class PlcLink(Component):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        delay = 0.2
+        retry = RECONNECT.retrying()
         while True:
             _still_wanted()
             client = AsyncModbusTcpClient(
@@ -182,7 +182,8 @@ class PlcLink(Component):
             try:
                 if not await client.connect():
                     raise LinkDown(f"cannot connect to {self.plc.host}:{self.plc.port}")
-                self.connected, delay = True, 0.2
+                self.connected = True
+                retry.succeeded()
                 log.info("PLC %s: connected", self.plc.id)
                 await self._serve(loop)
             except (LinkDown, ModbusException, OSError, TimeoutError) as exc:
@@ -193,8 +194,7 @@ class PlcLink(Component):
             finally:
                 client.close()
             self._report_overdue(loop.time(), f"PLC {self.plc.id} unreachable: {self.last_error}")
-            await self._sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await self._sleep(retry.failed())
 
     async def _survey(self) -> None:
         """Once, on the first connection: outputs found at their trip value for a zone
@@ -288,10 +288,7 @@ class PlcLink(Component):
         """Sleep, but wake for a new command. (`asyncio.timeout`, not `wait_for`: on 3.11
         `wait_for` can swallow a cancellation that meets a wake-up, and the link would then
         outlive its component.)"""
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
+        await woken(self._wake, seconds)
 
     async def _attempt(self, zone: str, loop: asyncio.AbstractEventLoop) -> None:
         """One write-and-read-back of a zone's output. `Refused` (the PLC refused this

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
+from ehswatch.component import enter_all
 from ehswatch.config import PlantConfig
 from ehswatch.simulators.dust_monitor import DustMonitorSim
 from ehswatch.simulators.gas_detector import GasDetectorSim
@@ -81,15 +82,8 @@ class Simulation:
         return lines
 
     async def __aenter__(self) -> Self:
-        await self._stack.__aenter__()
-        try:
-            for sim in [*self.dust_monitors, *self.plcs.values()]:
-                await self._stack.enter_async_context(sim)
-            if self.gas_detectors is not None:
-                await self._stack.enter_async_context(self.gas_detectors)
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        gas = [self.gas_detectors] if self.gas_detectors is not None else []
+        await enter_all(self._stack, [*self.dust_monitors, *self.plcs.values(), *gas])
         return self
 
     async def __aexit__(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -65,20 +65,29 @@ class EvaluatorStage(Component):
         timezone: str = "UTC",
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        evaluator: Evaluator | None = None,
+        listeners: Sequence[Listener] = (),
+        covered: Sequence[Covered] = (),
     ) -> None:
+        """`listeners` are handed each evaluation, in their order (the interlock first:
+        it commands a trip before anything else starts its work); `covered` as in
+        `on_covered`. `evaluator`: the one the listeners were built with (default: a
+        new one over `table`)."""
         self.table = table
         self.queue = queue
-        self.evaluator = Evaluator(table, start_ts=clock())
+        self.evaluator = evaluator if evaluator is not None else Evaluator(table, start_ts=clock())
         self.stats = StageStats()
         self._names = names or {}
         self._tz = ZoneInfo(timezone)
         self._tick_s = tick_s
         self.slice_readings = SLICE_READINGS
         self._clock = clock
-        self._listeners: list[Listener] = []
-        self._covered: list[Covered] = []
+        self._listeners: list[Listener] = list(listeners)
+        self._covered: list[Covered] = list(covered)
 
     def listen(self, listener: Listener) -> None:
+        """One more listener, after those given at construction (tests and tools; the
+        service hands all of its own to the constructor)."""
         self._listeners.append(listener)
 
     def on_covered(self, callback: Covered) -> None:
@@ -153,7 +162,7 @@ class EvaluatorStage(Component):
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick_s
         while True:
-            batch = await self.queue.drain(timeout=max(0.0, next_tick - loop.time()))
+            batch = await self.queue.drain(within_s=max(0.0, next_tick - loop.time()))
             if len(batch):
                 covered = self.queue.drained
                 await self.evaluate_in_slices(batch)
