@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text, insert
+from sqlalchemy import Float, Integer, String, Text, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ehswatch.db import Base
+from ehswatch.db import Database
 from ehswatch.roles import Actor
+from ehswatch.tables import Base
 
 
 class AuditEntry(Base):
@@ -32,6 +33,30 @@ class AuditEntry(Base):
 
     def details(self) -> dict[str, Any]:
         return dict(json.loads(self.detail))
+
+
+async def recent_entries(
+    db: Database, *, subject: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The newest `limit` entries (of `subject`, if given), newest first, as the API
+    shows them."""
+    async with db.new_session() as s:
+        q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if subject:
+            q = q.where(AuditEntry.subject == subject)
+        return [
+            {
+                "id": e.id,
+                "ts": e.ts,
+                "actor": e.actor,
+                "role": e.role,
+                "action": e.action,
+                "subject": e.subject,
+                "detail": e.details(),
+                "comment": e.comment,
+            }
+            for e in (await s.execute(q)).scalars()
+        ]
 
 
 def entry_row(

@@ -16,10 +16,10 @@ from ehswatch.interlock.controller import InterlockController
 from ehswatch.roles import Actor, NotFound
 
 if TYPE_CHECKING:
-    from ehswatch.service import Service
+    from ehswatch.control_parts import ControlParts
 
 
-def control_handlers(service: Service) -> dict[str, Handler]:
+def control_handlers(service: ControlParts) -> dict[str, Handler]:
     alarms = service.alarms
 
     def interlock() -> InterlockController:

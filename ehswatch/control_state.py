@@ -24,12 +24,12 @@ from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.outcome import Evaluation
 
 if TYPE_CHECKING:
-    from ehswatch.service import Service
+    from ehswatch.control_parts import ControlParts
 
 log = logging.getLogger(__name__)
 
 
-def control_status(service: Service) -> dict[str, Any]:
+def control_status(service: ControlParts) -> dict[str, Any]:
     """The status document: everything the desk part shows of the control part."""
     report = assess(service)
     alive, why = liveness(service)

@@ -17,16 +17,12 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 APPEND_ONLY_TRIGGERS = [
@@ -89,14 +85,6 @@ class Database:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert(table)
-
-
-def import_models() -> None:
-    """Import every module that defines tables, so that the metadata knows them all."""
-    from ehswatch import audit  # noqa: F401
-    from ehswatch.alarms import store as alarm_store  # noqa: F401
-    from ehswatch.hazards import store as hazard_store  # noqa: F401
-    from ehswatch.interlock import store  # noqa: F401
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:

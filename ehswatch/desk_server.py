@@ -48,7 +48,7 @@ async def serve_desk(run_dir: Path, stop: asyncio.Event) -> None:
     )
     server.before_shutdown = lambda: app.state.desk.events.close()
     serving = asyncio.create_task(server.serve(), name="desk:server")
-    while not server.started and not serving.done():
+    while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.05)
     if server.started:
         app.state.desk.sensor_prefixes  # built now, to be kept with what start made  # noqa: B018

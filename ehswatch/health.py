@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ehswatch.component import Component
 
 if TYPE_CHECKING:
-    from ehswatch.service import Service
+    from ehswatch.control_parts import ControlParts
 
 # The control loop turns at least four times a second; this long without a turn is a
 # control path that is stuck.
@@ -60,7 +60,7 @@ def jobs_not_running(components: Iterable[Component]) -> list[str]:
     return reasons
 
 
-def assess(service: Service) -> HealthReport:
+def assess(service: ControlParts) -> HealthReport:
     """The control part's health now, with one reason per condition that degrades it
     (the desk part adds its own: notification channels, its jobs; see `desk_health`)."""
     from ehswatch.clock import wall_offset_problem
@@ -126,7 +126,7 @@ def assess(service: Service) -> HealthReport:
     )
 
 
-def liveness(service: Service) -> tuple[bool, str]:
+def liveness(service: ControlParts) -> tuple[bool, str]:
     """(alive, why not): the control path turned within `STUCK_AFTER_S`."""
     il = service.interlock
     if il is not None and not il.control_alive(STUCK_AFTER_S):

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ehswatch.service import Service
+    from ehswatch.control_parts import ControlParts
 
 Family = list[Any]  # [name, kind, help, [[labels, value], ...]]
 
 
-def control_metrics(service: Service) -> list[Family]:
+def control_metrics(service: ControlParts) -> list[Family]:
     families: list[Family] = []
 
     def metric(

@@ -9,7 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
 
-from ehswatch.db import Base, Database, import_models
+from ehswatch.db import Database
+from ehswatch.schema import all_tables
 from tests.aio import run
 
 
@@ -21,8 +22,8 @@ def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path)
         ):
 
             def diff(sync: Connection) -> list[object]:
-                import_models()
-                return list(compare_metadata(MigrationContext.configure(sync), Base.metadata))
+                metadata = all_tables()
+                return list(compare_metadata(MigrationContext.configure(sync), metadata))
 
             return await conn.run_sync(diff)
 

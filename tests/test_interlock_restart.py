@@ -136,7 +136,11 @@ def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_
                 service.send_signal(signal.SIGINT)
                 assert await service.wait() == 0
 
-        run(main(), timeout=90)
+        try:
+            run(main(), timeout=90)
+        except AssertionError as exc:  # say what the service said, not only what was late
+            tail = log.read_text("utf-8", "replace")[-3000:] if log.exists() else "(no log)"
+            raise AssertionError(f"{exc}\n--- service log, last lines ---\n{tail}") from exc
         db = sqlite3.connect(tmp_path / "ehswatch.db")
         assert db.execute("SELECT tripped, seq FROM interlock_zone").fetchall() == [(1, 1)]
         actions = [a for (a,) in db.execute("SELECT action FROM audit_log")]

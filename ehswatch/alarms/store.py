@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ehswatch.alarms.model import Alarm, AlarmKind, AlarmState
-from ehswatch.db import Base, Database
+from ehswatch.db import Database
+from ehswatch.tables import Base
 
 
 class AlarmRecord(Base):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ehswatch.hazards.model import HazardTicket, TicketState
 
-_ONE_DAY = datetime(2000, 1, 2) - datetime(2000, 1, 1)
+_ONE_DAY = timedelta(days=1)
 
 
 def ticket_report(tickets: list[HazardTicket], now: float, tz: ZoneInfo) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ehswatch.db import Base
 from ehswatch.hazards.model import Approval, HazardTicket, TicketState
+from ehswatch.tables import Base
 
 
 class TicketRecord(Base):

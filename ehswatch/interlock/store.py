@@ -15,8 +15,9 @@ from sqlalchemy import Boolean, Float, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ehswatch.db import Base, Database
+from ehswatch.db import Database
 from ehswatch.interlock.state import PendingBypass, ZoneState
+from ehswatch.tables import Base
 
 
 class ZoneRecord(Base):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from alembic import context
 
-from ehswatch.db import Base, import_models
+from ehswatch.schema import all_tables
 
-import_models()
+metadata = all_tables()
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only the application runs migrations
     raise RuntimeError("ehswatch migrations run from ehswatch.db.Database, on its connection")
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

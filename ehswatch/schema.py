@@ -1,0 +1,18 @@
+"""`all_tables()`: the metadata of every table of the project, for the migrations and
+the check that they match the models. Imports each module that defines tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from ehswatch import audit
+from ehswatch.alarms import store as alarm_store
+from ehswatch.hazards import store as hazard_store
+from ehswatch.interlock import store as interlock_store
+from ehswatch.tables import Base
+
+MODULES = (audit, alarm_store, hazard_store, interlock_store)  # each defines tables
+
+
+def all_tables() -> MetaData:
+    return Base.metadata
