@@ -13,6 +13,7 @@ takes the rest of the service down with it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -123,11 +124,10 @@ class Component:
         a fresh coroutine, so a failed job can be started again."""
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def health(self) -> dict[str, JobHealth]:
-        if not hasattr(self, "_health"):
-            self._health: dict[str, JobHealth] = {}
-        return self._health
+        """Each job's health, by name (filled in as the jobs start)."""
+        return {}
 
     async def __aenter__(self) -> Self:
         self._tg = asyncio.TaskGroup()

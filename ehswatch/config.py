@@ -67,6 +67,8 @@ Approver = Literal[
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveHours = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveDays = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Register = Annotated[int, Field(ge=0, le=65535)]
 Setpoint = Annotated[float, Field(allow_inf_nan=False)]
@@ -468,7 +470,7 @@ class AlarmSettings(_Model):
 
 
 class GradeRule(_Model):
-    deadline_h: PositiveSeconds
+    deadline_h: PositiveHours
     stop_work: bool = False
     approvers: Annotated[list[Approver], Field(min_length=1)]
 
@@ -499,7 +501,7 @@ class Hazards(_Model):
     webhook: HazardWebhook | None = None
     evidence_dir: str = "var/evidence"
     evidence_max_mb: Annotated[float, Field(gt=0, le=100)] = 10.0
-    recurrence_days: PositiveSeconds = 30.0
+    recurrence_days: PositiveDays = 30.0
     chronic_count: Annotated[int, Field(ge=2)] = 3
 
     @model_validator(mode="after")
@@ -871,6 +873,50 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                     for zz in match["zones"]
                     if isinstance(zz, str) and zz not in zones
                 ]
+            if isinstance(match, dict) and isinstance(match.get("sensor_types"), list):
+                errors += [
+                    f"notifications.routes.{i}.match.sensor_types: unknown sensor type {t!r}; "
+                    f"known: {_known(types)}"
+                    for t in match["sensor_types"]
+                    if isinstance(t, str) and t not in types
+                ]
+    errors += _approvers_present(raw)
+    return errors
+
+
+def _approvers_present(raw: Mapping[str, Any]) -> list[str]:
+    """With users configured, each grade's approver roles are held by one of them: a
+    grade nobody may approve can never be archived. (A team leader approves as a
+    supervisor.) Without users, nobody acts through the API at all: nothing to check."""
+    users = [u for _, u in _items(raw, "users")]
+    if not users:
+        return []
+    held = {u.get("role") for u in users}
+    hazards = raw.get("hazards") if isinstance(raw.get("hazards"), dict) else {}
+    assert isinstance(hazards, dict)
+    grades = hazards.get("grades")
+    rules: dict[str, list[Any]]
+    if not isinstance(grades, dict):
+        rules = {g: list(r.approvers) for g, r in _default_grades().items()}
+    else:
+        rules = {
+            str(g): r["approvers"]
+            for g, r in grades.items()
+            if isinstance(r, dict) and isinstance(r.get("approvers"), list)
+        }
+    errors = []
+    for grade, approvers in sorted(rules.items()):
+        missing = [
+            a
+            for a in approvers
+            if isinstance(a, str) and ("supervisor" if a == "team_leader" else a) not in held
+        ]
+        if missing:
+            default = "" if isinstance(grades, dict) else f" (the default: {listed(approvers)})"
+            errors.append(
+                f"hazards.grades.{grade}.approvers{default}: no configured user holds the role "
+                f"{listed(missing)}, so a grade {grade} ticket could never be archived"
+            )
     return errors
 
 

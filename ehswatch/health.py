@@ -37,14 +37,17 @@ class HealthReport:
 
 
 def jobs_health(components: Iterable[Component]) -> dict[str, Any]:
-    """Each component's jobs: running, restarts, last error (for `/health`)."""
-    return {
-        c.component_name: {
-            name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
-            for name, h in c.health.items()
-        }
-        for c in components
-    }
+    """Each component's jobs: running, restarts, last error (for `/health`). Components
+    of one kind (the PLC links, one per PLC) share their name; their jobs are named apart."""
+    out: dict[str, Any] = {}
+    for c in components:
+        out.setdefault(c.component_name, {}).update(
+            {
+                name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
+                for name, h in c.health.items()
+            }
+        )
+    return out
 
 
 def jobs_not_running(components: Iterable[Component]) -> list[str]:

@@ -270,6 +270,7 @@ class Service:
             self.relay,
             self.alarms,
             self.interlock,
+            *(self.interlock.links.values() if self.interlock is not None else ()),
             self.stage,
             self.modbus,
             self.mqtt,

@@ -65,7 +65,16 @@ def plant_doc(
                 "name": "board",
                 "role": "viewer",
                 "token_sha256": hashlib.sha256(VIEWER.encode()).hexdigest(),
-            }
+            },
+            # Who approves each grade's archive (a plant without them is refused).
+            *(
+                {
+                    "name": f"{role}.big",
+                    "role": role,
+                    "token_sha256": hashlib.sha256(f"{role}-big".encode()).hexdigest(),
+                }
+                for role in ("supervisor", "dept_head", "safety_director", "gm")
+            ),
         ],
         "sensor_types": {
             "dust": {

@@ -262,6 +262,40 @@ def test_route_channels_must_exist(plant: dict[str, Any]) -> None:
     )
 
 
+def test_a_route_matches_only_sensor_types_that_exist(plant: dict[str, Any]) -> None:
+    plant["notifications"]["routes"][1]["match"]["sensor_types"] = ["dust_al", "dust_alu"]
+    assert errors_of(plant) == [
+        "notifications.routes.1.match.sensor_types: unknown sensor type 'dust_alu'; known: "
+        + listed(sorted(plant["sensor_types"]))
+    ]
+
+
+def test_a_grade_nobody_configured_may_approve_is_refused(plant: dict[str, Any]) -> None:
+    """A B ticket needs a department head's approval: a plant whose users hold no such
+    role could never archive one."""
+    plant["users"] = [u for u in plant["users"] if u["role"] != "dept_head"]
+    assert errors_of(plant) == [
+        "hazards.grades.B.approvers: no configured user holds the role dept_head, so a grade "
+        "B ticket could never be archived"
+    ]
+    del plant["hazards"]["grades"]  # the defaults: the same rule for B
+    assert errors_of(plant) == [
+        "hazards.grades.B.approvers (the default: dept_head): no configured user holds the "
+        "role dept_head, so a grade B ticket could never be archived"
+    ]
+    plant["hazards"]["grades"] = {
+        "A": {"deadline_h": 2, "stop_work": True, "approvers": ["gm", "safety_director"]},
+        "B": {"deadline_h": 24, "approvers": ["safety_director"]},
+        "C": {"deadline_h": 72, "approvers": ["team_leader"]},  # a supervisor approves
+    }
+    parse_config(yaml.safe_dump(plant, allow_unicode=True), env={})  # every grade held
+    plant["users"] = [u for u in plant["users"] if u["role"] != "supervisor"]
+    assert errors_of(plant) == [
+        "hazards.grades.C.approvers: no configured user holds the role team_leader, so a "
+        "grade C ticket could never be archived"
+    ]
+
+
 def test_token_is_stored_only_as_sha256(plant: dict[str, Any]) -> None:
     plant["users"][0]["token_sha256"] = "plain-token"
     assert any(e.startswith("users.0.token_sha256: ") for e in errors_of(plant))

@@ -51,6 +51,10 @@ def test_health_is_ok_with_no_reason_when_everything_answers(
             service.state.publish()  # what the next tick publishes, now
             body = (await client.get("/health")).json()
             assert (body["status"], body["reasons"]) == ("ok", [])
+            # Each PLC link is a component of its own, its job named by its PLC.
+            links = body["components"]["plc-link"]
+            assert set(links) == set(service.interlock.links)
+            assert all(j["running"] for j in links.values())
             live = await client.get("/health/live")
             assert (live.status_code, live.json()) == (200, {"alive": True})
 
