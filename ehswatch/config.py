@@ -22,16 +22,20 @@ import sys
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -74,6 +78,38 @@ Register = Annotated[int, Field(ge=0, le=65535)]
 Setpoint = Annotated[float, Field(allow_inf_nan=False)]
 
 VOTING_RE = re.compile(r"^([1-9][0-9]?)oo([1-9][0-9]?)$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Voting:
+    """M out of N ("2oo3"): the zone trips when `m` of its `n` voters vote. Parsed once,
+    here; shown as it is written."""
+
+    m: int
+    n: int
+
+    @classmethod
+    def parse(cls, value: object) -> Voting:
+        if isinstance(value, Voting):
+            return value
+        match = VOTING_RE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"voting {value!r} is not of the form MooN, e.g. 1oo2 or 2oo3")
+        m, n = int(match.group(1)), int(match.group(2))
+        if m > n:
+            raise ValueError(f"voting {value!r}: M must not exceed N")
+        return cls(m=m, n=n)
+
+    def __str__(self) -> str:
+        return f"{self.m}oo{self.n}"
+
+
+VotingField = Annotated[
+    Voting,
+    BeforeValidator(Voting.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": VOTING_RE.pattern}),
+]
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MAX_BYPASS_HOURS = 24.0
 
@@ -291,20 +327,10 @@ class InterlockSettings(_Model):
     normal_value: Annotated[int, Field(ge=0, le=65535)] = 0
     # Optional register where each command's sequence number is written after the output.
     seq_register: Register | None = None
-    voting: str = "1oo1"
+    voting: VotingField = Voting(m=1, n=1)
     sensor_types: Annotated[list[str], Field(min_length=1)]
     fault_counts_as_trip: bool = True
     max_bypass_h: Annotated[float, Field(gt=0, le=MAX_BYPASS_HOURS)] = 8.0
-
-    @field_validator("voting")
-    @classmethod
-    def _voting_form(cls, value: str) -> str:
-        m = VOTING_RE.match(value)
-        if m is None:
-            raise ValueError(f"voting {value!r} is not of the form MooN, e.g. 1oo2 or 2oo3")
-        if int(m.group(1)) > int(m.group(2)):
-            raise ValueError(f"voting {value!r}: M must not exceed N")
-        return value
 
     @model_validator(mode="after")
     def _one_output(self) -> InterlockSettings:
@@ -324,11 +350,11 @@ class InterlockSettings(_Model):
 
     @property
     def votes_needed(self) -> int:
-        return int(self.voting.split("oo")[0])
+        return self.voting.m
 
     @property
     def voters(self) -> int:
-        return int(self.voting.split("oo")[1])
+        return self.voting.n
 
 
 class Zone(_Model):
@@ -830,9 +856,12 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
                 for s in sensors_by_zone.get(str(z.get("id")), ())
                 if s.get("type") in vtypes
             ]
-            m = VOTING_RE.match(str(il.get("voting", "1oo1")))
-            if m is not None:
-                need, n = int(m.group(1)), int(m.group(2))
+            try:
+                voting: Voting | None = Voting.parse(il.get("voting", "1oo1"))
+            except ValueError:
+                voting = None  # reported by the type check
+            if voting is not None:
+                need, n = voting.m, voting.n
                 if need > len(voters):
                     errors.append(
                         f"{path}.interlock.voting: {il.get('voting')} needs {need} votes but zone "

@@ -208,7 +208,7 @@ def _zone_rows(
                 "interlock": None
                 if il is None
                 else {
-                    "voting": il.voting,
+                    "voting": str(il.voting),
                     "sensor_types": il.sensor_types,
                     "fault_counts_as_trip": il.fault_counts_as_trip,
                 },
