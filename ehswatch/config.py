@@ -19,12 +19,13 @@ import math
 import os
 import re
 import sys
+import typing
 import zoneinfo
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import (
@@ -54,7 +55,9 @@ ROLES: tuple[Role, ...] = (
     "admin",
 )
 TierName = Literal["warning", "alarm", "interlock"]
-TIER_NAMES: tuple[TierName, ...] = ("warning", "alarm", "interlock")
+# The tiers a setpoint may be given for, least severe first: `Tier`'s above NORMAL, by
+# name (a test holds the two together; `thresholds` imports this module, not the reverse).
+TIER_NAMES: tuple[TierName, ...] = typing.get_args(TierName)
 Grade = Literal["A", "B", "C"]
 # Who may approve a hazard ticket: the roles, plus the shop-floor team leader
 # (it acts at supervisor level, see docs/configuration.md).
@@ -216,20 +219,24 @@ class TierSet(_Model):
         return self.model_copy(update=override.model_dump(exclude_none=True))
 
 
-class HighTiers(TierSet):
+class _SideTiers(TierSet):
+    """A side's setpoints, checked in order of severity (`tier_order_error`)."""
+
+    side: ClassVar[Literal["high", "low"]]
+
     @model_validator(mode="after")
-    def _ordered(self) -> HighTiers:
-        if (err := tier_order_error("high", self.items())) is not None:
+    def _ordered(self) -> Self:
+        if (err := tier_order_error(self.side, self.items())) is not None:
             raise ValueError(err)
         return self
 
 
-class LowTiers(TierSet):
-    @model_validator(mode="after")
-    def _ordered(self) -> LowTiers:
-        if (err := tier_order_error("low", self.items())) is not None:
-            raise ValueError(err)
-        return self
+class HighTiers(_SideTiers):
+    side = "high"
+
+
+class LowTiers(_SideTiers):
+    side = "low"
 
 
 def tier_order_error(

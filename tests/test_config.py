@@ -416,3 +416,10 @@ def test_configuration_md_names_every_key_the_config_takes() -> None:
     keys = _keys(PlantConfig, set())
     assert {"period_s", "escalate_to", "deadline_h", "starttls"} <= keys  # nested ones too
     assert sorted(keys - named) == []
+
+
+def test_the_setpoint_tiers_are_the_evaluators_tiers_by_name() -> None:
+    from ehswatch.config import TIER_NAMES
+    from ehswatch.thresholds.tier import Tier
+
+    assert tuple(t.name.lower() for t in Tier if t > Tier.NORMAL) == TIER_NAMES
