@@ -325,3 +325,28 @@ def test_a_change_made_through_the_api_is_in_the_next_list_read(tmp_path: Path) 
                 assert after["state"].startswith("shelved") != shelved, (op, after["state"])
 
     run(main(), timeout=60)
+
+
+def test_every_action_answers_a_model_and_documents_its_refusals(tmp_path: Path) -> None:
+    """From the OpenAPI description a client reads: each action's answer is a named
+    schema, not a bare object, and its refusals are listed."""
+    from ehswatch.api.app import create_app
+
+    spec = create_app(plant(tmp_path)).openapi()
+    actions = {
+        path: op["post"] for path, op in spec["paths"].items() if "post" in op
+    }  # fmt: skip
+    assert len(actions) == len(MUTATING) + 1  # and the evidence upload (multipart)
+    for path, op in actions.items():
+        answer = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in answer, (path, answer)
+        assert {"401", "403", "404", "409"} <= set(op["responses"]), path
+
+
+def test_the_answer_models_have_the_fields_their_sources_give() -> None:
+    from ehswatch.api.models import Interlock
+    from ehswatch.interlock.state import ZoneState
+
+    public = ZoneState(zone="z").public(0.0)
+    assert set(Interlock.model_fields) == set(public)
+    Interlock.model_validate(public)  # and the types

@@ -15,9 +15,9 @@ from ehswatch.alarms.metrics import alarm_metrics
 from ehswatch.alarms.store import alarm_dict, recent_alarms
 from ehswatch.api.deps import ControlDep, DeskDep, Id, Operator, Supervisor, Viewer
 from ehswatch.api.encoding import encode_json
-from ehswatch.api.models import Comment
+from ehswatch.api.models import ACT_ERRORS, READ_ERRORS, Alarm, Comment
 
-router = APIRouter(prefix="/api/alarms", tags=["alarms"])
+router = APIRouter(prefix="/api/alarms", tags=["alarms"], responses=READ_ERRORS)
 
 
 class ShelveRequest(BaseModel):
@@ -26,7 +26,7 @@ class ShelveRequest(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-@router.get("", response_model=list[dict[str, Any]])
+@router.get("", response_model=list[Alarm])
 async def list_alarms(
     desk: DeskDep,
     _: Viewer,
@@ -46,27 +46,34 @@ async def list_alarms(
 
 @router.get("/metrics")
 async def metrics(desk: DeskDep, _: Viewer) -> dict[str, Any]:
+    """Alarm-management figures (after ISA-18.2): alarms per 10 minutes, floods, standing and
+    chattering alarms, time to acknowledge."""
     return await alarm_metrics(desk.db, desk.clock())
 
 
-@router.post("/{alarm_id}/ack")
+@router.post("/{alarm_id}/ack", response_model=Alarm, responses=ACT_ERRORS)
 async def ack(
     alarm_id: Id, control: ControlDep, user: Operator, body: Comment | None = None
 ) -> dict[str, Any]:
+    """Acknowledge an unacknowledged alarm (operator or above). Done by the control part;
+    audited."""
     comment = (body or Comment()).comment
     return await control.call("alarm.ack", user, alarm_id=alarm_id, comment=comment)
 
 
-@router.post("/{alarm_id}/shelve")
+@router.post("/{alarm_id}/shelve", response_model=Alarm, responses=ACT_ERRORS)
 async def shelve(
     alarm_id: Id, body: ShelveRequest, control: ControlDep, user: Supervisor
 ) -> dict[str, Any]:
+    """Shelve an alarm for a while, with a reason (supervisor or above). Never an interlock-
+    tier alarm or a zone condition; audited."""
     return await control.call("alarm.shelve", user, alarm_id=alarm_id, **body.model_dump())
 
 
-@router.post("/{alarm_id}/unshelve")
+@router.post("/{alarm_id}/unshelve", response_model=Alarm, responses=ACT_ERRORS)
 async def unshelve(
     alarm_id: Id, control: ControlDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
+    """Take an alarm off the shelf before its time (supervisor or above); audited."""
     comment = (body or Comment()).comment
     return await control.call("alarm.unshelve", user, alarm_id=alarm_id, comment=comment)

@@ -26,6 +26,9 @@ KEEPALIVE_S = 15.0
 
 @router.get("/events", response_class=StreamingResponse)
 async def events(request: Request, desk: DeskDep, _: Viewer) -> StreamingResponse:
+    """Server-Sent Events: `alarm` changes (the outbox id as the event id) and `interlock`
+    changes, as they happen."""
+
     async def stream() -> AsyncIterator[str]:
         async with desk.events.subscribe() as queue:
             yield ": ehswatch events\n\n"

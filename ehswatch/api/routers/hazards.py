@@ -10,10 +10,17 @@ from pydantic import BaseModel, Field
 
 from ehswatch.api.deps import DeskDep, HazardsDep, Id, Operator, Supervisor, Viewer
 from ehswatch.api.encoding import encode_json
-from ehswatch.api.models import Comment
+from ehswatch.api.models import (
+    ACT_ERRORS,
+    READ_ERRORS,
+    Comment,
+    EvidenceAdded,
+    HazardTicket,
+    errors,
+)
 from ehswatch.hazards.store import ticket_dict
 
-router = APIRouter(prefix="/api/hazards", tags=["hazards"])
+router = APIRouter(prefix="/api/hazards", tags=["hazards"], responses=READ_ERRORS)
 
 
 class RegisterRequest(BaseModel):
@@ -39,7 +46,7 @@ class GradeRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-@router.get("", response_model=list[dict[str, Any]])
+@router.get("", response_model=list[HazardTicket])
 async def list_tickets(desk: DeskDep, _: Viewer, open_only: bool = True) -> Response:
     """The tickets, newest first (by default those not archived)."""
 
@@ -52,18 +59,23 @@ async def list_tickets(desk: DeskDep, _: Viewer, open_only: bool = True) -> Resp
 
 @router.get("/report")
 async def report(hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
+    """The plant manager's figures: open tickets by grade, zone and state, the overdue and
+    chronic ones, the mean time to rectify, this month against last."""
     return await hazards.report()
 
 
-@router.get("/{ticket_id}")
+@router.get("/{ticket_id}", response_model=HazardTicket, responses=errors(404))
 async def get_ticket(ticket_id: Id, hazards: HazardsDep, _: Viewer) -> dict[str, Any]:
+    """One hazard ticket, whatever its state."""
     return ticket_dict(await hazards.get(ticket_id))
 
 
-@router.post("/{ticket_id}/register")
+@router.post("/{ticket_id}/register", response_model=HazardTicket, responses=ACT_ERRORS)
 async def register(
     ticket_id: Id, body: RegisterRequest, hazards: HazardsDep, user: Supervisor
 ) -> dict[str, Any]:
+    """Register a detected ticket: name its owner (the rectifier) and, at the latest, the
+    grade's deadline (supervisor or above)."""
     return ticket_dict(
         await hazards.register(
             ticket_id, user, owner=body.owner, due_at=body.due_at, comment=body.comment
@@ -71,20 +83,27 @@ async def register(
     )
 
 
-@router.post("/{ticket_id}/start")
+@router.post("/{ticket_id}/start", response_model=HazardTicket, responses=ACT_ERRORS)
 async def start(
     ticket_id: Id, hazards: HazardsDep, user: Operator, body: Comment | None = None
 ) -> dict[str, Any]:
+    """The owner starts the rectification."""
     return ticket_dict(await hazards.start(ticket_id, user, (body or Comment()).comment))
 
 
-@router.post("/{ticket_id}/evidence")
+@router.post(
+    "/{ticket_id}/evidence",
+    response_model=EvidenceAdded,
+    responses={**ACT_ERRORS, **errors(413, 415)},
+)
 async def evidence(
     ticket_id: Id,
     hazards: HazardsDep,
     user: Operator,
     file: Annotated[UploadFile, File(description="photo (JPEG/PNG/WebP) or PDF")],
 ) -> dict[str, Any]:
+    """Add a photo or a document to a ticket being rectified (the owner, or a supervisor or
+    above); kept with its SHA-256."""
     limit = hazards.evidence.max_bytes
     content = await file.read(limit + 1)  # never more than one byte past the limit
     ev = await hazards.add_evidence(
@@ -93,35 +112,42 @@ async def evidence(
     return {"id": ev.id, "sha256": ev.sha256, "size": ev.size, "content_type": ev.content_type}
 
 
-@router.post("/{ticket_id}/submit")
+@router.post("/{ticket_id}/submit", response_model=HazardTicket, responses=ACT_ERRORS)
 async def submit(
     ticket_id: Id, body: SubmitRequest, hazards: HazardsDep, user: Operator
 ) -> dict[str, Any]:
+    """The rectifier submits the measure taken; needs evidence on the ticket."""
     return ticket_dict(
         await hazards.submit(ticket_id, user, measure=body.measure, comment=body.comment)
     )
 
 
-@router.post("/{ticket_id}/verify")
+@router.post("/{ticket_id}/verify", response_model=HazardTicket, responses=ACT_ERRORS)
 async def verify(
     ticket_id: Id, body: VerifyRequest, hazards: HazardsDep, user: Supervisor
 ) -> dict[str, Any]:
+    """Verify a submitted rectification (supervisor or above, never the rectifier): pass it on
+    to approval, or send it back with a reason."""
     return ticket_dict(
         await hazards.verify(ticket_id, user, passed=body.passed, reason=body.reason)
     )
 
 
-@router.post("/{ticket_id}/approve")
+@router.post("/{ticket_id}/approve", response_model=HazardTicket, responses=ACT_ERRORS)
 async def approve(
     ticket_id: Id, hazards: HazardsDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
+    """Approve the archive: each of the grade's approver roles, each a different person; the
+    last approval archives the ticket."""
     return ticket_dict(await hazards.approve(ticket_id, user, (body or Comment()).comment))
 
 
-@router.post("/{ticket_id}/grade")
+@router.post("/{ticket_id}/grade", response_model=HazardTicket, responses=ACT_ERRORS)
 async def grade(
     ticket_id: Id, body: GradeRequest, hazards: HazardsDep, user: Supervisor
 ) -> dict[str, Any]:
+    """Lower a ticket's grade, with a reason: only a holder of one of the current grade's
+    approver roles."""
     return ticket_dict(
         await hazards.lower_grade(ticket_id, user, grade=body.grade, reason=body.reason)
     )

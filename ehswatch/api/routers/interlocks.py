@@ -14,9 +14,9 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from ehswatch.api.deps import ControlDep, DeskDep, Supervisor, Viewer
-from ehswatch.api.models import Comment
+from ehswatch.api.models import ACT_ERRORS, READ_ERRORS, Comment, Interlock, errors
 
-router = APIRouter(prefix="/api/interlocks", tags=["interlocks"])
+router = APIRouter(prefix="/api/interlocks", tags=["interlocks"], responses=READ_ERRORS)
 
 
 class BypassRequest(BaseModel):
@@ -26,8 +26,10 @@ class BypassRequest(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-@router.get("")
+@router.get("", response_model=list[Interlock], responses=errors(404, 503))
 async def list_interlocks(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
+    """Every interlocked zone: latched or not, the current vote, bypass and pending bypass,
+    output and durability faults."""
     status = desk.status()[1]
     if status is None:
         raise HTTPException(503, "the control part has not published its state")
@@ -37,15 +39,17 @@ async def list_interlocks(desk: DeskDep, _: Viewer) -> list[dict[str, Any]]:
     return states
 
 
-@router.post("/{zone}/reset")
+@router.post("/{zone}/reset", response_model=Interlock, responses=ACT_ERRORS)
 async def reset(
     zone: str, control: ControlDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
+    """Reset a tripped zone (supervisor or above): refused while the vote holds, an input is
+    faulted or not yet past its setpoint by the deadband. Audited, refusals too."""
     comment = (body or Comment()).comment
     return await control.call("interlock.reset", user, zone=zone, comment=comment)
 
 
-@router.post("/{zone}/bypass")
+@router.post("/{zone}/bypass", response_model=Interlock, responses=ACT_ERRORS)
 async def bypass(
     zone: str, body: BypassRequest, control: ControlDep, user: Supervisor
 ) -> dict[str, Any]:
@@ -53,9 +57,11 @@ async def bypass(
     return await control.call("interlock.bypass", user, zone=zone, **body.model_dump())
 
 
-@router.post("/{zone}/bypass/end")
+@router.post("/{zone}/bypass/end", response_model=Interlock, responses=ACT_ERRORS)
 async def end_bypass(
     zone: str, control: ControlDep, user: Supervisor, body: Comment | None = None
 ) -> dict[str, Any]:
+    """End a zone's bypass before its time (supervisor or above); a vote that holds then trips
+    the zone at once."""
     comment = (body or Comment()).comment
     return await control.call("interlock.bypass_end", user, zone=zone, comment=comment)

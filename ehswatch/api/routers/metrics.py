@@ -40,6 +40,7 @@ PER_SENSOR = (
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(desk: DeskDep) -> str:
+    """Prometheus metrics of both parts."""
     sensors = desk.config.sensors
 
     def take(a: dict[str, Any], _written: int) -> list[tuple[Any, Any]]:

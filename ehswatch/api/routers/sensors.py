@@ -82,6 +82,8 @@ async def sensors(
     limit: int = Query(1000, ge=1, le=1_000_000),
     history: int = Query(0, ge=0, le=86_400, description="seconds of sparkline"),
 ) -> Response:
+    """Live values, tiers and faults of the sensors (by zone, paged), with their sparklines on
+    request."""
     chosen = _selection(desk, zone)
     total = len(chosen)
     page = chosen[offset : offset + limit]
@@ -152,6 +154,7 @@ async def sensors(
 
 @router.get("/site")
 async def site(desk: DeskDep, _: Viewer) -> dict[str, str]:
+    """The site and its zones, as the board shows them."""
     s = desk.config.site
     return {"id": s.id, "name": s.name, "timezone": s.timezone}
 
