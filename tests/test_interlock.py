@@ -25,7 +25,8 @@ from ehswatch.config import PlantConfig, parse_config
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
 from ehswatch.ingest.queue import ReadingQueue
-from ehswatch.interlock.controller import APPROVAL_WINDOW_S, InterlockController
+from ehswatch.interlock.bypass import APPROVAL_WINDOW_S
+from ehswatch.interlock.controller import InterlockController
 from ehswatch.interlock.voting import VotingTable, vote
 from ehswatch.readings import ReadingBatch
 from ehswatch.roles import Actor, Forbidden, Refused

@@ -68,6 +68,7 @@ from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.interlock import store
+from ehswatch.interlock.bypass import APPROVAL_WINDOW_S, BypassAsk, bypass_refusal
 from ehswatch.interlock.outputs import OutputPoint, PlcLink
 from ehswatch.interlock.state import PendingBypass, ZoneState
 from ehswatch.interlock.timeline import RETENTION_S, EventVoter, Held, Inbox
@@ -81,8 +82,6 @@ from ehswatch.thresholds.outcome import Evaluation
 
 log = logging.getLogger(__name__)
 
-APPROVAL_WINDOW_S = 15 * 60  # the second bypass approval must come within this
-BYPASS_ROLES = ("safety_director", "gm")
 DURABLE_WITHIN_S = 2.0  # a trip not stored by then raises "interlock latch not durable"
 TURN_S = 0.25  # the control loop turns at least this often
 WRITE_RETRY = Backoff(first=0.05, longest=2.0)  # the writer's, while the database refuses
@@ -686,43 +685,31 @@ class InterlockController(Component):
                 s = self._zone(zone)
                 k = self._index[zone]
                 now = self._clock()
-                limit = min(self._settings[zone].max_bypass_h, MAX_BYPASS_HOURS)
-                why = None
-                forbidden = actor.role not in BYPASS_ROLES
-                pending = (
-                    s.pending if s.pending and now - s.pending.at <= APPROVAL_WINDOW_S else None
+                ask = BypassAsk(
+                    zone=zone,
+                    actor=actor,
+                    reason=reason,
+                    measure=measure,
+                    hours=hours,
+                    state=s,
+                    now=now,
+                    limit_h=min(self._settings[zone].max_bypass_h, MAX_BYPASS_HOURS),
+                    voting=str(self._settings[zone].voting),
+                    vote_holds=bool(self.voter.holds_now()[k]),
+                    votes=int(self.voter.votes_now()[k]),
                 )
-                if forbidden:
-                    why = "only a safety director and a general manager may approve a bypass"
-                elif pending is None and (not reason.strip() or not measure.strip()):
-                    # The second approver approves the first one's reason and measure.
-                    why = "a bypass needs a reason and a compensating measure"
-                elif not 0 < hours <= limit:
-                    why = f"a bypass of {zone} lasts more than 0 and at most {limit:g} h"
-                elif self.voter.holds_now()[k]:
-                    why = (
-                        f"the {self._settings[zone].voting} vote of {zone} holds now "
-                        f"({int(self.voter.votes_now()[k])} vote(s)): a bypass is refused "
-                        "while the vote holds"
-                    )
-                elif s.tripped:
-                    why = f"{zone} is tripped now: reset it first"
-                elif s.bypassed(now):
-                    why = f"{zone} is already bypassed"
-                elif pending is not None and pending.by == actor.name:
-                    why = "the second approval must come from a different person"
-                elif pending is not None and pending.role == actor.role:
-                    why = f"the second approval must come from the {_other(pending.role)}"
+                refused = bypass_refusal(ask)
+                pending = ask.pending
                 mark = int(self.voter.held_count[k])
-            if why is not None:
+            if refused is not None:
                 await self._refuse(
                     zone,
                     Refusal(
                         actor=actor,
                         action="bypass",
                         subject=f"zone:{zone}",
-                        why=why,
-                        forbidden=forbidden,
+                        why=refused.why(ask),
+                        forbidden=refused.forbidden,
                         comment=comment,
                     ),
                     now,
@@ -984,7 +971,3 @@ def influx_fields(s: ZoneState, now: float) -> dict[str, int | float]:
         "output_fault": int(s.output_fault),
         "latch_durable": int(s.latch_durable),
     }
-
-
-def _other(role: str) -> str:
-    return "gm" if role == "safety_director" else "safety director"
