@@ -153,6 +153,12 @@ class AlarmManager(Component):
         # Devices that answer again, and since when: their grouped alarms wait for a reading
         # stamped after that to clear them, or are released.
         self._releasing: dict[str, float] = {}
+        # Devices that answer again, since when: set as the status change is handed over
+        # (in order with the evaluations), dropped once none of their faults waits.
+        self._answering: dict[str, float] = {}
+        # Of their sensors: (the latest reading's time, faulted) as the evaluation handed
+        # over last showed them (`_note_releasing`), for `_releases`.
+        self._release_seen: dict[str, tuple[float, bool]] = {}
         self.devices: dict[str, bool] = {}  # device → up, as last handed over
         self._wake = asyncio.Event()
         self.open: dict[tuple[str, AlarmKind], Alarm] = {}
@@ -188,9 +194,26 @@ class AlarmManager(Component):
     # ------------------------------------------------------------ from the evaluator
 
     def on_evaluation(self, _: ReadingBatch, ev: Evaluation) -> None:
+        if self._answering and self._note_releasing():
+            self._wake.set()  # a grouped fault may be released now, with no change of its own
         if ev:
             self._queue.append(ev)
             self._wake.set()
+
+    def _note_releasing(self) -> bool:
+        """What the grouped sensors of devices that answer again show as of this
+        evaluation, kept for `_releases` (which runs later, when the evaluator may have
+        moved on); whether one of them may be released now."""
+        last_ts, faulted = self.evaluator.last_ts, self.evaluator.faulted
+        index = self.table.index
+        due = False
+        for dev, up_at in self._answering.items():
+            for sid in self._device_sensors[dev]:
+                i = index[sid]
+                seen = (float(last_ts[i]), bool(faulted[i]))
+                self._release_seen[sid] = seen
+                due = due or (seen[0] >= up_at and seen[1])
+        return due
 
     async def _apply_loop(self) -> None:
         if self._requests or self._queue:
@@ -222,6 +245,10 @@ class AlarmManager(Component):
         if status.device not in self._device_sensors:
             raise ValueError(f"no sensor reads from Modbus device {status.device!r}")
         self.devices[status.device] = status.up
+        if status.up:
+            self._answering[status.device] = status.at
+        else:
+            self._answering.pop(status.device, None)
         self._queue.append(
             _DeviceRequest(device=status.device, up=status.up, at=status.at, reason=status.reason)
         )
@@ -351,7 +378,7 @@ class AlarmManager(Component):
         read since and is still faulted; the device leaves `_releasing` when none waits."""
         if not self._releasing:
             return []
-        last_ts, faulted = self.evaluator.last_ts, self.evaluator.faulted
+        seen = self._release_seen
         out: list[Change] = []
         for dev, up_at in list(self._releasing.items()):
             source = DEVICE_SOURCE + dev
@@ -361,8 +388,8 @@ class AlarmManager(Component):
                 a = self.open.get(key)
                 if a is None or not a.open or not a.active or a.grouped_under != source:
                     continue
-                i = self.table.index[sid]
-                if last_ts[i] >= up_at and faulted[i]:
+                read_at, faulted = seen.get(sid, (-math.inf, False))
+                if read_at >= up_at and faulted:
                     a, events = model.release(a, now)
                     self.open[key] = a
                     out.append((a, events, SYSTEM, now))
@@ -376,6 +403,10 @@ class AlarmManager(Component):
                     waiting = True
             if not waiting and now >= up_at + RELEASE_GRACE_S:
                 del self._releasing[dev]
+                if self._answering.get(dev) == up_at:  # not up again since
+                    del self._answering[dev]
+                    for sid in self._device_sensors[dev]:
+                        self._release_seen.pop(sid, None)
         return out
 
     # ------------------------------------------------------------ zone conditions
