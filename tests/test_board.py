@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,45 @@ def chrome() -> Any:
     return webdriver.Chrome(
         service=ChromeService(find_binary("chromedriver", "chromium-driver")), options=options
     )
+
+
+def browse_big_plant(
+    tmp_path: Path,
+    sensors: int,
+    browse: Callable[[Any, str], dict[str, Any]],
+    before: Callable[[Any], None] = lambda app: None,
+) -> tuple[Any, dict[str, Any]]:
+    """Serve a generated plant of `sensors` (tests/big_plant.py) on a free port, call
+    `before(app)` once it answers, then `browse(driver, base_url)` in headless Chromium;
+    the app and what `browse` saw."""
+    from tests.big_plant import plant_doc
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    doc = plant_doc(
+        tmp_path, broker=free_port(), plc=free_port(), api=free_port(), sensors=sensors, trips=1
+    )
+    config = parse_config(yaml.safe_dump(doc), env={})
+    app, server = api_server(config)
+    base = f"http://127.0.0.1:{config.api.port}"
+
+    def in_chromium() -> dict[str, Any]:
+        driver = chrome()
+        try:
+            return browse(driver, base)
+        finally:
+            driver.quit()
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.create_task(server.serve(), name="test:browse")
+        await eventually(lambda: server.started, what="the API")
+        try:
+            before(app)
+            return await asyncio.to_thread(in_chromium)
+        finally:
+            server.should_exit = True
+            await task
+
+    return app, run(main(), timeout=120)
 
 
 def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) -> None:
@@ -181,56 +221,37 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
 ) -> None:
     """2 000 sensors: every zone as a summary; the sensors of a zone not at normal, and of
     a zone a person opens, on demand — at phone and wall-screen size."""
-    from tests.big_plant import VIEWER, plant_doc
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    doc = plant_doc(
-        tmp_path, broker=free_port(), plc=free_port(), api=free_port(), sensors=2000, trips=1
-    )
-    config = parse_config(yaml.safe_dump(doc), env={})
-    app, server = api_server(config)
-    url = f"http://127.0.0.1:{config.api.port}/#token={VIEWER}"
+    from tests.big_plant import VIEWER
 
-    def browse() -> dict[str, Any]:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
+    def alarm_in_area_2(app: Any) -> None:
+        service = app.state.service
+        k = service.table.index["D-1000"]  # in area-2: at the alarm tier
+        service.stage.evaluate(ReadingBatch.of([k], [25.0], [service.clock()]))
+        service.state.publish()
 
-        driver = chrome()
+    def browse(driver: Any, base: str) -> dict[str, Any]:
         seen: dict[str, Any] = {}
-        try:
-            for width, height in ((390, 844), (1920, 1080)):
-                driver.set_window_size(width, height)
-                driver.get(url)
-                wait = WebDriverWait(driver, 20, poll_frequency=0.2)
-                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-1000']"))
-                tiles = driver.find_elements(By.CSS_SELECTOR, "[data-sensor]")
-                seen[f"{width}:zones"] = len(driver.find_elements(By.CSS_SELECTOR, "[data-zone]"))
-                seen[f"{width}:tiles"] = len(tiles)
-                seen[f"{width}:closed_zone_tile"] = bool(
-                    driver.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']")
-                )
-                driver.save_screenshot(str(ARTIFACTS / f"board-large-{width}.png"))
-            driver.find_element(By.CSS_SELECTOR, "[data-toggle='area-0']").click()
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']"))
-            seen["opened_tiles"] = len(driver.find_elements(By.CSS_SELECTOR, "[data-sensor]"))
-            return seen
-        finally:
-            driver.quit()
+        for width, height in ((390, 844), (1920, 1080)):
+            driver.set_window_size(width, height)
+            driver.get(f"{base}/#token={VIEWER}")
+            wait = WebDriverWait(driver, 20, poll_frequency=0.2)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-1000']"))
+            tiles = driver.find_elements(By.CSS_SELECTOR, "[data-sensor]")
+            seen[f"{width}:zones"] = len(driver.find_elements(By.CSS_SELECTOR, "[data-zone]"))
+            seen[f"{width}:tiles"] = len(tiles)
+            seen[f"{width}:closed_zone_tile"] = bool(
+                driver.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']")
+            )
+            driver.save_screenshot(str(ARTIFACTS / f"board-large-{width}.png"))
+        driver.find_element(By.CSS_SELECTOR, "[data-toggle='area-0']").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']"))
+        seen["opened_tiles"] = len(driver.find_elements(By.CSS_SELECTOR, "[data-sensor]"))
+        return seen
 
-    async def main() -> dict[str, Any]:
-        task = asyncio.create_task(server.serve(), name="test:board")
-        await eventually(lambda: server.started, what="the API")
-        try:
-            service = app.state.service
-            k = service.table.index["D-1000"]  # in area-2: at the alarm tier
-            service.stage.evaluate(ReadingBatch.of([k], [25.0], [service.clock()]))
-            service.state.publish()
-            return await asyncio.to_thread(browse)
-        finally:
-            server.should_exit = True
-            await task
-
-    seen = run(main(), timeout=120)
+    _, seen = browse_big_plant(tmp_path, 2000, browse, before=alarm_in_area_2)
     for width in (390, 1920):
         assert seen[f"{width}:zones"] == 5  # four areas of 500 and the trip zone
         assert seen[f"{width}:tiles"] == 500  # area-2 alone is open: not 2 001 tiles
@@ -240,51 +261,28 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
 
 def test_the_api_docs_render_with_nothing_fetched_from_another_host(tmp_path: Path) -> None:
     """/docs on a plant network: every asset from the service itself."""
-    from tests.big_plant import plant_doc
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    doc = plant_doc(
-        tmp_path, broker=free_port(), plc=free_port(), api=free_port(), sensors=10, trips=1
-    )
-    config = parse_config(yaml.safe_dump(doc), env={})
-    app, server = api_server(config)
-    base = f"http://127.0.0.1:{config.api.port}"
+    def browse(driver: Any, base: str) -> dict[str, Any]:
+        seen: dict[str, Any] = {"base": base}
+        for width, height in ((390, 844), (1920, 1080)):
+            driver.set_window_size(width, height)
+            driver.get(f"{base}/docs")
+            wait = WebDriverWait(driver, 20, poll_frequency=0.2)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+            title = driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title")
+            seen[f"{width}:title"] = title.text
+            seen[f"{width}:operations"] = len(driver.find_elements(By.CSS_SELECTOR, ".opblock"))
+            driver.save_screenshot(str(ARTIFACTS / f"docs-{width}.png"))
+        seen["fetched"] = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        return seen
 
-    def browse() -> dict[str, Any]:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        driver = chrome()
-        seen: dict[str, Any] = {}
-        try:
-            for width, height in ((390, 844), (1920, 1080)):
-                driver.set_window_size(width, height)
-                driver.get(f"{base}/docs")
-                wait = WebDriverWait(driver, 20, poll_frequency=0.2)
-                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
-                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
-                seen[f"{width}:title"] = driver.find_element(
-                    By.CSS_SELECTOR, ".swagger-ui .info .title"
-                ).text
-                seen[f"{width}:operations"] = len(driver.find_elements(By.CSS_SELECTOR, ".opblock"))
-                driver.save_screenshot(str(ARTIFACTS / f"docs-{width}.png"))
-            seen["fetched"] = driver.execute_script(
-                "return performance.getEntriesByType('resource').map(e => e.name)"
-            )
-            return seen
-        finally:
-            driver.quit()
-
-    async def main() -> dict[str, Any]:
-        task = asyncio.create_task(server.serve(), name="test:docs")
-        await eventually(lambda: server.started, what="the API")
-        try:
-            return await asyncio.to_thread(browse)
-        finally:
-            server.should_exit = True
-            await task
-
-    seen = run(main(), timeout=120)
+    app, seen = browse_big_plant(tmp_path, 10, browse)
+    base = seen["base"]
     routes = sum(len(ops) for ops in app.openapi()["paths"].values())
     for width in (390, 1920):
         assert seen[f"{width}:title"].startswith("ehswatch")
