@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ehswatch.alarms.model import Alarm
 from ehswatch.hazards.model import HazardTicket
+from ehswatch.interlock.state import PendingBypass
 
 __all__ = ["Alarm", "HazardTicket"]  # answers too, as they are
 
@@ -46,15 +47,6 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 READ_ERRORS = errors(401, 403)
 ACT_ERRORS = errors(401, 403, 404, 409, 503)
-
-
-class PendingBypass(BaseModel):
-    by: str
-    role: str
-    at: float
-    reason: str
-    measure: str
-    hours: float
 
 
 class Interlock(BaseModel):
