@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from ehswatch.thresholds import SensorThresholds
 from tests.evaluators import HARNESSES, Harness
+from tests.servers import reap_services
 
 MakeHarness = Callable[[Sequence[SensorThresholds]], Harness]
 
@@ -19,3 +20,11 @@ def make_harness(request: pytest.FixtureRequest) -> MakeHarness:
         return cls(sensors)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_service_outlives_its_test() -> Iterator[None]:
+    """A service a test started and did not stop is killed; on a test that passed, that
+    is the test's own failure (it should have stopped it)."""
+    yield
+    assert not reap_services(), "the test left an ehswatch service running"

@@ -7,9 +7,11 @@ installs the Debian packages (as root), and CI must prove the real thing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -302,14 +304,20 @@ class VictoriaMetrics(ServerProcess):
             time.sleep(0.5)
 
 
+#: every service `start_service` started, so that none outlives its test (conftest)
+STARTED_SERVICES: list[int] = []
+
+
 async def start_service(
     config: Path, log: Path, extra_env: Mapping[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     """`ehswatch run --config CONFIG` as a process of its own (to kill -9, to run under
-    libfaketime, to measure from outside), its output appended to `log`."""
+    libfaketime, to measure from outside), its output appended to `log`. A test that
+    fails before stopping it has it killed after (`reap_services`): a service left
+    running would keep its MQTT client id on a port a later test's broker may get."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "ehswatch",
@@ -320,3 +328,21 @@ async def start_service(
             stderr=asyncio.subprocess.STDOUT,
             env=env,
         )
+    STARTED_SERVICES.append(proc.pid)
+    return proc
+
+
+def reap_services() -> list[int]:
+    """Kill every service a test started that still runs (its desk part follows it: it
+    dies with the control part); the pids that were still running."""
+    alive = []
+    for pid in STARTED_SERVICES:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        alive.append(pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    STARTED_SERVICES.clear()
+    return alive

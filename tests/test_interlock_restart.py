@@ -65,6 +65,16 @@ def latched(tmp_path: Path) -> bool:
     return rows == [(1,)]
 
 
+def alarm_events(workdir: Path) -> list[str]:
+    db = sqlite3.connect(workdir / "ehswatch.db")
+    try:
+        return [e for (e,) in db.execute("SELECT event FROM alarm_outbox ORDER BY id")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
 def audit_actions(workdir: Path) -> list[str]:
     db = sqlite3.connect(workdir / "ehswatch.db")
     try:
@@ -116,6 +126,13 @@ def test_kill_9_with_a_zone_latched_then_start_it_is_still_latched_and_the_coil_
                         await retained(broker.port, "ehs/interlock/tank-farm")
                     ).get("latch_durable"):
                         await asyncio.sleep(0.05)
+                # The alarm is committed apart from the latch (after it: the output first):
+                # killed before that commit, the episode would come back only with the
+                # sensor's next reading. This test is of the ticket's way across a
+                # restart, from the outbox: kill once the event is in it.
+                await eventually(
+                    lambda: "raised" in alarm_events(tmp_path), timeout=10, what="the alarm"
+                )
                 service.send_signal(signal.SIGKILL)
                 await service.wait()
             # The broker tells everyone the service died.

@@ -70,6 +70,7 @@ from ehswatch.ingest.influx import InfluxSink
 from ehswatch.interlock import store
 from ehswatch.interlock.bypass import APPROVAL_WINDOW_S, BypassAsk, bypass_refusal
 from ehswatch.interlock.outputs import OutputPoint, PlcLink
+from ehswatch.interlock.rules import Act, decide
 from ehswatch.interlock.state import PendingBypass, ZoneState
 from ehswatch.interlock.timeline import RETENTION_S, EventVoter, Held, Inbox
 from ehswatch.interlock.voting import VotingTable, clear_to_reset
@@ -327,18 +328,25 @@ class InterlockController(Component):
             h = held.get(k)
             if h is not None:
                 self._last_held[zone] = h
-            if h is None and not now_holds:
+            d = decide(
+                s,
+                held=h,
+                holds_now=now_holds,
+                # Who votes now matters only for a trip that has no held vote to name.
+                voters_now=(
+                    tuple(self.voter.voters_now(k))
+                    if h is None and now_holds and not s.tripped
+                    else ()
+                ),
+                now=now,
+            )
+            if d.vote_gone:
                 self._suppressed.discard(zone)
+            if d.act is Act.NOTHING:
                 continue
-            if s.tripped:
-                continue
-            if h is not None:
-                cause = [self.table.sensor_ids[i] for i in h.sensors]
-                at: float | None = h.at
-            else:
-                cause = [self.table.sensor_ids[i] for i in self.voter.voters_now(k)]
-                at = None
-            if s.bypassed(now):
+            cause = [self.table.sensor_ids[i] for i in d.cause]
+            at = d.at
+            if d.act is Act.SUPPRESS:
                 if zone not in self._suppressed:
                     self._suppressed.add(zone)
                     self._write(
