@@ -59,6 +59,26 @@ async def recent_entries(
         ]
 
 
+def storable(value: Any) -> Any:
+    """`value` with every string made valid UTF-8 (a lone surrogate escaped): an entry
+    the database can never take would turn a refusal into a failure, and hold every
+    later write behind it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(storable(v) for v in value)
+    return value
+
+
+ACTOR_MAX, ROLE_MAX, ACTION_MAX, SUBJECT_MAX = 128, 32, 64, 128  # the columns' lengths
+
+
 def entry_row(
     *,
     ts: float,
@@ -68,15 +88,16 @@ def entry_row(
     detail: dict[str, Any] | None = None,
     comment: str = "",
 ) -> dict[str, Any]:
-    """One entry as the columns of its row, for `append`."""
+    """One entry as the columns of its row, for `append`: text made storable, names cut
+    to their columns (PostgreSQL refuses a longer one)."""
     return {
         "ts": ts,
-        "actor": actor.name,
-        "role": actor.role,
-        "action": action,
-        "subject": subject,
-        "detail": json.dumps(detail or {}, ensure_ascii=False, sort_keys=True),
-        "comment": comment,
+        "actor": storable(actor.name)[:ACTOR_MAX],
+        "role": storable(actor.role)[:ROLE_MAX],
+        "action": storable(action)[:ACTION_MAX],
+        "subject": storable(subject)[:SUBJECT_MAX],
+        "detail": json.dumps(storable(detail or {}), ensure_ascii=False, sort_keys=True),
+        "comment": storable(comment),
     }
 
 

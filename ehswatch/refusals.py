@@ -9,6 +9,7 @@ else `Refused` (HTTP 409). No path raises either without its entry.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -17,6 +18,8 @@ from ehswatch import audit
 from ehswatch.audit import entry_row
 from ehswatch.db import Database
 from ehswatch.roles import Actor, Forbidden, Refused
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -66,7 +69,15 @@ async def refuse(
 ) -> NoReturn:
     """Audit the refusal in a transaction of its own (the refused change commits
     nothing), then raise `error` (the rule's own exception, e.g. an upload's 413) or
-    `refusal.error()`."""
-    async with db.new_session() as session, session.begin():
-        await audit.append(session, [refusal.entry(ts)])
+    `refusal.error()`. A database that cannot take the entry (locked, full, gone) is
+    logged, and the refusal still stands: what is refused is never done, and a 403 or 409
+    never becomes a 500."""
+    try:
+        async with db.new_session() as session, session.begin():
+            await audit.append(session, [refusal.entry(ts)])
+    except Exception as exc:
+        log.error(
+            "the refusal of %r by %s (%s) could not be audited: %s",
+            refusal.action, refusal.actor.name, refusal.why, exc,
+        )  # fmt: skip
     raise error if error is not None else refusal.error()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import sqlite3
@@ -471,6 +472,65 @@ def test_the_webhook_holds_no_database_connection_while_the_platform_answers(
 
         run(main())
     assert held == [0, 0]
+
+
+def test_two_webhook_passes_at_once_deliver_each_change_once_in_order(tmp_path: Path) -> None:
+    with RobotServer() as robots:
+
+        async def main() -> None:
+            async with rig(tmp_path, plant(tmp_path, robots)) as r:
+                await r.read({"D-7": 25.0})
+                tid = (await r.ticket_of("D-7")).id
+                await r.desk.register(tid, ZHANG, owner="li.wei")
+                sent = await asyncio.gather(r.desk.deliver_outbound(), r.desk.deliver_outbound())
+                assert sorted(sent) == [0, 2]
+            changes = [c["change"] for c in robots.delivered("/platform")]
+            assert changes == ["opened", "registered"]
+
+        run(main())
+
+
+def test_a_refusal_with_text_the_database_cannot_take_is_still_audited(tmp_path: Path) -> None:
+    """A lone surrogate in a reason (JSON allows one) is stored escaped: a 409, never a
+    500 with no audit entry."""
+
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await r.read({"D-3": 45.0})
+            tid = (await r.ticket_of("D-3")).id
+            with pytest.raises(Refused, match="no grade 'Z'"):
+                await r.desk.lower_grade(tid, CHEN, grade="Z", reason="drift \ud800")
+            assert ("lower grade refused", "chen.jie", "drift \\ud800") in await r.audit(
+                f"ticket:{tid}"
+            )
+
+    run(main())
+
+
+def test_a_refusal_stands_when_the_database_cannot_audit_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database that refuses the entry (here: read-only) is logged; the person is
+    still refused (409), not answered 500."""
+    from sqlalchemy import event
+
+    from ehswatch.refusals import Refusal, refuse
+
+    async def main() -> None:
+        async with Database(f"sqlite+aiosqlite:///{tmp_path}/ro.db") as db:
+            event.listen(
+                db.engine.sync_engine,
+                "connect",
+                lambda conn, _: conn.execute("PRAGMA query_only = 1"),
+            )
+            await db.engine.dispose()  # connections from now on are read-only
+            refusal = Refusal(actor=CHEN, action="verify", subject="ticket:1", why="not yet")
+            with pytest.raises(Refused, match="not yet"):
+                await refuse(db, refusal, 1.0)
+
+    run(main())
+    (logged,) = [r for r in caplog.records if "could not be audited" in r.getMessage()]
+    assert "readonly" in logged.getMessage()
 
 
 def test_reports_for_the_plant_manager(tmp_path: Path) -> None:

@@ -496,3 +496,16 @@ def test_one_decoder_over_many_batches_gives_what_a_fresh_one_gives_each(
         b = fresh.decode([b"ehs/telemetry"], [_batch(ids)], NOW)
         assert columns(a) == columns(b)
     assert kept.rejects.total == sum(ids.count("NOPE-1") for ids in batches)
+
+
+def test_the_batch_shapes_remembered_are_bounded_in_names() -> None:
+    """Batches of ever other shapes (report by exception, or junk) cost bounded memory,
+    and still decode right."""
+    decoder = new_decoder()
+    decoder.seen_names_max = 5
+    names = list(IDS)
+    for k in range(40):
+        ids = [names[(k + j) % 3] for j in range(1 + k % 3)]
+        b = decoder.decode([b"ehs/telemetry"], [_batch(ids)], NOW)
+        assert b.sensor.tolist() == [IDS[i] for i in ids]
+        assert decoder._seen_names <= 5

@@ -208,7 +208,11 @@ class AlarmManager(Component):
         index = self.table.index
         due = False
         for dev, up_at in self._answering.items():
+            source = DEVICE_SOURCE + dev
             for sid in self._device_sensors[dev]:
+                a = self.open.get((sid, AlarmKind.FAULT))
+                if a is None or not a.active or a.grouped_under != source:
+                    continue  # nothing of its waits for a release
                 i = index[sid]
                 seen = (float(last_ts[i]), bool(faulted[i]))
                 self._release_seen[sid] = seen

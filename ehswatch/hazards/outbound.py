@@ -52,6 +52,9 @@ class TicketWebhook(Component):
         self._own_client = client is None
         self._backoff = backoff
         self.wake = asyncio.Event()  # set after each commit that changed tickets
+        # One pass at a time: two would both read the oldest change and could post it
+        # again after a newer one.
+        self._pass = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         if self._client is None:
@@ -76,6 +79,10 @@ class TicketWebhook(Component):
 
     async def deliver_outbound(self) -> int:
         """Deliver due changes in order, stopping at the first failure; how many went."""
+        async with self._pass:
+            return await self._deliver()
+
+    async def _deliver(self) -> int:
         assert self._client is not None
         now = self._clock()
         async with self.db.new_session() as s:

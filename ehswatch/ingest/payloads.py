@@ -60,7 +60,9 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 # 10000-01-01T00:00:00Z in milliseconds: a later `ts` is no clock at all, it is garbage.
 # (Compared as milliseconds, so a huge integer never has to become a float.)
 TS_LIMIT_MS = 253_402_300_800_000
-SEEN_BATCHES = 4096  # batch shapes remembered (`TelemetryDecoder._sensors_of`)
+# Batch shapes remembered (`TelemetryDecoder._sensors_of`): at most this many names in
+# all, beyond the plant's own count (12 bytes each), then forgotten and learned again.
+SEEN_NAMES_SPARE = 100_000
 
 
 class _BatchItem(msgspec.Struct, gc=False, forbid_unknown_fields=True):
@@ -130,6 +132,8 @@ class TelemetryDecoder:
             sensor_ids if sensor_ids is not None else _by_index(sensor_index)
         )
         self._seen: dict[tuple[int, str, str], tuple[list[str], np.ndarray]] = {}
+        self._seen_names = 0  # names held by `_seen`
+        self.seen_names_max = len(self._sensor_ids) + SEEN_NAMES_SPARE
         self.rejects = Rejects()
 
     def subscriptions(self) -> list[str]:
@@ -265,10 +269,14 @@ class TelemetryDecoder:
             return None
         sens = np.array(index, dtype=SENSOR_DTYPE)
         sens.flags.writeable = False  # shared by every batch like this one
-        if len(self._seen) >= SEEN_BATCHES:
+        if self._seen_names + len(index) > self.seen_names_max:
+            # Bounded: batches of ever other shapes (a gateway that reports by exception,
+            # or someone publishing junk) cost memory no more than this.
             self._seen.clear()
+            self._seen_names = 0
         own = self._sensor_ids
         self._seen[key] = ([own[i] for i in index], sens)
+        self._seen_names += len(index)
         return sens
 
     def _take_bulk(self, items: list[Any], cols: _Columns) -> bool:

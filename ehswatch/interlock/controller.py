@@ -61,7 +61,7 @@ from ehswatch import audit
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.model import AlarmKind
-from ehswatch.audit import entry_row
+from ehswatch.audit import entry_row, storable
 from ehswatch.clock import ServiceClock
 from ehswatch.component import Backoff, Component, Job, woken
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
@@ -467,14 +467,14 @@ class InterlockController(Component):
         if values is None:
             row = store.values_of(self.states[zone])
             values = {k: row[k] for k in fields}
-        values = {k: _storable(v) for k, v in values.items()}
+        values = {k: storable(v) for k, v in values.items()}
         if audit is not None:
             audit = _Audit(
                 audit.actor,
-                _storable(audit.action),
-                _storable(audit.detail),
+                storable(audit.action),
+                storable(audit.detail),
                 audit.ts,
-                _storable(audit.comment),
+                storable(audit.comment),
             )
         done = asyncio.get_running_loop().create_future() if wait else None
         self._writes.append(
@@ -770,6 +770,7 @@ class InterlockController(Component):
                 now,
                 comment,
             )
+            withdrawn_audit: asyncio.Future[None] | None = None
             async with self._lock:
                 self._guarded_turn()
                 cur = self.states[zone]
@@ -796,19 +797,25 @@ class InterlockController(Component):
                         why=f"{why}: a bypass is refused while the vote holds",
                         comment=comment,
                     )
-                    # Queued, not waited for: the lock is held, and a trip may need it.
-                    self._write(zone, (), _Audit.refused(refusal, later))
+                    # Waited for once the lock is let go (a trip may need it), and
+                    # only then raised: audited, then refused.
+                    withdrawn_audit = self._write(
+                        zone, (), _Audit.refused(refusal, later), wait=True
+                    )
                     self._publish(withdrawn, later)
-                    raise refusal.error()
-                s = self.states[zone] = dataclasses.replace(
-                    cur,
-                    pending=None,
-                    bypass_until=on.bypass_until,
-                    bypass_reason=on.bypass_reason,
-                    bypass_measure=on.bypass_measure,
-                    bypass_by=on.bypass_by,
-                )
-                self._publish(s, later)
+                else:
+                    s = self.states[zone] = dataclasses.replace(
+                        cur,
+                        pending=None,
+                        bypass_until=on.bypass_until,
+                        bypass_reason=on.bypass_reason,
+                        bypass_measure=on.bypass_measure,
+                        bypass_by=on.bypass_by,
+                    )
+                    self._publish(s, later)
+            if withdrawn_audit is not None:
+                await withdrawn_audit
+                raise refusal.error()
             log.warning(
                 "interlock %s BYPASSED until %s by %s",
                 zone,
@@ -951,21 +958,6 @@ class InterlockController(Component):
             self.publisher.publish(f"{prefix}/interlock/{s.zone}", {**s.public(now), "ts": now})
         if self.sink is not None:
             self.sink.submit_lines(self.sink.encoder.interlock(s.zone, influx_fields(s, now), now))
-
-
-def _storable(value: Any) -> Any:
-    """`value` with every string made valid UTF-8 (bad characters escaped)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_storable(v) for v in value)
-    return value
 
 
 def influx_fields(s: ZoneState, now: float) -> dict[str, int | float]:
