@@ -170,7 +170,7 @@ class MqttCollector(Component):
                     protocol.transport.close()
             self.stats.last_error = "connection lost"
             log.warning("MQTT: connection lost; reconnecting")
-            await asyncio.sleep(retry.failed())
+            await asyncio.sleep(retry.policy.first)  # a lost session is not yet a failure
 
     async def _pump(self, protocol: SubscriberProtocol) -> None:
         keepalive = asyncio.create_task(self._keepalive(protocol), name="mqtt-collector:keepalive")
