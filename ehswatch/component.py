@@ -37,6 +37,16 @@ class Wakeable(Protocol):
 BACKOFF_S = (1.0, 60.0)
 
 
+def still_wanted() -> None:
+    """Raise `CancelledError` if this task was asked to stop. A library that turns a
+    cancellation into its own error (3.11's `wait_for` can; a client's disconnect can)
+    must not keep a reconnect loop running after its component has left: every such
+    loop calls this before it tries again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def wait_set(event: asyncio.Event, within_s: float | None) -> bool:
     """Wait until `event` is set or `within_s` seconds pass (None: no limit); whether it
     was set. (Not `asyncio.wait_for`: in Python 3.11 it can swallow a cancellation that
@@ -71,6 +81,29 @@ async def enter_all(
     except BaseException:
         await stack.aclose()
         raise
+
+
+class Ticker(Protocol):
+    """The time a periodic job keeps (a heartbeat, a re-assert, a confirmation deadline):
+    `now()` in seconds, and `wait` for a wake-up or until `seconds` have passed. Jobs take
+    one so that a test can move their time by hand; the service's is the event loop's."""
+
+    def now(self) -> float: ...
+
+    async def wait(self, wake: asyncio.Event, seconds: float) -> None: ...
+
+
+class LoopTicker:
+    """The event loop's monotonic time; `wait` is `woken`."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, wake: asyncio.Event, seconds: float) -> None:
+        await woken(wake, seconds)
+
+
+LOOP_TICKER = LoopTicker()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -161,6 +194,7 @@ class Component:
             except Exception as exc:
                 failure = exc
             h.running = False
+            still_wanted()  # a job that failed because it was stopped is not restarted
             h.restarts += 1
             h.last_failure_at = time.time()
             if time.monotonic() - started > 60:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from ehswatch.component import Backoff, Component, Job
+from ehswatch.component import Backoff, Component, Job, still_wanted
 from ehswatch.config import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class RetainedPublisher(Component):
                         await self._wake.wait()
             except aiomqtt.MqttError as exc:
                 self.connected = False
+                still_wanted()  # a disconnect on the way out is no reason to reconnect
                 delay = retry.failed()
                 log.warning("MQTT publisher: %s; reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

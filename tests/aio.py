@@ -9,10 +9,38 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _tasks_now() -> str:
+    """Every task still running and where it waits (the whole chain of awaits), for a
+    test that runs out of time."""
+    lines = []
+    for t in asyncio.all_tasks():
+        if t.done():
+            continue
+        chain: list[str] = []
+        coro: Any = t.get_coro()
+        while coro is not None and len(chain) < 40:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        lines.append(f"  {t.get_name()}: {' > '.join(chain)}")
+    return "\n".join(sorted(lines))
+
+
 def run(main: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     async def guarded() -> T:
-        async with asyncio.timeout(timeout):
-            result = await main
+        # Just before the time runs out: what is still running, and where (a test that
+        # hangs on its way out says what it waits for).
+        loop = asyncio.get_running_loop()
+        report = loop.call_later(
+            max(timeout - 1.0, 0.0),
+            lambda: print(f"\n[tests.aio.run] still running at {timeout - 1:g} s:\n{_tasks_now()}"),
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                result = await main
+        finally:
+            report.cancel()
         for _ in range(3):  # let tasks that are finishing finish
             await asyncio.sleep(0)
         leaked = [
@@ -35,3 +63,26 @@ async def eventually(predicate: Any, timeout: float = 10.0, what: str = "conditi
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+class HandTicker:
+    """A `Ticker` moved by hand: `now()` stands still until `advance`; `wait` returns
+    when woken or once `advance` has passed its deadline (it looks every millisecond, to
+    let I/O and the other jobs run: no wall time decides anything)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.waits = 0  # waits begun: a job that waits again has looked at the time
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    async def wait(self, wake: asyncio.Event, seconds: float) -> None:
+        self.waits += 1
+        deadline = self.t + seconds
+        while not wake.is_set() and self.t < deadline:
+            await asyncio.sleep(0.001)
+        wake.clear()

@@ -21,6 +21,7 @@ from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.model import AlarmKind
 from ehswatch.audit import AuditEntry
 from ehswatch.clock import ServiceClock, SteppableClock
+from ehswatch.component import LOOP_TICKER, Ticker
 from ehswatch.config import PlantConfig, parse_config
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
@@ -34,7 +35,7 @@ from ehswatch.simulators.modbus_server import WRITE_COIL, WRITE_COILS
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
-from tests.aio import eventually, run
+from tests.aio import HandTicker, eventually, run
 from tests.servers import free_port
 
 OK, TRIP, FAULT = "ok", "trip", "fault"
@@ -189,6 +190,7 @@ async def rig(
     heartbeat_s: float = 0.1,
     plc_class: type[PlcSim] = PlcSim,
     alarms: bool = False,
+    link_ticker: Ticker = LOOP_TICKER,
 ) -> AsyncIterator[Rig]:
     config = plant(
         plc_port or free_port(), tmp_path / "ehswatch.db", confirm_timeout_s, heartbeat_s
@@ -215,6 +217,7 @@ async def rig(
             alarms=manager,
             clock=clock,
             reconcile_s=0.2,
+            link_ticker=link_ticker,
         )
         stage.listen(controller.on_evaluation)
         await stack.enter_async_context(controller)
@@ -613,12 +616,23 @@ def test_a_restarted_plc_gets_its_trip_reasserted(tmp_path: Path) -> None:
     run(main())
 
 
-def test_the_heartbeat_increments(tmp_path: Path) -> None:
+def test_the_heartbeat_is_written_once_per_period_and_counts_up(tmp_path: Path) -> None:
+    """On the link's own time (moved by hand): one beat at connection, then exactly one
+    per period — none while the time stands still, however long the wall clock runs."""
+    ticker = HandTicker()
+
     async def main() -> None:
-        async with rig(tmp_path) as r:
-            await eventually(lambda: len(r.plc.heartbeats) >= 5, what="heartbeats")
+        async with rig(tmp_path, link_ticker=ticker, heartbeat_s=0.5) as r:
+            await eventually(lambda: len(r.plc.heartbeats) == 1, what="the first beat")
+            for k in range(2, 7):
+                looked = ticker.waits
+                ticker.advance(0.25)  # half a period: no beat
+                await eventually(lambda looked=looked: ticker.waits > looked, what="a look")
+                assert len(r.plc.heartbeats) == k - 1
+                ticker.advance(0.25)
+                await eventually(lambda k=k: len(r.plc.heartbeats) == k, what=f"beat {k}")
             beats = r.plc.heartbeats
-            assert beats == list(range(beats[0], beats[0] + len(beats)))
+            assert beats == list(range(beats[0], beats[0] + 6))
 
     run(main())
 

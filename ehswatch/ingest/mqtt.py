@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Self
 from urllib.parse import urlsplit
 
-from ehswatch.component import Backoff, Component, Job
+from ehswatch.component import Backoff, Component, Job, still_wanted
 from ehswatch.config import MqttSettings, PlantConfig
 from ehswatch.ingest.mqtt_wire import (
     PINGREQ,
@@ -152,6 +152,7 @@ class MqttCollector(Component):
             try:
                 protocol = await open_subscriber(self.options, self.decoder.subscriptions())
             except (OSError, MqttWireError, TimeoutError) as exc:
+                still_wanted()  # a connect cut short by a stop is no failure to retry
                 self.stats.connection_failures += 1
                 self.stats.last_error = f"connect to {self.options.host}:{self.options.port}: {exc}"
                 delay = retry.failed()
@@ -170,6 +171,7 @@ class MqttCollector(Component):
                     protocol.transport.close()
             self.stats.last_error = "connection lost"
             log.warning("MQTT: connection lost; reconnecting")
+            still_wanted()
             await asyncio.sleep(retry.policy.first)  # a lost session is not yet a failure
 
     async def _pump(self, protocol: SubscriberProtocol) -> None:

@@ -63,7 +63,7 @@ from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.model import AlarmKind
 from ehswatch.audit import entry_row, storable
 from ehswatch.clock import ServiceClock
-from ehswatch.component import Backoff, Component, Job, woken
+from ehswatch.component import LOOP_TICKER, Backoff, Component, Job, Ticker, woken
 from ehswatch.config import MAX_BYPASS_HOURS, PlantConfig
 from ehswatch.db import Database
 from ehswatch.ingest.influx import InfluxSink
@@ -141,7 +141,10 @@ class InterlockController(Component):
         reconcile_s: float = 1.0,
         durable_within_s: float = DURABLE_WITHIN_S,
         retention_s: float = RETENTION_S,
+        link_ticker: Ticker = LOOP_TICKER,
     ) -> None:
+        """`link_ticker` keeps the PLC links' time (heartbeat, re-assert, confirmations):
+        the event loop's, or a test's hand-held one."""
         self.config = config
         self.evaluator = evaluator
         self.table = evaluator.table
@@ -180,6 +183,7 @@ class InterlockController(Component):
                     reconcile_s=reconcile_s,
                     alive=self.control_alive,
                     found_tripped=self._found_tripped,
+                    ticker=link_ticker,
                 )
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one turn of the rules at a time (never held over I/O)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from ehswatch.component import Backoff, Component, Job, woken
+from ehswatch.component import LOOP_TICKER, Backoff, Component, Job, Ticker, still_wanted
 from ehswatch.config import InterlockSettings, Plc
 
 log = logging.getLogger(__name__)
@@ -88,20 +88,12 @@ class Refused(ModbusException):
     sent): that one request failed, the connection is fine."""
 
 
-def _still_wanted() -> None:
-    """Raise if this task was asked to stop: a cancellation swallowed by a library call
-    (3.11's `wait_for` can) must not keep the link running after its component left."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 @dataclass
 class _Command:
     """The confirmation record of one command (one sequence number) of a zone."""
 
     seq: int
-    given: float  # loop time the command was given
+    given: float  # the link's time (its ticker) the command was given
     next_try: float
     backoff: float = 0.02
     reported: bool = False  # an unconfirmed report went out for it
@@ -120,8 +112,12 @@ class PlcLink(Component):
         reconcile_s: float = 1.0,
         alive: Alive | None = None,
         found_tripped: Callable[[str], None] | None = None,
+        ticker: Ticker = LOOP_TICKER,
     ) -> None:
+        """`ticker` keeps the link's time: heartbeat, re-assert, confirmation deadlines,
+        reconnect backoff (the event loop's; tests move a hand-held one)."""
         self.plc = plc
+        self._ticker = ticker
         self._found_tripped = found_tripped
         self._surveyed = False
         self.outputs = {o.zone: o for o in outputs}
@@ -144,7 +140,7 @@ class PlcLink(Component):
         """Write the zone's desired output (command `seq`) now, and confirm it by reading
         it back. A new `seq` gets its own confirmation record; the same `seq` again is
         tried again at once."""
-        now = asyncio.get_running_loop().time()
+        now = self._ticker.now()
         cmd = self._commands.get(zone)
         if cmd is None or cmd.seq != seq:
             self._commands[zone] = _Command(seq=seq, given=now, next_try=now)
@@ -166,10 +162,9 @@ class PlcLink(Component):
         yield self.plc.id, self._run
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         retry = RECONNECT.retrying()
         while True:
-            _still_wanted()
+            still_wanted()
             client = AsyncModbusTcpClient(
                 self.plc.host,
                 port=self.plc.port,
@@ -185,7 +180,7 @@ class PlcLink(Component):
                 self.connected = True
                 retry.succeeded()
                 log.info("PLC %s: connected", self.plc.id)
-                await self._serve(loop)
+                await self._serve()
             except (LinkDown, ModbusException, OSError, TimeoutError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 if self.connected:
@@ -193,7 +188,9 @@ class PlcLink(Component):
                 self.connected = False
             finally:
                 client.close()
-            self._report_overdue(loop.time(), f"PLC {self.plc.id} unreachable: {self.last_error}")
+            self._report_overdue(
+                self._ticker.now(), f"PLC {self.plc.id} unreachable: {self.last_error}"
+            )
             await self._sleep(retry.failed())
 
     async def _survey(self) -> None:
@@ -222,7 +219,7 @@ class PlcLink(Component):
                         )
                         self._found_tripped(out.zone)
 
-    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _serve(self) -> None:
         hb = self.plc.heartbeat
         if not self._surveyed:
             try:
@@ -230,19 +227,19 @@ class PlcLink(Component):
             except Refused as exc:
                 self.last_error = str(exc)
                 log.error("PLC %s: survey of outputs at start: %s", self.plc.id, exc)
-        next_beat = loop.time()
-        next_reconcile = loop.time()  # re-assert at once after (re)connecting
+        next_beat = self._ticker.now()
+        next_reconcile = next_beat  # re-assert at once after (re)connecting
         while True:
-            _still_wanted()
-            now = loop.time()
+            still_wanted()
+            now = self._ticker.now()
             # Oldest first; a command the PLC refuses backs off on its own record, so it
             # never keeps another zone's command from being written.
             due = sorted((c.next_try, z) for z, c in self._commands.items() if c.next_try <= now)
             for _, zone in due:
                 try:
-                    await self._attempt(zone, loop)
+                    await self._attempt(zone)
                 except Refused as exc:
-                    self._refused(zone, loop.time(), str(exc))
+                    self._refused(zone, self._ticker.now(), str(exc))
             if hb is not None and now >= next_beat:
                 if self._alive is None or self._alive(2 * hb.period_s):
                     if self._held_back:
@@ -282,15 +279,15 @@ class PlcLink(Component):
                 [next_reconcile, *[c.next_try for c in self._commands.values()]]
                 + ([next_beat] if hb is not None else [])
             )
-            await self._sleep(max(0.0, wake_at - loop.time()))
+            await self._sleep(max(0.0, wake_at - self._ticker.now()))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake for a new command. (`asyncio.timeout`, not `wait_for`: on 3.11
         `wait_for` can swallow a cancellation that meets a wake-up, and the link would then
         outlive its component.)"""
-        await woken(self._wake, seconds)
+        await self._ticker.wait(self._wake, seconds)
 
-    async def _attempt(self, zone: str, loop: asyncio.AbstractEventLoop) -> None:
+    async def _attempt(self, zone: str) -> None:
         """One write-and-read-back of a zone's output. `Refused` (the PLC refused this
         request) is this command's failure; other errors propagate: reconnect."""
         cmd = self._commands[zone]
@@ -298,12 +295,12 @@ class PlcLink(Component):
         tripped, seq = self._desired(zone)
         if seq != cmd.seq:
             # The state moved on without a command (should not happen): its own record.
-            cmd = self._commands[zone] = _Command(seq=seq, given=loop.time(), next_try=0.0)
+            cmd = self._commands[zone] = _Command(seq=seq, given=self._ticker.now(), next_try=0.0)
         value = out.trip_value if tripped else out.normal_value
         await self._write(out.table, out.address, value)
         if out.seq_register is not None:
             await self._write("register", out.seq_register, seq % 65536)
-        now = loop.time()
+        now = self._ticker.now()
         if await self._read(out.table, out.address) == value:
             if self._commands.get(zone) is cmd:
                 del self._commands[zone]
@@ -364,7 +361,7 @@ class PlcLink(Component):
         return True
 
     def _command_due(self) -> bool:
-        now = asyncio.get_running_loop().time()
+        now = self._ticker.now()
         return any(c.next_try <= now for c in self._commands.values())
 
     async def _read_span(self, table: str, start: int, count: int) -> list[int]:
