@@ -35,14 +35,22 @@ class Refusal:
     detail: Mapping[str, Any] = field(default_factory=dict)
     comment: str = ""
 
+    @property
+    def audited_action(self) -> str:
+        return f"{self.action} refused"
+
+    @property
+    def audited_detail(self) -> dict[str, Any]:
+        return {**self.detail, "why": self.why}
+
     def entry(self, ts: float) -> dict[str, Any]:
         """The audit entry: action "<action> refused", the reason in its detail."""
         return entry_row(
             ts=ts,
             actor=self.actor,
-            action=f"{self.action} refused",
+            action=self.audited_action,
             subject=self.subject,
-            detail={**self.detail, "why": self.why},
+            detail=self.audited_detail,
             comment=self.comment,
         )
 

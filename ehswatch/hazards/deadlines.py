@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from ehswatch.component import Component, Job, Wakeable
-from ehswatch.config import PlantConfig
-from ehswatch.db import Database
-from ehswatch.hazards.ledger import TicketLedger
+from ehswatch.component import Component, Job
+from ehswatch.hazards.ledger import Rooms, TicketRoom
 from ehswatch.hazards.model import ESCALATION_LADDER, TicketState
 from ehswatch.hazards.store import TicketRecord, to_ticket
 from ehswatch.roles import SYSTEM
@@ -31,23 +28,12 @@ log = logging.getLogger(__name__)
 CHECK_S = 10.0
 
 
-class TicketDeadlines(Component):
+class TicketDeadlines(TicketRoom, Component):
     component_name = "hazard-deadlines"
 
-    def __init__(
-        self,
-        *,
-        config: PlantConfig,
-        db: Database,
-        ledger: TicketLedger,
-        changed: Wakeable,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self._changed = changed
-        self._clock = clock
-        self.tz = ZoneInfo(config.site.timezone)
+    def __init__(self, rooms: Rooms) -> None:
+        super().__init__(rooms)
+        self.tz = ZoneInfo(rooms.config.site.timezone)
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
         yield "schedule", self._loop

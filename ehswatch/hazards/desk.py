@@ -33,7 +33,7 @@ from ehswatch.db import Database
 from ehswatch.hazards.deadlines import TicketDeadlines
 from ehswatch.hazards.evidence import EvidenceStore
 from ehswatch.hazards.intake import TicketIntake
-from ehswatch.hazards.ledger import TicketLedger
+from ehswatch.hazards.ledger import Rooms, TicketLedger
 from ehswatch.hazards.outbound import RETRY, TicketWebhook
 from ehswatch.hazards.reports import ticket_report
 from ehswatch.hazards.workflow import TicketWorkflow
@@ -65,17 +65,10 @@ class HazardDesk:
             else None
         )
         changed: Wakeable = self.outbound.wake if self.outbound else asyncio.Event()
-        ledger = self.ledger
-        self.intake = TicketIntake(
-            config=config, db=db, ledger=ledger, changed=changed, clock=clock
-        )
-        self.workflow = TicketWorkflow(
-            config=config, db=db, ledger=ledger, evidence=self.evidence, changed=changed,
-            clock=clock,
-        )  # fmt: skip
-        self.deadlines = TicketDeadlines(
-            config=config, db=db, ledger=ledger, changed=changed, clock=clock
-        )
+        rooms = Rooms(config=config, db=db, ledger=self.ledger, changed=changed, clock=clock)
+        self.intake = TicketIntake(rooms)
+        self.workflow = TicketWorkflow(rooms, evidence=self.evidence)
+        self.deadlines = TicketDeadlines(rooms)
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register
         self.start = self.workflow.start

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Self
 
 from sqlalchemy import select
@@ -27,11 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ehswatch.alarms.model import route_tier_of
 from ehswatch.alarms.store import OutboxRecord
 from ehswatch.audit import record
-from ehswatch.component import Component, Job, Wakeable, woken
-from ehswatch.config import PlantConfig
-from ehswatch.db import Database
+from ehswatch.component import Component, Job, woken
 from ehswatch.hazards import model
-from ehswatch.hazards.ledger import TicketLedger
+from ehswatch.hazards.ledger import Rooms, TicketRoom
 from ehswatch.hazards.model import HazardTicket
 from ehswatch.hazards.store import CursorRecord, TicketRecord, to_ticket
 from ehswatch.roles import SYSTEM
@@ -44,24 +41,11 @@ DAY = 86400.0
 POLL_S = 1.0  # a wake-up lost between the parts costs at most this long
 
 
-class TicketIntake(Component):
+class TicketIntake(TicketRoom, Component):
     component_name = "hazard-intake"
 
-    def __init__(
-        self,
-        *,
-        config: PlantConfig,
-        db: Database,
-        ledger: TicketLedger,
-        changed: Wakeable,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """`changed` is set after each commit that changed tickets (the webhook's)."""
-        self.settings = config.hazards
-        self.db = db
-        self.ledger = ledger
-        self._changed = changed
-        self._clock = clock
+    def __init__(self, rooms: Rooms) -> None:
+        super().__init__(rooms)
         self.wake = asyncio.Event()  # set after each commit of alarm events
 
     async def __aenter__(self) -> Self:

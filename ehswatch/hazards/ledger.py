@@ -13,6 +13,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -130,3 +131,27 @@ class TicketLedger:
         await enqueue_notifications(self.db, s, rows)
         if self._notify_wake is not None:
             self._notify_wake.set()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rooms:
+    """What every room of the hazard desk is given: the plant, the database, the ledger,
+    what to wake after a commit that changed tickets (the webhook's), and the clock."""
+
+    config: PlantConfig
+    db: Database
+    ledger: TicketLedger
+    changed: Wakeable
+    clock: Callable[[], float] = time.time
+
+
+class TicketRoom:
+    """A room of the hazard desk (intake, workflow, deadlines), on what `Rooms` gives."""
+
+    def __init__(self, rooms: Rooms) -> None:
+        self.config = rooms.config
+        self.settings = rooms.config.hazards
+        self.db = rooms.db
+        self.ledger = rooms.ledger
+        self._changed = rooms.changed
+        self._clock = rooms.clock

@@ -10,43 +10,25 @@ or `Refused` (409; evidence too large or of the wrong type: 413 / 415).
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
 
 from ehswatch.audit import record
-from ehswatch.component import Wakeable
-from ehswatch.config import PlantConfig
-from ehswatch.db import Database
 from ehswatch.hazards import model
 from ehswatch.hazards.evidence import EvidenceStore
-from ehswatch.hazards.ledger import TicketLedger
+from ehswatch.hazards.ledger import Rooms, TicketRoom
 from ehswatch.hazards.model import HazardTicket, TicketState
 from ehswatch.hazards.store import EvidenceRecord, TicketRecord, to_ticket
 from ehswatch.refusals import Refusal, refuse
 from ehswatch.roles import Actor, Forbidden, NotFound, Refused
 
 
-class TicketWorkflow:
-    def __init__(
-        self,
-        *,
-        config: PlantConfig,
-        db: Database,
-        ledger: TicketLedger,
-        evidence: EvidenceStore,
-        changed: Wakeable,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """`changed` is set after each commit that changed a ticket (the webhook's)."""
-        self.settings = config.hazards
-        self.db = db
-        self.ledger = ledger
+class TicketWorkflow(TicketRoom):
+    def __init__(self, rooms: Rooms, *, evidence: EvidenceStore) -> None:
+        super().__init__(rooms)
         self.evidence = evidence
-        self._changed = changed
-        self._clock = clock
 
     async def register(
         self,

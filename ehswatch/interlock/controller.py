@@ -102,8 +102,8 @@ class _Audit:
 
     @classmethod
     def refused(cls, refusal: Refusal, ts: float) -> _Audit:
-        detail = {**refusal.detail, "why": refusal.why}
-        return cls(refusal.actor, f"{refusal.action} refused", detail, ts, refusal.comment)
+        r = refusal
+        return cls(r.actor, r.audited_action, r.audited_detail, ts, r.comment)
 
 
 @dataclass(slots=True)
