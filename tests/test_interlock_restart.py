@@ -65,24 +65,23 @@ def latched(tmp_path: Path) -> bool:
     return rows == [(1,)]
 
 
-def alarm_events(workdir: Path) -> list[str]:
+def _column(workdir: Path, sql: str) -> list[str]:
+    """One column of a query on the service's database ([] before it is migrated)."""
     db = sqlite3.connect(workdir / "ehswatch.db")
     try:
-        return [e for (e,) in db.execute("SELECT event FROM alarm_outbox ORDER BY id")]
+        return [v for (v,) in db.execute(sql)]
     except sqlite3.OperationalError:
         return []
     finally:
         db.close()
+
+
+def alarm_events(workdir: Path) -> list[str]:
+    return _column(workdir, "SELECT event FROM alarm_outbox ORDER BY id")
 
 
 def audit_actions(workdir: Path) -> list[str]:
-    db = sqlite3.connect(workdir / "ehswatch.db")
-    try:
-        return [a for (a,) in db.execute("SELECT action FROM audit_log")]
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()
+    return _column(workdir, "SELECT action FROM audit_log")
 
 
 async def retained(port: int, topic: str) -> bytes:
