@@ -8,24 +8,24 @@ Contract (docs/configuration.md):
   variable without a default is an error at the key that used it.
 - Structure and types are checked by pydantic; references between sections (a sensor's
   type, zone and Modbus device, a zone's PLC, the voting arithmetic, tier order after
-  per-sensor overrides) are checked on the raw document as well, so that a wrong type in
-  one place never hides an unknown zone in another.
+  per-sensor overrides) by the typed checks of `CROSS_CHECKS`, one per section. When
+  some items fail their types, the checks still run on every item that passes, so that
+  a wrong type in one place never hides an unknown zone in another.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import sys
 import typing
 import zoneinfo
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -297,6 +298,17 @@ class SensorType(_ThresholdFields):
         if (err := sides_overlap_error(self.high, self.low)) is not None:
             raise ValueError(err)
         return self
+
+    @property
+    def has_interlock_setpoint(self) -> bool:
+        return any(t is not None and t.interlock is not None for t in (self.high, self.low))
+
+    def sides(self, sensor: Sensor) -> tuple[TierSet | None, TierSet | None]:
+        """This type's (high, low) setpoints with `sensor`'s overrides applied: an
+        override replaces only the tiers it names."""
+        high = self.high.merged(sensor.high) if self.high is not None else sensor.high
+        low = self.low.merged(sensor.low) if self.low is not None else sensor.low
+        return high, low
 
 
 class ModbusDevice(_Model):
@@ -575,6 +587,12 @@ class PlantConfig(_Model):
             self._sensor_index = built
         return built[1]
 
+    @model_validator(mode="after")
+    def _cross_checked(self) -> Self:
+        if errors := cross_errors(Sections.of(self)):
+            raise CrossCheckError(errors)
+        return self
+
     def summary(self) -> str:
         interlocks = sum(1 for z in self.zones if z.interlock is not None)
         return (
@@ -659,7 +677,10 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "<config>") ->
     except ValidationError as exc:
         config = None
         errors.extend(format_validation_error(exc, raw))
-    errors.extend(_cross_check(raw))
+        if not _cross_checked(exc):
+            # Type errors stopped validation before the references were checked: check
+            # them on every item that does validate.
+            errors.extend(cross_errors(_sections_in_part(raw)))
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
     assert config is not None
@@ -707,9 +728,21 @@ def _name_loc(loc: tuple[Any, ...], raw: Any) -> str:
 _CHANNEL_TAGS = {"webhook", "dingtalk", "wecom", "email"}
 
 
+def _cross_check_error(err: Any) -> CrossCheckError | None:
+    error = err.get("ctx", {}).get("error")
+    return error if isinstance(error, CrossCheckError) else None
+
+
+def _cross_checked(exc: ValidationError) -> bool:
+    return any(_cross_check_error(err) is not None for err in exc.errors(include_url=False))
+
+
 def format_validation_error(exc: ValidationError, raw: Any) -> list[str]:
     out = []
     for err in exc.errors(include_url=False):
+        if (cross := _cross_check_error(err)) is not None:
+            out.extend(cross.errors)  # already ``path: message`` each
+            continue
         loc = tuple(err["loc"])
         # A discriminated union puts the tag into the location; the user never wrote it.
         loc = tuple(
@@ -729,271 +762,359 @@ def format_validation_error(exc: ValidationError, raw: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------- cross-checks
+#
+# References between sections, checked on the typed sections: one function per section
+# (`CROSS_CHECKS`), each reading `Sections`. A valid document is checked through
+# `PlantConfig`'s own after-validator, so no `PlantConfig` exists that fails them. A
+# document with type errors is validated again item by item (`_sections_in_part`), and
+# the same checks run on the items that did validate: a wrong type in one place never
+# hides an unknown zone in another.
 
 
-def _items(raw: Mapping[str, Any], section: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(path, item) for the dict items of a list section, tolerant of a malformed document."""
-    seq = raw.get(section)
-    if not isinstance(seq, list):
-        return
-    for i, item in enumerate(seq):
-        if isinstance(item, dict):
-            yield f"{section}.{_name_loc((i,), seq)}", item
+class CrossCheckError(ValueError):
+    """The references of a validated document that do not hold, one message each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
 
 
-def _ids(raw: Mapping[str, Any], section: str) -> set[str]:
-    return {str(item["id"]) for _, item in _items(raw, section) if isinstance(item.get("id"), str)}
+# The list sections whose items carry ids that other sections name, and their models.
+_ID_SECTIONS: dict[str, type[Any]] = {
+    "sensors": Sensor,
+    "zones": Zone,
+    "modbus_devices": ModbusDevice,
+    "plcs": Plc,
+}
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+@dataclass(frozen=True, kw_only=True)
+class Sections:
+    """What the cross-checks read: the typed sections, whole or in part.
+
+    `complete` names the sections of which every item validated (a check that counts a
+    section's items runs only then). `failed_ids` holds, per section, the ids that items
+    which failed their own checks still name: a reference to one of them is not called
+    unknown (the item's own error is reported)."""
+
+    sensor_types: Mapping[str, SensorType]
+    sensors: Sequence[Sensor]
+    zones: Sequence[Zone]
+    modbus_devices: Sequence[ModbusDevice]
+    plcs: Sequence[Plc]
+    users: Sequence[User]
+    mqtt_given: bool
+    notifications: Notifications | None
+    hazards: Hazards | None
+    complete: frozenset[str]
+    failed_ids: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, config: PlantConfig) -> Sections:
+        return cls(
+            sensor_types=config.sensor_types,
+            sensors=config.sensors,
+            zones=config.zones,
+            modbus_devices=config.modbus_devices,
+            plcs=config.plcs,
+            users=config.users,
+            mqtt_given=config.mqtt is not None,
+            notifications=config.notifications,
+            hazards=config.hazards,
+            complete=frozenset(("sensor_types", *_ID_SECTIONS, "users")),
+            failed_ids={},
+        )
+
+    def known(self, section: str) -> set[str]:
+        """The ids a reference into `section` may name."""
+        items: Iterable[Any] = (
+            self.sensor_types if section == "sensor_types" else getattr(self, section)
+        )
+        ids = set(items) if section == "sensor_types" else {item.id for item in items}
+        return ids | self.failed_ids.get(section, frozenset())
+
+    def channel_ids(self) -> set[str] | None:
+        """The notification channels' ids, or None when the section did not validate."""
+        if self.notifications is None:
+            return None
+        return {c.id for c in self.notifications.channels}
 
 
-def _cross_check(raw: dict[str, Any]) -> list[str]:
-    errors: list[str] = []
-    for section in ("sensors", "zones", "modbus_devices", "plcs"):
-        counts = Counter(str(item.get("id")) for _, item in _items(raw, section) if "id" in item)
-        errors += [f"{section}.{i}: duplicate id" for i, n in counts.items() if n > 1]
-    channels = (
-        raw.get("notifications", {}).get("channels")
-        if isinstance(raw.get("notifications"), dict)
-        else None
-    )
-    channel_ids = {str(c.get("id")) for c in channels or [] if isinstance(c, dict)}
-    if channels and len(channel_ids) < len(channels):
-        errors.append("notifications.channels: duplicate channel id")
+def _unique_ids(sections: Sections) -> Iterator[str]:
+    for section in _ID_SECTIONS:
+        ids = Counter(item.id for item in getattr(sections, section))
+        yield from (f"{section}.{i}: duplicate id" for i, n in ids.items() if n > 1)
+    channels = sections.notifications.channels if sections.notifications is not None else []
+    if len({c.id for c in channels}) < len(channels):
+        yield "notifications.channels: duplicate channel id"
 
-    types = raw.get("sensor_types") if isinstance(raw.get("sensor_types"), dict) else {}
-    assert isinstance(types, dict)
-    zones, devices, plcs = _ids(raw, "zones"), _ids(raw, "modbus_devices"), _ids(raw, "plcs")
 
-    topics: Counter[str] = Counter()
-    for path, s in _items(raw, "sensors"):
-        stype = s.get("type")
-        if isinstance(stype, str) and stype not in types:
-            errors.append(f"{path}.type: unknown sensor type {stype!r}; known: {_known(types)}")
-        zone = s.get("zone")
-        if isinstance(zone, str) and zone not in zones:
-            errors.append(f"{path}.zone: unknown zone {zone!r}; known: {_known(zones)}")
-        mb = s.get("modbus")
-        if (
-            isinstance(mb, dict)
-            and isinstance(mb.get("device"), str)
-            and mb["device"] not in devices
-        ):
-            errors.append(
-                f"{path}.modbus.device: unknown Modbus device {mb['device']!r}; "
+def _sensors_refer_to_known(sections: Sections) -> Iterator[str]:
+    """Each sensor's type, zone and Modbus device exist; its topic is its own; with no
+    `mqtt` section, every sensor reads over Modbus."""
+    types = sections.sensor_types
+    known_types = sections.known("sensor_types")
+    zones, devices = sections.known("zones"), sections.known("modbus_devices")
+    topics: set[str] = set()
+    for s in sections.sensors:
+        path = f"sensors.{s.id}"
+        if s.type not in known_types:
+            yield f"{path}.type: unknown sensor type {s.type!r}; known: {_known(known_types)}"
+        if s.zone not in zones:
+            yield f"{path}.zone: unknown zone {s.zone!r}; known: {_known(zones)}"
+        if s.modbus is not None and s.modbus.device not in devices:
+            yield (
+                f"{path}.modbus.device: unknown Modbus device {s.modbus.device!r}; "
                 f"known: {_known(devices)}"
             )
-        mq = s.get("mqtt")
-        if isinstance(mq, dict) and isinstance(mq.get("topic"), str):
-            topics[mq["topic"]] += 1
-            if mq["topic"] in {t for t, n in topics.items() if n > 1}:
-                errors.append(f"{path}.mqtt.topic: topic {mq['topic']!r} is used by another sensor")
-        if isinstance(stype, str) and isinstance(types.get(stype), dict):
-            errors += _override_order(path, types[stype], s)
+        if s.mqtt is not None:
+            if s.mqtt.topic in topics:
+                yield f"{path}.mqtt.topic: topic {s.mqtt.topic!r} is used by another sensor"
+            topics.add(s.mqtt.topic)
+        if s.modbus is None and not sections.mqtt_given:
+            source = "its topic" if s.mqtt is not None else "no modbus source"
+            yield f"{path}: reads over MQTT ({source}) but the config has no mqtt section"
+        if (stype := types.get(s.type)) is not None:
+            yield from _overrides_in_order(path, stype, s)
 
-    has_mqtt = isinstance(raw.get("mqtt"), dict)
-    if not has_mqtt:
-        errors += [
-            f"{path}: reads over MQTT ({'its topic' if s.get('mqtt') else 'no modbus source'}) "
-            "but the config has no mqtt section"
-            for path, s in _items(raw, "sensors")
-            if not isinstance(s.get("modbus"), dict)
-        ]
 
-    coils: dict[tuple[str, str, int], str] = {}
-    # Holding registers a PLC is written at by ehswatch: one use each, or a heartbeat or a
-    # sequence number would overwrite a trip output.
+def _overrides_in_order(path: str, stype: SensorType, sensor: Sensor) -> Iterator[str]:
+    """A sensor's overrides keep its type's tiers in order of severity, sides apart."""
+    high, low = stype.sides(sensor)
+    sides: tuple[tuple[Literal["high", "low"], TierSet | None, TierSet | None], ...] = (
+        ("high", high, sensor.high),
+        ("low", low, sensor.low),
+    )
+    for side, tiers, over in sides:
+        if (
+            over is not None
+            and tiers is not None
+            and (err := tier_order_error(side, tiers.items()))
+        ):
+            yield f"{path}.{side}: {err} (after the override of type {sensor.type})"
+    if (sensor.high is not None or sensor.low is not None) and (
+        err := sides_overlap_error(high, low)
+    ):
+        yield f"{path}: {err}"
+
+
+def _plc_outputs_apart(sections: Sections) -> Iterator[str]:
+    """Each PLC coil or register ehswatch writes has one use: a heartbeat or a sequence
+    number written over a trip output would clear the trip."""
     registers: dict[tuple[str, int], str] = {}
-    for path, p in _items(raw, "plcs"):
-        hb = p.get("heartbeat")
-        if isinstance(hb, dict) and isinstance(hb.get("register"), int):
-            registers[(str(p.get("id")), hb["register"])] = f"{path}.heartbeat.register"
-    for path, z in _items(raw, "zones"):
-        il = z.get("interlock")
-        if not isinstance(il, dict) or not isinstance(il.get("plc"), str):
+    for plc in sections.plcs:
+        if plc.heartbeat is not None:
+            registers[(plc.id, plc.heartbeat.address)] = f"plcs.{plc.id}.heartbeat.register"
+    outputs: dict[tuple[str, str, int], str] = {}
+    for zone in sections.zones:
+        il = zone.interlock
+        if il is None:
             continue
-        for key in ("register", "seq_register"):
-            addr = il.get(key)
-            if isinstance(addr, int):
+        path = f"zones.{zone.id}"
+        for key, addr in (("register", il.address), ("seq_register", il.seq_register)):
+            if addr is not None:
                 here = f"{path}.interlock.{key}"
-                other = registers.setdefault((il["plc"], addr), here)
+                other = registers.setdefault((il.plc, addr), here)
                 if other != here:
-                    errors.append(f"{here}: {il['plc']} register {addr} is already {other}")
-    # Each zone's sensors, found once: a plant of 100 000 sensors has hundreds of zones.
-    sensors_by_zone: dict[str, list[dict[str, Any]]] = {}
-    for _, s in _items(raw, "sensors"):
-        sensors_by_zone.setdefault(str(s.get("zone")), []).append(s)
-    for path, z in _items(raw, "zones"):
-        il = z.get("interlock")
-        if not isinstance(il, dict):
-            continue
-        plc = il.get("plc")
-        if isinstance(plc, str) and plc not in plcs:
-            errors.append(f"{path}.interlock.plc: unknown PLC {plc!r}; known: {_known(plcs)}")
-        for kind in ("coil", "register"):
-            addr = il.get(kind)
-            if isinstance(plc, str) and isinstance(addr, int):
-                other = coils.setdefault((plc, kind, addr), path)
+                    yield f"{here}: {il.plc} register {addr} is already {other}"
+        for kind, addr in (("coil", il.coil), ("register", il.address)):
+            if addr is not None:
+                other = outputs.setdefault((il.plc, kind, addr), path)
                 if other != path:
-                    errors.append(
-                        f"{path}.interlock.{kind}: {plc} {kind} {addr} "
+                    yield (
+                        f"{path}.interlock.{kind}: {il.plc} {kind} {addr} "
                         f"is already the output of {other}"
                     )
-        vtypes = il.get("sensor_types")
-        if isinstance(vtypes, list):
-            errors += [
-                f"{path}.interlock.sensor_types: unknown sensor type {t!r}"
-                for t in vtypes
-                if isinstance(t, str) and t not in types
-            ]
-            errors += [
-                f"{path}.interlock.sensor_types: sensor type {t!r} has no interlock setpoint, "
-                "so its sensors could never vote"
-                for t in vtypes
-                if isinstance(t, str)
-                and isinstance(types.get(t), dict)
-                and not _has_interlock_setpoint(types[t])
-            ]
-            voters = [
-                s.get("id")
-                for s in sensors_by_zone.get(str(z.get("id")), ())
-                if s.get("type") in vtypes
-            ]
-            try:
-                voting: Voting | None = Voting.parse(il.get("voting", "1oo1"))
-            except ValueError:
-                voting = None  # reported by the type check
-            if voting is not None:
-                need, n = voting.m, voting.n
-                if need > len(voters):
-                    errors.append(
-                        f"{path}.interlock.voting: {il.get('voting')} needs {need} votes but zone "
-                        f"{z.get('id')} has only {len(voters)} sensors of types {_types(vtypes)}"
-                    )
-                elif n != len(voters):
-                    errors.append(
-                        f"{path}.interlock.voting: {il.get('voting')} names {n} voters but zone "
-                        f"{z.get('id')} has {len(voters)} sensors of types {_types(vtypes)} "
-                        f"({listed(map(str, voters))})"
-                    )
-
-    hazards = raw.get("hazards")
-    if isinstance(hazards, dict) and isinstance(hazards.get("notify"), list):
-        errors += [
-            f"hazards.notify: unknown channel {c!r}; known: {_known(channel_ids)}"
-            for c in hazards["notify"]
-            if isinstance(c, str) and c not in channel_ids
-        ]
-    notifications = raw.get("notifications")
-    if isinstance(notifications, dict) and isinstance(notifications.get("routes"), list):
-        for i, route in enumerate(notifications["routes"]):
-            if not isinstance(route, dict):
-                continue
-            for key in ("notify", "escalate_to"):
-                targets = route.get(key)
-                if isinstance(targets, list):
-                    errors += [
-                        f"notifications.routes.{i}.{key}: unknown channel {c!r}; "
-                        f"known: {_known(channel_ids)}"
-                        for c in targets
-                        if isinstance(c, str) and c not in channel_ids
-                    ]
-            match = route.get("match")
-            if isinstance(match, dict) and isinstance(match.get("zones"), list):
-                errors += [
-                    f"notifications.routes.{i}.match.zones: unknown zone {zz!r}"
-                    for zz in match["zones"]
-                    if isinstance(zz, str) and zz not in zones
-                ]
-            if isinstance(match, dict) and isinstance(match.get("sensor_types"), list):
-                errors += [
-                    f"notifications.routes.{i}.match.sensor_types: unknown sensor type {t!r}; "
-                    f"known: {_known(types)}"
-                    for t in match["sensor_types"]
-                    if isinstance(t, str) and t not in types
-                ]
-    errors += _approvers_present(raw)
-    return errors
 
 
-def _approvers_present(raw: Mapping[str, Any]) -> list[str]:
+def _interlocks_can_vote(sections: Sections) -> Iterator[str]:
+    """A zone's interlock names a known PLC and sensor types that have an interlock
+    setpoint, and its MooN names exactly the zone's sensors of those types."""
+    plcs, types = sections.known("plcs"), sections.known("sensor_types")
+    voters_of: dict[str, list[Sensor]] = {}
+    for s in sections.sensors:  # once: a plant of 100 000 sensors has hundreds of zones
+        voters_of.setdefault(s.zone, []).append(s)
+    for zone in sections.zones:
+        il = zone.interlock
+        if il is None:
+            continue
+        path = f"zones.{zone.id}.interlock"
+        if il.plc not in plcs:
+            yield f"{path}.plc: unknown PLC {il.plc!r}; known: {_known(plcs)}"
+        for t in il.sensor_types:
+            stype = sections.sensor_types.get(t)
+            if t not in types:
+                yield f"{path}.sensor_types: unknown sensor type {t!r}"
+            elif stype is not None and not stype.has_interlock_setpoint:
+                yield (
+                    f"{path}.sensor_types: sensor type {t!r} has no interlock setpoint, "
+                    "so its sensors could never vote"
+                )
+        if "sensors" not in sections.complete:
+            continue  # the voters are counted once every sensor validated
+        voters = [s.id for s in voters_of.get(zone.id, ()) if s.type in il.sensor_types]
+        kinds = listed(il.sensor_types)
+        if il.voting.m > len(voters):
+            yield (
+                f"{path}.voting: {il.voting} needs {il.voting.m} votes but zone {zone.id} "
+                f"has only {len(voters)} sensors of types {kinds}"
+            )
+        elif il.voting.n != len(voters):
+            yield (
+                f"{path}.voting: {il.voting} names {il.voting.n} voters but zone {zone.id} "
+                f"has {len(voters)} sensors of types {kinds} ({listed(voters)})"
+            )
+
+
+def _notifications_refer_to_known(sections: Sections) -> Iterator[str]:
+    """Routes and hazard reminders name channels, zones and sensor types that exist."""
+    channels = sections.channel_ids()
+    if channels is None:
+        return  # checked once the channels validate
+    if sections.hazards is not None:
+        yield from (
+            f"hazards.notify: unknown channel {c!r}; known: {_known(channels)}"
+            for c in sections.hazards.notify
+            if c not in channels
+        )
+    assert sections.notifications is not None
+    zones, types = sections.known("zones"), sections.known("sensor_types")
+    for i, route in enumerate(sections.notifications.routes):
+        path = f"notifications.routes.{i}"
+        for key, targets in (("notify", route.notify), ("escalate_to", route.escalate_to)):
+            yield from (
+                f"{path}.{key}: unknown channel {c!r}; known: {_known(channels)}"
+                for c in targets
+                if c not in channels
+            )
+        yield from (
+            f"{path}.match.zones: unknown zone {z!r}"
+            for z in route.match.zones or ()
+            if z not in zones
+        )
+        yield from (
+            f"{path}.match.sensor_types: unknown sensor type {t!r}; known: {_known(types)}"
+            for t in route.match.sensor_types or ()
+            if t not in types
+        )
+
+
+def _grades_approvable(sections: Sections) -> Iterator[str]:
     """With users configured, each grade's approver roles are held by one of them: a
     grade nobody may approve can never be archived. (A team leader approves as a
     supervisor.) Without users, nobody acts through the API at all: nothing to check."""
-    users = [u for _, u in _items(raw, "users")]
-    if not users:
-        return []
-    held = {u.get("role") for u in users}
-    hazards = raw.get("hazards") if isinstance(raw.get("hazards"), dict) else {}
-    assert isinstance(hazards, dict)
-    grades = hazards.get("grades")
-    rules: dict[str, list[Any]]
-    if not isinstance(grades, dict):
-        rules = {g: list(r.approvers) for g, r in _default_grades().items()}
-    else:
-        rules = {
-            str(g): r["approvers"]
-            for g, r in grades.items()
-            if isinstance(r, dict) and isinstance(r.get("approvers"), list)
-        }
-    errors = []
-    for grade, approvers in sorted(rules.items()):
+    if not sections.users or sections.hazards is None or "users" not in sections.complete:
+        return
+    held = {u.role for u in sections.users}
+    hazards = sections.hazards
+    given = "grades" in hazards.model_fields_set
+    for grade, rule in sorted(hazards.grades.items()):
         missing = [
-            a
-            for a in approvers
-            if isinstance(a, str) and ("supervisor" if a == "team_leader" else a) not in held
+            a for a in rule.approvers if ("supervisor" if a == "team_leader" else a) not in held
         ]
         if missing:
-            default = "" if isinstance(grades, dict) else f" (the default: {listed(approvers)})"
-            errors.append(
+            default = "" if given else f" (the default: {listed(rule.approvers)})"
+            yield (
                 f"hazards.grades.{grade}.approvers{default}: no configured user holds the role "
                 f"{listed(missing)}, so a grade {grade} ticket could never be archived"
             )
-    return errors
 
 
-def _override_order(path: str, stype: dict[str, Any], sensor: dict[str, Any]) -> list[str]:
-    """Tier order of the type's setpoints with this sensor's overrides applied."""
-    errors = []
-    merged_sides: dict[str, list[tuple[str, float]]] = {}
-    for side in ("high", "low"):
-        base = stype.get(side) if isinstance(stype.get(side), dict) else {}
-        over = sensor.get(side) if isinstance(sensor.get(side), dict) else {}
-        assert isinstance(base, dict) and isinstance(over, dict)
-        merged = {**base, **{k: v for k, v in over.items() if v is not None}}
-        values = [(n, _num(merged.get(n))) for n in TIER_NAMES if merged.get(n) is not None]
-        if any(v is None for _, v in values):
-            continue  # a malformed number is reported by the type check
-        merged_sides[side] = [(n, v) for n, v in values if v is not None]
-        if over and (err := tier_order_error(side, merged_sides[side])):
-            errors.append(f"{path}.{side}: {err} (after the override of type {sensor.get('type')})")
-    if (
-        (sensor.get("high") or sensor.get("low"))
-        and "high" in merged_sides
-        and "low" in merged_sides
-    ):
-        err = sides_overlap_error(
-            TierSet(**dict(merged_sides["high"])), TierSet(**dict(merged_sides["low"]))
-        )
-        if err:
-            errors.append(f"{path}: {err}")
-    return errors
+CROSS_CHECKS: tuple[Callable[[Sections], Iterable[str]], ...] = (
+    _unique_ids,
+    _sensors_refer_to_known,
+    _plc_outputs_apart,
+    _interlocks_can_vote,
+    _notifications_refer_to_known,
+    _grades_approvable,
+)
 
 
-def _has_interlock_setpoint(stype: dict[str, Any]) -> bool:
-    return any(
-        isinstance(stype.get(side), dict) and stype[side].get("interlock") is not None
-        for side in ("high", "low")
+def cross_errors(sections: Sections) -> list[str]:
+    """Every reference between `sections` that does not hold, in check order."""
+    return [e for check in CROSS_CHECKS for e in check(sections)]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Part(Generic[T]):
+    """A list section's items that pass their own checks, the ids that the others name,
+    and whether the section is whole (every item passed)."""
+
+    good: list[T]
+    failed_ids: frozenset[str]
+    whole: bool
+
+
+def _valid_items(raw: Mapping[str, Any], section: str, model: type[T]) -> _Part[T]:
+    adapter = TypeAdapter(model)
+    good, bad, failures = [], set(), 0
+    items = raw.get(section)
+    for item in items if isinstance(items, list) else ():
+        try:
+            good.append(adapter.validate_python(item))
+        except ValidationError:
+            failures += 1
+            ident = item.get("id") if isinstance(item, dict) else None
+            if isinstance(ident, str | int):
+                bad.add(str(ident))
+    whole = failures == 0 and (items is None or isinstance(items, list))
+    return _Part(good=good, failed_ids=frozenset(bad), whole=whole)
+
+
+def _sections_in_part(raw: Mapping[str, Any]) -> Sections:
+    """The sections of a document that failed validation, with every item that passes
+    its own checks: list items and sensor types one by one, the rest whole."""
+    sensors = _valid_items(raw, "sensors", Sensor)
+    zones = _valid_items(raw, "zones", Zone)
+    devices = _valid_items(raw, "modbus_devices", ModbusDevice)
+    plcs = _valid_items(raw, "plcs", Plc)
+    users = _valid_items(raw, "users", User)
+    parts: dict[str, _Part[Any]] = {
+        "sensors": sensors,
+        "zones": zones,
+        "modbus_devices": devices,
+        "plcs": plcs,
+        "users": users,
+    }
+    failed = {section: part.failed_ids for section, part in parts.items()}
+    complete = {section for section, part in parts.items() if part.whole}
+    types_adapter = TypeAdapter(dict[Id, SensorType])
+    types: dict[str, SensorType] = {}
+    raw_types = raw.get("sensor_types")
+    bad_types: set[str] = set()
+    for name, value in raw_types.items() if isinstance(raw_types, dict) else ():
+        try:
+            types |= types_adapter.validate_python({name: value})
+        except ValidationError:
+            bad_types.add(str(name))
+    failed["sensor_types"] = frozenset(bad_types)
+    if not bad_types and isinstance(raw_types, dict):
+        complete.add("sensor_types")
+    return Sections(
+        sensor_types=types,
+        sensors=sensors.good,
+        zones=zones.good,
+        modbus_devices=devices.good,
+        plcs=plcs.good,
+        users=users.good,
+        mqtt_given=raw.get("mqtt") is not None,
+        notifications=_valid_or_none(raw, "notifications", Notifications),
+        hazards=_valid_or_none(raw, "hazards", Hazards),
+        complete=frozenset(complete),
+        failed_ids=failed,
     )
+
+
+def _valid_or_none(raw: Mapping[str, Any], section: str, model: type[T]) -> T | None:
+    """A section validated whole (absent: its defaults), or None when it fails."""
+    try:
+        return TypeAdapter(model).validate_python(raw.get(section, {}))
+    except ValidationError:
+        return None
 
 
 def _known(ids: Any) -> str:
     return listed(sorted(map(str, ids)), empty="(none defined)")
-
-
-def _types(vtypes: list[Any]) -> str:
-    return listed(map(str, vtypes))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ehswatch.config import ConfigError, PlantConfig, load_config, parse_config
 from ehswatch.names import listed
@@ -309,6 +309,42 @@ def test_every_error_is_reported_at_once(plant: dict[str, Any]) -> None:
     errs = errors_of(plant)
     prefixes = ["sensors.D-101.type", "sensors.D-102.zone", "plcs.plc-1.port", "site.timezone"]
     assert all(any(e.startswith(p + ": ") for e in errs) for p in prefixes), errs
+
+
+def test_an_item_that_fails_its_own_checks_is_not_also_called_unknown(
+    plant: dict[str, Any],
+) -> None:
+    # plc-1 is written with a port out of range: the zones that name it get no "unknown
+    # PLC", and a sensor whose zone failed its own id check gets no "unknown zone".
+    plant["plcs"][0]["port"] = 70000
+    polishing = zone(plant, "polishing-1")
+    polishing["name"] = ["not", "a", "name"]
+    errs = errors_of(plant)
+    assert any(e.startswith("plcs.plc-1.port: ") for e in errs), errs
+    assert any(e.startswith("zones.polishing-1.name: ") for e in errs), errs
+    assert not [e for e in errs if "unknown PLC" in e or "unknown zone" in e], errs
+
+
+def test_voters_are_counted_only_once_every_sensor_validates(plant: dict[str, Any]) -> None:
+    # D-102 votes in polishing-1 (1oo2). With it broken, the vote count would be one short
+    # of the truth: it is not reported until D-102 validates, and then it is.
+    polishing = zone(plant, "polishing-1")
+    polishing["interlock"]["voting"] = "1oo3"
+    sensor(plant, "D-102")["on_delay_s"] = -1
+    errs = errors_of(plant)
+    assert [e for e in errs if e.startswith("sensors.D-102.on_delay_s: ")], errs
+    assert not [e for e in errs if ".voting: " in e], errs
+    sensor(plant, "D-102")["on_delay_s"] = 0
+    (voting,) = errors_of(plant)
+    assert voting.startswith("zones.polishing-1.interlock.voting: 1oo3 names 3 voters but "), voting
+
+
+def test_no_plant_config_exists_that_fails_the_cross_checks() -> None:
+    plant = load_config(EXAMPLE, env={}).model_dump(by_alias=True, exclude_unset=True)
+    PlantConfig.model_validate(plant)  # the document as it was loaded is valid
+    sensor(plant, "D-101")["zone"] = "nowhere"
+    with pytest.raises(ValidationError, match=r"sensors\.D-101\.zone: unknown zone 'nowhere'"):
+        PlantConfig.model_validate(plant)
 
 
 def test_a_list_of_names_is_cut_at_ten_with_the_count(plant: dict[str, Any]) -> None:

@@ -117,8 +117,7 @@ def sensor_thresholds(config: PlantConfig) -> list[SensorThresholds]:
     out = []
     for s in config.sensors:
         t = config.sensor_types[s.type]
-        high = t.high.merged(s.high) if t.high is not None else s.high
-        low = t.low.merged(s.low) if t.low is not None else s.low
+        high, low = t.sides(s)
         out.append(
             SensorThresholds(
                 sensor_id=s.id,
