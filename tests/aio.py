@@ -73,6 +73,8 @@ class HandTicker:
     def __init__(self, start: float = 1000.0) -> None:
         self.t = start
         self.waits = 0  # waits begun: a job that waits again has looked at the time
+        self.looks = 0  # each time a waiting job looked at the time
+        self._deadlines: list[float] = []  # of the waits in progress
 
     def now(self) -> float:
         return self.t
@@ -83,6 +85,33 @@ class HandTicker:
     async def wait(self, wake: asyncio.Event, seconds: float) -> None:
         self.waits += 1
         deadline = self.t + seconds
-        while not wake.is_set() and self.t < deadline:
+        self._deadlines.append(deadline)
+        try:
+            while not wake.is_set() and self.t < deadline:
+                await asyncio.sleep(0.001)
+                self.looks += 1
+        finally:
+            self._deadlines.remove(deadline)
+            wake.clear()
+
+    async def until(
+        self, predicate: Any, *, step: float, what: str = "condition", timeout: float = 10.0
+    ) -> None:
+        """`eventually`, moving the time on while `predicate()` does not hold: for what a
+        job does on its own time (a retry delay, a flush interval). The time moves by
+        `step` each time a job has looked at it since the last move; when every job
+        waits further ahead than that, to the nearest deadline. The hand moves the time,
+        never the wall clock."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        looked, idle = -1, 0  # the first move comes at once: a job may be waiting already
+        while not predicate():
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            if self.waits > looked:
+                looked, idle = self.waits, 0
+                self.advance(step)
+            elif (idle := idle + 1) >= 20 and self._deadlines:
+                self.t = max(self.t, min(self._deadlines))
+                idle = 0
             await asyncio.sleep(0.001)
-        wake.clear()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import signal
@@ -18,13 +17,14 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from ehswatch.component import LOOP_TICKER, Ticker
 from ehswatch.config import InfluxSettings
 from ehswatch.ingest.influx import InfluxSink, InfluxWriter, WriteFailed
 from ehswatch.ingest.lineprotocol import LineEncoder
 from ehswatch.ingest.spool import EVENTS, READINGS, Spool
 from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds import Evaluation, Evaluator, SensorThresholds, ThresholdTable
-from tests.aio import eventually, run
+from tests.aio import HandTicker, eventually, run
 from tests.servers import VictoriaMetrics, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,9 @@ def settings(url: str, spool: Path, **kw: object) -> InfluxSettings:
     )
 
 
-def sink(s: InfluxSettings, max_bytes: int = 512 * 1024 * 1024) -> InfluxSink:
+def sink(
+    s: InfluxSettings, max_bytes: int = 512 * 1024 * 1024, ticker: Ticker = LOOP_TICKER
+) -> InfluxSink:
     return InfluxSink(
         writer=InfluxWriter(s, timeout_ms=2000),
         encoder=LineEncoder("plant-1", SENSORS),
@@ -71,6 +73,7 @@ def sink(s: InfluxSettings, max_bytes: int = 512 * 1024 * 1024) -> InfluxSink:
         batch_size=s.batch_size,
         flush_interval_s=s.flush_interval_ms / 1000,
         backoff_s=(0.05, 0.5),
+        ticker=ticker,
     )
 
 
@@ -132,25 +135,52 @@ def test_values_tags_tiers_and_quality_arrive_exactly(vm: VictoriaMetrics, tmp_p
     assert [f["values"] for f in faults] == [[1]]
 
 
+def test_readings_below_a_batch_are_written_once_the_flush_interval_passes(
+    vm: VictoriaMetrics, tmp_path: Path
+) -> None:
+    """On the sink's own time (moved by hand): a part batch waits for the interval —
+    not for the wall clock — and goes out once the interval has passed."""
+    ticker = HandTicker()
+    start = round(time.time(), 3) - 30
+
+    async def main() -> None:
+        async with sink(settings(vm.url, tmp_path / "spool"), ticker=ticker) as s:
+            part = stream(10, start)  # a batch is 1000
+            s.submit(part, evaluated(part))
+            await eventually(lambda: ticker.looks > 5, what="the sink waits on its time")
+            ticker.advance(0.049)  # just short of the 50 ms interval
+            looked = ticker.looks
+            await eventually(lambda: ticker.looks > looked + 5, what="the sink looks")
+            assert s.pending_points == 10 and s.stats.points_written == 0
+            ticker.advance(0.002)  # past it
+            await eventually(lambda: s.stats.points_written == 10, what="written")
+
+    run(main())
+
+
 def test_an_outage_loses_no_reading(vm: VictoriaMetrics, tmp_path: Path) -> None:
     start = round(time.time(), 3) - 60
 
+    ticker = HandTicker()  # the sink's time: flush interval and retry delays
+
     async def main() -> InfluxSink:
-        async with sink(settings(vm.url, tmp_path / "spool")) as s:
+        async with sink(settings(vm.url, tmp_path / "spool"), ticker=ticker) as s:
             first = stream(500, start)
             s.submit(first, evaluated(first))
-            await eventually(lambda: s.stats.points_written >= 500, what="before the outage")
+            await ticker.until(lambda: s.stats.points_written == 500, step=0.05, what="written")
             vm.stop()
             evaluator = Evaluator(TABLE, start_ts=start)
             for k in range(100):  # 10 000 readings stream in while the server is down
                 b = stream(100, start + 1 + k * 0.1)
                 s.submit(b, evaluator.process(b))
-                await asyncio.sleep(0.005)
-            await eventually(lambda: s.stats.points_spooled >= 10_000, what="spooled")
+                # Each batch is flushed (and spooled) on its own, on the sink's time.
+                await ticker.until(lambda: s.stats.memory_points == 0, step=0.05, what="spooled")
+            assert s.stats.points_spooled == 10_000
             assert not s.stats.server_up and s.stats.spool_bytes > 0
             vm.start()
-            await eventually(
+            await ticker.until(
                 lambda: s.stats.spool_segments == 0 and s.stats.server_up,
+                step=0.05,
                 timeout=30,
                 what="the spool drained",
             )
@@ -248,8 +278,12 @@ def test_a_full_spool_drops_the_oldest_readings_but_keeps_alarm_events(
     start = round(time.time(), 3) - 120
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every write fails
 
+    ticker = HandTicker()
+
     async def main() -> InfluxSink:
-        s = sink(settings(dead, tmp_path / "spool", batch_size=200), max_bytes=60_000)
+        s = sink(
+            settings(dead, tmp_path / "spool", batch_size=200), max_bytes=60_000, ticker=ticker
+        )
         evaluator = Evaluator(TABLE, start_ts=start)
         async with s:
             for k in range(40):  # 8000 readings, and a tier change every 10th batch
@@ -257,8 +291,9 @@ def test_a_full_spool_drops_the_oldest_readings_but_keeps_alarm_events(
                 if k % 10 == 5:
                     b = ReadingBatch.of(b.sensor, np.where(np.arange(200) < 100, 30.0, 5.0), b.ts)
                 s.submit(b, evaluator.process(b))
-                await asyncio.sleep(0.06)
-            await eventually(lambda: s.stats.points_spooled >= 8000, what="all spooled")
+                # Each batch is its own spool segment, so the oldest can be dropped whole.
+                await ticker.until(lambda: s.stats.memory_points == 0, step=0.05, what="spooled")
+            assert s.stats.points_spooled == s.stats.points_received == 8000 + 8  # and 8 events
         return s
 
     s = run(main())

@@ -175,6 +175,24 @@ class Rig:
             )
 
 
+async def after_a_turn(r: Rig) -> None:
+    """Until the control loop has taken a turn of the rules from here: by then whatever
+    the rules decide on everything fed so far is decided, and any output it calls for is
+    commanded to its link (a command is given inside the turn). No wall time decides."""
+    turns = r.controller.turns
+    async with r.controller.rules_held():
+        pass  # leaving the block wakes the control loop
+    await eventually(lambda: r.controller.turns > turns, what="a turn of the rules")
+
+
+def nothing_commanded(r: Rig, zone: str) -> bool:
+    """No output was commanded for `zone`: none waits on the link, none reached the PLC."""
+    out = r.controller.links["plc-1"].outputs[zone]
+    return r.controller.links["plc-1"].pending(zone) is None and out.address not in (
+        r.plc.coils if out.table == "coil" else r.plc.holding
+    )
+
+
 async def settled(r: Rig) -> None:
     """Until the controller has stored everything it queued."""
     await eventually(lambda: not r.controller._writes, what="the interlock writes stored")
@@ -399,9 +417,8 @@ def test_a_nan_then_a_good_value_trips_as_a_fault_vote(tmp_path: Path) -> None:
             await eventually(lambda: r.coil("z1oo1") is True, what="coil 0 tripped")
             assert r.state("z1oo1").trip_cause == ("A1",)
             # A zone that tolerates a lost channel: the fault is no vote.
-            beats = len(r.plc.heartbeats)
-            await eventually(lambda: len(r.plc.heartbeats) > beats + 3, what="time passes")
-            assert not r.state("znofault").tripped and r.coil("znofault") is None
+            await after_a_turn(r)
+            assert not r.state("znofault").tripped and nothing_commanded(r, "znofault")
 
     run(main())
 
@@ -573,8 +590,11 @@ def test_nothing_resets_by_itself(tmp_path: Path) -> None:
             for _ in range(10):
                 r.read({"A1": 1.0})
             r.clock.advance(24 * 3600)
-            await eventually(lambda: r.controller.links["plc-1"].heartbeat > 20, what="time passes")
+            await after_a_turn(r)
+            r.read({"A1": 1.0})
+            await after_a_turn(r)
             assert r.state("z1oo1").tripped and r.plc.coils[0] is True
+            assert r.controller.links["plc-1"].pending("z1oo1") is None  # no reset commanded
 
     run(main())
 
@@ -741,10 +761,9 @@ def test_a_bypass_suppresses_the_output_while_alarms_still_raise(tmp_path: Path)
                 lambda: (a := alarms.open.get(("A1", AlarmKind.TIER))) is not None and a.tier == 3,
                 what="A1's interlock-tier alarm, raised while the zone is bypassed",
             )
-            beats = len(r.plc.heartbeats)
-            await eventually(lambda: len(r.plc.heartbeats) > beats + 3, what="time passes")
+            await after_a_turn(r)
             assert not r.state("z1oo1").tripped
-            assert 0 not in r.plc.coils  # nothing written
+            assert nothing_commanded(r, "z1oo1")
             await settled(r)
             assert "trip suppressed by bypass" in [e.action for e in await r.audit()]
 
@@ -844,17 +863,28 @@ class RefusesCoil0(PlcSim):
 def test_an_output_the_plc_refuses_never_keeps_another_zone_from_tripping(
     tmp_path: Path,
 ) -> None:
+    ticker = HandTicker()  # the link's time: confirmation deadline, retries, heartbeat
+
     async def main() -> None:
-        async with rig(tmp_path, plc_class=RefusesCoil0, confirm_timeout_s=0.5) as r:
+        async with rig(
+            tmp_path, plc_class=RefusesCoil0, confirm_timeout_s=0.5, link_ticker=ticker
+        ) as r:
             r.read({"A1": 45.0})  # z1oo1: coil 0, refused by the PLC
-            await eventually(lambda: r.state("z1oo1").output_fault, what="z1oo1 output fault")
+            await ticker.until(
+                lambda: r.state("z1oo1").output_fault, step=0.05, what="z1oo1 output fault"
+            )
             r.read({"B2": 45.0, "B1": 5.0})  # z1oo2: coil 1, fine
-            await eventually(lambda: r.coil("z1oo2") is True, timeout=3, what="coil 1 written")
+            await ticker.until(lambda: r.coil("z1oo2") is True, step=0.05, what="coil 1 written")
             # The refused command keeps being tried, on the same connection.
             link = r.controller.links["plc-1"]
-            assert link.connected and link.refusals >= 1
+            refused = link.refusals
+            assert link.connected and refused >= 1
             beats = len(r.plc.heartbeats)
-            await eventually(lambda: len(r.plc.heartbeats) > beats + 2, what="heartbeat goes on")
+            await ticker.until(
+                lambda: len(r.plc.heartbeats) > beats + 2 and link.refusals > refused,
+                step=0.05,
+                what="heartbeat goes on, and the refused command is tried again",
+            )
             assert r.state("z1oo1").output_fault and not r.state("z1oo2").output_fault
 
     run(main())

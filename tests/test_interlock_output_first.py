@@ -21,7 +21,7 @@ from ehswatch.roles import Refused
 from ehswatch.simulators.modbus_server import WRITE_COIL, WRITE_COILS
 from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds.outcome import Evaluation
-from tests.aio import eventually, run
+from tests.aio import HandTicker, eventually, run
 from tests.test_interlock import CHEN, ZHANG, ZHAO, ZONES, Rig, rig, settled
 
 ZONES_COIL = {z: coil for z, (_, _, coil, _) in ZONES.items()}
@@ -280,24 +280,32 @@ def output_alarm(r: Rig) -> Any:
 def test_an_unconfirmed_command_is_an_a_grade_alarm_with_its_ticket_per_command(
     tmp_path: Path,
 ) -> None:
+    ticker = HandTicker()  # the link's time: confirmation deadlines, retries
+
     async def main() -> None:
-        async with rig(tmp_path, confirm_timeout_s=0.3, plc_class=StuckPlc, alarms=True) as r:
+        async with rig(
+            tmp_path, confirm_timeout_s=0.3, plc_class=StuckPlc, alarms=True, link_ticker=ticker
+        ) as r:
             plc = cast(StuckPlc, r.plc)
             assert r.alarms is not None and r.desk is not None
             # 1. The trip (seq 1) is written but never reads back.
             plc.stuck = True
             r.read({"A1": 45.0})
-            await eventually(lambda: r.state("z1oo1").output_fault, what="output fault")
+            await ticker.until(
+                lambda: r.state("z1oo1").output_fault, step=0.05, what="output fault"
+            )
             assert r.state("z1oo1").tripped and r.coil("z1oo1") is not True
-            await eventually(
+            await ticker.until(
                 lambda: output_alarm(r) is not None and output_alarm(r).id is not None,
+                step=0.05,
                 what="the alarm written",
             )
             a = output_alarm(r)
             assert (a.active, a.peak_tier, a.state) == (True, 3, AlarmState.UNACK_ACTIVE)
             assert a.route_tier == "interlock"
-            await eventually(
+            await ticker.until(
                 lambda: [t[1:] for t in zone_tickets(tmp_path)] == [("output-fault", "A")],
+                step=0.05,
                 what="an A ticket",
             )
             routes = Notifications.model_validate(
@@ -309,30 +317,39 @@ def test_an_unconfirmed_command_is_an_a_grade_alarm_with_its_ticket_per_command(
 
             # 2. The PLC takes it: command 1 confirmed clears the fault; the alarm returns.
             plc.stuck = False
-            await eventually(lambda: not r.state("z1oo1").output_fault, what="confirmed")
+            await ticker.until(
+                lambda: not r.state("z1oo1").output_fault, step=0.05, what="confirmed"
+            )
             assert r.coil("z1oo1") is True
-            await eventually(lambda: not output_alarm(r).active, what="alarm returned")
+            await ticker.until(lambda: not output_alarm(r).active, step=0.05, what="alarm returned")
             await r.alarms.ack(output_alarm(r).id, ZHANG)  # the episode closes
 
             # 3. Reset (seq 2), confirmed.
             r.read({"A1": 2.0})
             await r.controller.reset("z1oo1", ZHANG)
-            await eventually(lambda: r.coil("z1oo1") is False, what="normal again")
-            await eventually(
-                lambda: r.controller.links["plc-1"].pending("z1oo1") is None, what="seq 2 confirmed"
+            await ticker.until(lambda: r.coil("z1oo1") is False, step=0.05, what="normal again")
+            await ticker.until(
+                lambda: r.controller.links["plc-1"].pending("z1oo1") is None,
+                step=0.05,
+                what="seq 2 confirmed",
             )
             assert not r.state("z1oo1").output_fault
 
             # 4. The next trip (seq 3) unconfirmed: its own record raises the fault again.
             plc.stuck = True
             r.read({"A1": 45.0})
-            await eventually(lambda: r.state("z1oo1").output_fault, what="output fault again")
+            await ticker.until(
+                lambda: r.state("z1oo1").output_fault, step=0.05, what="output fault again"
+            )
             assert r.state("z1oo1").seq == 3
-            await eventually(
+            await ticker.until(
                 lambda: output_alarm(r) is not None and output_alarm(r).active,
+                step=0.05,
                 what="a new alarm episode",
             )
-            await eventually(lambda: len(zone_tickets(tmp_path)) == 2, what="its own A ticket")
+            await ticker.until(
+                lambda: len(zone_tickets(tmp_path)) == 2, step=0.05, what="its own A ticket"
+            )
             assert [t[2] for t in zone_tickets(tmp_path)] == ["A", "A"]
 
             # 5. A reset alone never clears it: the PLC answers nothing now.
@@ -340,18 +357,20 @@ def test_an_unconfirmed_command_is_an_a_grade_alarm_with_its_ticket_per_command(
             r.read({"A1": 2.0})
             s = await r.controller.reset("z1oo1", ZHANG)
             assert s.seq == 4 and s.output_fault
-            loop = asyncio.get_running_loop()
-            until = loop.time() + 1.0  # past the 0.3 s confirm timeout of command 4
-            await eventually(lambda: loop.time() > until, what="time passes")
+            until = ticker.now() + 1.0  # past the 0.3 s confirm timeout of command 4
+            await ticker.until(lambda: ticker.now() > until, step=0.05, what="1 s of link time")
             assert r.state("z1oo1").output_fault and output_alarm(r).active
             # Only a confirmed readback of a later (or the same) command does.
             plc.silent = False
             plc.stuck = False
-            await eventually(
-                lambda: not r.state("z1oo1").output_fault, timeout=10, what="command 4 confirmed"
+            await ticker.until(
+                lambda: not r.state("z1oo1").output_fault,
+                step=0.05,
+                timeout=10,
+                what="command 4 confirmed",
             )
             assert r.coil("z1oo1") is False
-            await eventually(lambda: not output_alarm(r).active, what="alarm returned")
+            await ticker.until(lambda: not output_alarm(r).active, step=0.05, what="alarm returned")
             await settled(r)
             audit = [(e.action, e.details().get("seq")) for e in await r.audit()]
             faults = [seq for action, seq in audit if action == "output fault"]

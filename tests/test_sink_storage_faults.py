@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ehswatch.component import LOOP_TICKER, Ticker
 from ehswatch.config import InfluxSettings
 from ehswatch.ingest.influx import InfluxSink, InfluxWriter
 from ehswatch.ingest.lineprotocol import LineEncoder
 from ehswatch.ingest.spool import QUARANTINE, READINGS, Spool
 from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds import Evaluator, SensorThresholds, ThresholdTable
-from tests.aio import eventually, run
+from tests.aio import HandTicker, eventually, run
 from tests.servers import VictoriaMetrics, free_port
 
 SENSORS = [("D-101", "polishing-1", "dust_al"), ("D-102", "polishing-1", "dust_al")]
@@ -142,7 +143,9 @@ def settings(url: str) -> InfluxSettings:
     return InfluxSettings(url=url, token="test-token", org="ehs", bucket="telemetry")
 
 
-def make_sink(url: str, spool: Spool, *, memory_max_points: int = 200_000) -> InfluxSink:
+def make_sink(
+    url: str, spool: Spool, *, memory_max_points: int = 200_000, ticker: Ticker = LOOP_TICKER
+) -> InfluxSink:
     return InfluxSink(
         writer=InfluxWriter(settings(url), timeout_ms=2000),
         encoder=LineEncoder("plant-1", SENSORS),
@@ -152,6 +155,7 @@ def make_sink(url: str, spool: Spool, *, memory_max_points: int = 200_000) -> In
         backoff_s=(0.05, 0.5),
         memory_max_points=memory_max_points,
         spool_retry_s=0.2,
+        ticker=ticker,
     )
 
 
@@ -203,37 +207,42 @@ def test_a_full_spool_disk_keeps_what_memory_can_counts_the_rest_and_stores_all_
     start = round(time.time(), 3) - 600
     seen: dict[str, Any] = {}
 
+    ticker = HandTicker()  # the sink's time: flush interval, retry delays
+
     async def main() -> InfluxSink:
-        sink = make_sink(vm.url, volume.spool(), memory_max_points=bound)
+        sink = make_sink(vm.url, volume.spool(), memory_max_points=bound, ticker=ticker)
         evaluator = Evaluator(TABLE, start_ts=start - 1)
         async with sink:
             await feed(sink, evaluator, sent_before, start)
-            await eventually(lambda: sink.stats.points_written >= sent_before, what="written")
+            await ticker.until(
+                lambda: sink.stats.points_written == sent_before, step=0.05, what="written"
+            )
             vm.stop()
             longest = 0.0
             peak = 0
             for k in range(0, sent_down, 1000):  # 30 000 readings while the server is down
                 longest = max(longest, await feed(sink, evaluator, 1000, start + 1 + k / 1000))
                 peak = max(peak, sink.status()["memory_points"])
-                await asyncio.sleep(0.01)
+                await ticker.until(lambda: sink.pending_points == 0, step=0.05, what="flushed")
 
             def settled() -> bool:
                 s = sink.status()
                 return bool(s["spooling"] + s["memory_points"] + s["points_dropped"] == sent_down)
 
-            await eventually(settled, timeout=30, what="every reading kept or counted")
+            await ticker.until(settled, step=0.05, timeout=30, what="every reading kept or counted")
             down = sink.status()
             seen.update(down=down, longest=longest, peak=max(peak, down["memory_points"]))
             assert no_restarts(sink), sink.health
 
             vm.start()  # the server is back: readings from now on must all be stored
             await feed(sink, evaluator, sent_after, start + 100, sensor=1)
-            await eventually(
+            await ticker.until(
                 lambda: (
                     sink.stats.server_up
                     and sink.stats.memory_points == 0
                     and sink.stats.spool_segments == 0
                 ),
+                step=0.05,
                 timeout=30,
                 what="memory and spool replayed",
             )
@@ -481,12 +490,14 @@ def test_alarm_and_interlock_events_are_the_last_to_go_when_memory_is_full(
     volume.read_only()  # no spool: memory alone, bounded at 1000 points
     seen: dict[str, Any] = {}
 
+    ticker = HandTicker()
+
     async def main() -> InfluxSink:
-        sink = make_sink(vm.url, volume.spool(), memory_max_points=1000)
+        sink = make_sink(vm.url, volume.spool(), memory_max_points=1000, ticker=ticker)
         evaluator = Evaluator(TABLE, start_ts=start - 1)
         async with sink:
             await feed(sink, evaluator, 500, start)
-            await eventually(lambda: sink.stats.points_written >= 500, what="written")
+            await ticker.until(lambda: sink.stats.points_written == 500, step=0.05, what="written")
             vm.stop()
             for k in range(20):  # 4000 readings; a rise to alarm and a fall in every 5th
                 b = stream(200, start + 1 + k * 0.2)
@@ -496,17 +507,19 @@ def test_alarm_and_interlock_events_are_the_last_to_go_when_memory_is_full(
                 sink.submit_lines(
                     sink.encoder.interlock("polishing-1", {"tripped": k % 2}, start + 1 + k * 0.2)
                 )
-                await asyncio.sleep(0.02)
-            await eventually(
+                await ticker.until(lambda: sink.pending_points == 0, step=0.05, what="flushed")
+            await ticker.until(
                 lambda: (
                     sink.stats.memory_points + sink.stats.points_dropped == 4000 + 8 + 20
                 ),  # readings, tier events, interlock lines
+                step=0.05,
                 what="kept or counted",
             )
             seen["down"] = sink.status()
             vm.start()
-            await eventually(
+            await ticker.until(
                 lambda: sink.stats.server_up and sink.stats.memory_points == 0,
+                step=0.05,
                 what="written after the server came back",
             )
             assert no_restarts(sink), sink.health

@@ -63,7 +63,7 @@ import numpy as np
 import urllib3
 from numpy.typing import NDArray
 
-from ehswatch.component import Backoff, Component, Job, wait_set
+from ehswatch.component import LOOP_TICKER, Backoff, Component, Job, Ticker, wait_set
 from ehswatch.config import InfluxSettings, PlantConfig
 from ehswatch.ingest.lineprotocol import LineEncoder, count_lines
 from ehswatch.ingest.spool import EVENTS, READINGS, Segment, Spool, describe
@@ -197,7 +197,11 @@ class InfluxSink(Component):
         max_inflight: int = 2,
         ack_flush_s: float = 0.1,
         clock: Callable[[], float] = time.time,
+        ticker: Ticker = LOOP_TICKER,
     ) -> None:
+        """`clock` stamps what the sink writes of its own (wall time); `ticker` keeps its
+        time: the flush interval, retry delays, when to try the spool again (the event
+        loop's; tests move a hand-held one)."""
         self.writer = writer
         self.encoder = encoder
         self.spool = spool
@@ -210,6 +214,7 @@ class InfluxSink(Component):
         self._spool_retry_s = spool_retry_s
         self._max_inflight = max(1, max_inflight)
         self._clock = clock
+        self._ticker = ticker
         self._pending: deque[_Columns] = deque()
         self._pending_points = 0
         self._pending_events: list[bytes] = []
@@ -338,6 +343,11 @@ class InfluxSink(Component):
 
     # ------------------------------------------------------------ status
 
+    @property
+    def pending_points(self) -> int:
+        """Readings and event lines queued for the next flush (not yet taken by one)."""
+        return self._pending_points + self._pending_event_points
+
     def status(self) -> dict[str, Any]:
         """Storage status for `/health` and the board (cheap; call it any time).
 
@@ -399,8 +409,7 @@ class InfluxSink(Component):
 
     async def _flush_loop(self) -> None:
         while True:
-            await wait_set(self._wake, self._interval)
-            self._wake.clear()
+            await self._ticker.wait(self._wake, self._interval)
             await self._flush()
 
     async def _flush(self) -> None:
@@ -485,7 +494,7 @@ class InfluxSink(Component):
         retry = Backoff(first=self._backoff[0], longest=self._backoff[1]).retrying()
         while True:
             if not self.stats.server_up:
-                await asyncio.sleep(retry.failed())
+                await self._ticker.wait(asyncio.Event(), retry.failed())  # nothing wakes it
                 self._check_spool()
                 self._to_spool()  # the disk may have room again
                 if await self._probe(loop):
@@ -496,7 +505,10 @@ class InfluxSink(Component):
             item = self._next_backlog()
             if item is None:
                 self._backlog.clear()
-                await wait_set(self._backlog, self._backlog_timeout())
+                if (timeout := self._backlog_timeout()) is None:
+                    await wait_set(self._backlog, None)
+                else:
+                    await self._ticker.wait(self._backlog, timeout)
                 continue
             segment, chunk, token = item
             try:
@@ -543,13 +555,13 @@ class InfluxSink(Component):
     def _next_backlog(self) -> tuple[Segment | None, _Chunk, int] | None:
         """The oldest thing waiting: a spool segment (if the spool can be read), else the
         oldest chunk in memory, held until settled (a segment stays in the spool)."""
-        while len(self.spool) and time.monotonic() >= self._read_retry_at:
+        while len(self.spool) and self._ticker.now() >= self._read_retry_at:
             segment = self.spool.oldest()
             assert segment is not None
             try:
                 data = self.spool.load(segment)
             except OSError:
-                self._read_retry_at = time.monotonic() + self._spool_retry_s
+                self._read_retry_at = self._ticker.now() + self._spool_retry_s
                 self._refresh()
                 break
             if data:
@@ -562,7 +574,7 @@ class InfluxSink(Component):
         return None
 
     def _backlog_timeout(self) -> float | None:
-        now = time.monotonic()
+        now = self._ticker.now()
         waits = []
         if len(self.spool):  # segments the spool could not read: try again later
             waits.append(self._read_retry_at - now)
@@ -572,10 +584,10 @@ class InfluxSink(Component):
 
     def _check_spool(self) -> None:
         """While the spool is failing, try it again every `spool_retry_s`."""
-        if self.spool.ok or time.monotonic() < self._append_retry_at:
+        if self.spool.ok or self._ticker.now() < self._append_retry_at:
             return
         if not self.spool.check():
-            self._append_retry_at = time.monotonic() + self._spool_retry_s
+            self._append_retry_at = self._ticker.now() + self._spool_retry_s
         self._refresh()
 
     # ------------------------------------------------------------ keeping and dropping
@@ -593,14 +605,14 @@ class InfluxSink(Component):
     def _to_spool(self) -> None:
         """Move what memory keeps to the spool, oldest first, while the spool takes it
         (memory only ever holds data newer than the spool's)."""
-        if not self._memory or time.monotonic() < self._append_retry_at:
+        if not self._memory or self._ticker.now() < self._append_retry_at:
             return
         while self._memory:
             chunk = self._memory[0]
             try:
                 self.spool.append(chunk.kind, chunk.data, chunk.points)
             except OSError:
-                self._append_retry_at = time.monotonic() + self._spool_retry_s
+                self._append_retry_at = self._ticker.now() + self._spool_retry_s
                 break
             self._memory.popleft()
             self._memory_points -= chunk.points
@@ -666,7 +678,7 @@ class InfluxSink(Component):
         if chunk.kind == EVENTS:
             self.stats.events_dropped += chunk.points
         self._refresh()
-        now = time.monotonic()
+        now = self._ticker.now()
         if now - self._last_drop_log >= 10.0 or chunk.kind == EVENTS:
             self._last_drop_log = now
             log.error(
