@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,50 @@ def test_readings_below_a_batch_are_written_once_the_flush_interval_passes(
             assert s.pending_points == 10 and s.stats.points_written == 0
             ticker.advance(0.002)  # past it
             await eventually(lambda: s.stats.points_written == 10, what="written")
+
+    run(main())
+
+
+class HeldWriter:
+    """A writer whose writes wait until released (its thread blocks, as on a slow link)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.points = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.started.set()
+        assert self.release.wait(10)
+        self.points += chunk.count(b"\n")
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_write_on_the_wire_counts_as_not_yet_written(tmp_path: Path) -> None:
+    """`memory_points` is everything not yet written: a test, a board or an operator who
+    waits for 0 must not see it while the last chunk is still on its way."""
+    ticker = HandTicker()
+    writer = HeldWriter()
+    start = round(time.time(), 3) - 30
+
+    async def main() -> None:
+        s = InfluxSink(
+            writer=writer,
+            encoder=LineEncoder("plant-1", SENSORS),
+            spool=Spool(tmp_path / "spool", 1 << 20),
+            batch_size=100,
+            ticker=ticker,
+        )
+        async with s:
+            b = stream(100, start)  # one whole batch: flushed at once
+            s.submit(b, evaluated(b))
+            await eventually(writer.started.is_set, what="the write begun")
+            assert s.pending_points == 0 and s.status()["memory_points"] == 100
+            writer.release.set()
+            await eventually(lambda: s.stats.points_written == 100, what="written")
+            assert s.status()["memory_points"] == 0 and writer.points == 100
 
     run(main())
 

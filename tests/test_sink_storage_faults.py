@@ -234,7 +234,9 @@ def test_a_full_spool_disk_keeps_what_memory_can_counts_the_rest_and_stores_all_
             seen.update(down=down, longest=longest, peak=max(peak, down["memory_points"]))
             assert no_restarts(sink), sink.health
 
-            vm.start()  # the server is back: readings from now on must all be stored
+            vm.start()
+            # Once the sink has seen the server back, every reading from then on is stored.
+            await ticker.until(lambda: sink.stats.server_up, step=0.05, what="the server back")
             await feed(sink, evaluator, sent_after, start + 100, sensor=1)
             await ticker.until(
                 lambda: (

@@ -151,7 +151,7 @@ class SinkStats:
     points_dropped: int = 0  # sum of dropped_by_reason
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
     events_dropped: int = 0  # of those, alarm and interlock event lines
-    memory_points: int = 0  # waiting in memory: pending, and kept while storage is away
+    memory_points: int = 0  # not yet written: pending, on the wire, kept while storage is away
     spool_points: int = 0
     spool_bytes: int = 0
     spool_segments: int = 0
@@ -281,7 +281,7 @@ class InfluxSink(Component):
             self._add_events(self.encoder.events(evaluation))
         if self._held_points() > self.memory_max_points:
             self._shed()
-        self.stats.memory_points = self._held_points()
+        self.stats.memory_points = self._unwritten_points()
         if self._pending_points >= self.batch_size or self._pending_events:
             self._wake.set()
 
@@ -328,7 +328,7 @@ class InfluxSink(Component):
         self._add_events(chunk)
         if self._held_points() > self.memory_max_points:
             self._shed()
-        self.stats.memory_points = self._held_points()
+        self.stats.memory_points = self._unwritten_points()
         self._wake.set()
 
     def _add_events(self, chunk: bytes) -> None:
@@ -353,9 +353,9 @@ class InfluxSink(Component):
 
         - `server_up` (bool): the last write or probe reached InfluxDB and was taken.
         - `spooling` (int): points waiting in the on-disk spool; `spool_bytes` its size.
-        - `memory_points` (int): points waiting in memory (not yet written, plus what is
-          kept while server and spool are both unavailable; bounded by
-          `memory_max_points`).
+        - `memory_points` (int): points in memory not yet written: pending, on the wire
+          (a write in flight), and what is kept while server and spool are both
+          unavailable (all but those on the wire bounded by `memory_max_points`).
         - `dropped_by_reason` (dict str → int): points lost since start, by reason:
           `spool_full`, `spool_unwritable`, `spool_corrupt`, `memory_full`, `unencodable`.
           Only reasons that happened are present. `points_dropped` is their sum.
@@ -428,7 +428,7 @@ class InfluxSink(Component):
             inflight.append((token, loop.run_in_executor(None, self.writer.write, chunk.data)))
         while inflight:
             await self._settle(*inflight.popleft())
-        self.stats.memory_points = self._held_points()
+        self.stats.memory_points = self._unwritten_points()
         self._advance()
 
     async def _settle(self, token: int, future: asyncio.Future[None]) -> None:
@@ -620,7 +620,13 @@ class InfluxSink(Component):
         self._refresh()
 
     def _held_points(self) -> int:
+        """What the memory bound counts: pending, and kept while storage is away."""
         return self._pending_points + self._pending_event_points + self._memory_points
+
+    def _unwritten_points(self) -> int:
+        """What `memory_points` reports: everything in memory not yet written, the chunks
+        on the wire included (a write in flight may still fail and be kept)."""
+        return self._held_points() + sum(c.points for c in self._held.values())
 
     def _shed(self) -> None:
         """Over the memory bound: spill the oldest pending readings to the spool if it
@@ -773,7 +779,7 @@ class InfluxSink(Component):
         s.spool_error = spool.error
         s.spool_errors = spool.errors
         s.spool_quarantined = spool.quarantined
-        s.memory_points = self._held_points()
+        s.memory_points = self._unwritten_points()
         dropped = dict(self._dropped)
         for reason, n in spool.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
