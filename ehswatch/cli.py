@@ -173,6 +173,15 @@ def _demo(config_path: str, scenario_path: str | None, verbose: bool) -> int:
     return _serve(lambda stop: demo(config, scenario, stop))
 
 
+def _users(args: argparse.Namespace) -> int:
+    from ehswatch.people import commands
+
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    return commands.run(config, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ehswatch",
@@ -203,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--config", default="config/demo.yaml", help="default: config/demo.yaml")
     dem.add_argument("--scenario", help="default: the packaged demo scenario")
     dem.add_argument("-v", "--verbose", action="store_true")
+    from ehswatch.people import commands as people_commands
+
+    people_commands.add_parser(sub)
     return parser
 
 
@@ -220,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _simulate(args.scenario, args.config, args.verbose)
     if args.command == "demo":
         return _demo(args.config, args.scenario, args.verbose)
+    if args.command == "users":
+        return _users(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 

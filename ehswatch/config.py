@@ -195,6 +195,11 @@ class ApiSettings(_Model):
     # The desk part (API, board, tickets, notifications) is a process of its own; a
     # dead one is started again after this long, doubling up to 30 s.
     desk_restart_s: Annotated[float, Field(gt=0, le=30)] = 0.5
+    # Sign-in sessions (docs/workbench.md): ended after this long without a request, and
+    # after this long in any case; the cookie is sent over HTTPS only when `cookie_secure`.
+    session_idle_min: Annotated[float, Field(ge=1, le=7 * 24 * 60)] = 480.0
+    session_max_h: Annotated[float, Field(gt=0, le=30 * 24)] = 16.0
+    cookie_secure: bool = False
 
 
 class User(_Model):

@@ -13,8 +13,11 @@ import socket
 from contextlib import AsyncExitStack
 from urllib.parse import urlsplit
 
-from ehswatch.config import PlantConfig
+from ehswatch.config import PlantConfig, Role
+from ehswatch.db import Database
 from ehswatch.parts import run
+from ehswatch.people.directory import People
+from ehswatch.roles import Actor, NotFound
 from ehswatch.simulators.runner import Simulation
 from ehswatch.simulators.scenario import Scenario
 
@@ -26,6 +29,29 @@ DEMO_TOKENS = {
     "safety_director": "demo-safety-director",
     "gm": "demo-gm",
 }
+
+# The demo's people: (name, display name, role, password). Passwords for a demo only:
+# printed at start, and the same on every machine.
+DEMO_PEOPLE: tuple[tuple[str, str, Role, str], ...] = (
+    ("zhang.wei", "张伟 (班组长)", "supervisor", "demo-zhang-wei"),
+    ("li.na", "李娜 (整改人)", "operator", "demo-li-na"),
+    ("zhou.qiang", "周强 (部门负责人)", "dept_head", "demo-zhou-qiang"),
+    ("wang.fang", "王芳 (安全总监)", "safety_director", "demo-wang-fang"),
+    ("chen.gang", "陈刚 (总经理)", "gm", "demo-chen-gang"),
+    ("admin", "管理员", "admin", "demo-admin-1"),
+)
+
+
+async def demo_people(config: PlantConfig) -> None:
+    """Add the demo's people who are not there yet (a kept story keeps its people)."""
+    async with Database(config.database.url) as db:
+        people = People(db=db)
+        by = Actor(name="ehswatch-demo", role="admin")
+        for name, display, role, password in DEMO_PEOPLE:
+            try:
+                await people.get(name)
+            except NotFound:
+                await people.add(name, role, password, by=by, display_name=display)
 
 
 def _answers(host: str, port: int) -> bool:
@@ -65,12 +91,19 @@ async def demo(config: PlantConfig, scenario: Scenario, stop: asyncio.Event) -> 
             stack.push_async_callback(broker.shutdown)  # type: ignore[attr-defined]
             log.info("embedded MQTT broker (amqtt) on %s:%d", host, port)
         await stack.enter_async_context(Simulation(config, scenario))
+        await demo_people(config)
         board = f"http://{config.api.host}:{config.api.port}/#token={DEMO_TOKENS['viewer']}"
+        people = "\n".join(
+            f"    {name:12} {password:16} {role:16} {display}"
+            for name, display, role, password in DEMO_PEOPLE
+        )
         print(
             f"\n  ehswatch demo — {config.site.name}\n"
             f"  Board:    {board}\n"
             f"  API docs: http://{config.api.host}:{config.api.port}/docs "
             f"(tokens: {', '.join(f'{r} {t}' for r, t in DEMO_TOKENS.items())})\n"
+            f"  Workbench: http://{config.api.host}:{config.api.port}/app/ — sign in as:\n"
+            f"{people}\n"
             f"  Scenario: {scenario.name} — watch polishing-1 go warning → alarm → interlock\n"
             f"  Ctrl-C stops everything.\n",
             flush=True,

@@ -38,6 +38,7 @@ from ehswatch.config import PlantConfig
 from ehswatch.control_channel import ControlClient
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
+from ehswatch.people.directory import People
 from ehswatch.roles import Actor
 from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE
 from ehswatch.shared_state import Published, StateReader, StateUnavailable
@@ -73,6 +74,12 @@ class DeskPart:
         # The control part's schema; every commit of this part's own is a change.
         self.db = Database(config.database.url, migrate=False, on_commit=self._changed)
         self.events = EventStream()
+        self.people = People(
+            db=self.db,
+            clock=self.clock,
+            idle_s=config.api.session_idle_min * 60,
+            max_s=config.api.session_max_h * 3600,
+        )
         self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.hazards = HazardDesk(
             config=config, db=self.db, clock=self.clock, notify_wake=self.notifier.wake

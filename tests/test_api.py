@@ -334,13 +334,23 @@ def test_every_action_answers_a_model_and_documents_its_refusals(tmp_path: Path)
 
     spec = create_app(plant(tmp_path)).openapi()
     actions = {
-        path: op["post"] for path, op in spec["paths"].items() if "post" in op
-    }  # fmt: skip
+        path: op["post"]
+        for path, op in spec["paths"].items()
+        if "post" in op and path.startswith("/api/")
+    }
     assert len(actions) == len(MUTATING) + 1  # and the evidence upload (multipart)
     for path, op in actions.items():
         answer = op["responses"]["200"]["content"]["application/json"]["schema"]
         assert "$ref" in answer, (path, answer)
         assert {"401", "403", "404", "409"} <= set(op["responses"]), path
+    login = spec["paths"]["/auth/login"]["post"]
+    answer = login["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/SignedIn"}
+    assert {"303", "401", "422", "429"} <= set(login["responses"])
+    assert set(login["requestBody"]["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+    }
 
 
 def test_the_answer_models_have_the_fields_their_sources_give() -> None:

@@ -353,11 +353,12 @@ def test_arbitrary_bodies_to_every_mutating_route_are_never_a_5xx(client: httpx.
         method, path, content, content_type = request
         r = post(client, path, content, content_type, method)
         assert r.status_code < 500, (method, path, content[:200], content_type, r.text)
-        body = r.json()
         if r.status_code >= 400:
             json_error(r)
+        elif r.status_code in (204, 303):  # signed out; a form's sign-in sent on
+            assert path.startswith("/auth/"), (path, r.status_code)
         else:
-            assert isinstance(body, dict | list), r.text  # a valid request, done
+            assert isinstance(r.json(), dict | list), r.text  # a valid request, done
 
     check()
 

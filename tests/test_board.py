@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,7 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     )
     alarms: list[dict[str, Any]] = []
     board = ""
+    signed_in: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=base, timeout=5) as client:
@@ -206,6 +208,10 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
                     ).json()
                 except httpx.TransportError:
                     continue
+            # A demo person, with the password the demo printed.
+            signed_in = client.post(
+                "/auth/login", json={"username": "zhang.wei", "password": "demo-zhang-wei"}
+            ).json()
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
@@ -213,6 +219,8 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     assert alarms and alarms[0]["sensor"] == "D-101", out
     assert proc.returncode == 0, out
     assert f"Board:    {base}/#token=demo-viewer" in out
+    assert re.search(r"zhang\.wei\s+demo-zhang-wei\s+supervisor", out), out
+    assert (signed_in.get("name"), signed_in.get("role")) == ("zhang.wei", "supervisor")
     assert "Traceback" not in out
 
 

@@ -30,6 +30,7 @@ from ehswatch.api.errors import error_response, http_error, invalid_request, str
 from ehswatch.api.routers import (
     alarms,
     audit,
+    auth,
     events,
     hazards,
     health,
@@ -82,7 +83,7 @@ def create_app(
         "< supervisor < dept_head < safety_director < gm < admin.",
         dependencies=[Depends(strict_json)],  # NaN / Infinity in a JSON body: 422
     )
-    for r in (health, metrics, sensors, alarms, interlocks, hazards, audit, events):
+    for r in (auth, health, metrics, sensors, alarms, interlocks, hazards, audit, events):
         app.include_router(r.router)
 
     # Every error answer is written through `json_safe`: what it echoes may be anything.

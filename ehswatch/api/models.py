@@ -34,12 +34,15 @@ class Error(BaseModel):
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The `responses` of a route that may answer these refusals."""
     said = {
-        401: "no bearer token, or an unknown one",
-        403: "the caller's role is too low for this (audited)",
+        401: "no bearer token or session, an unknown one, or a session that has ended",
+        403: "the caller's role is too low for this, or a session's change came without its "
+        "CSRF token (audited)",
         404: "no such alarm, ticket, zone or sensor",
         409: "refused in the current state; `detail` says why (audited)",
         413: "the file is too large",
         415: "the file is not a photo or a document",
+        422: "the request is malformed; `detail` names the fields",
+        429: "too many failed sign-ins: try again after `Retry-After` seconds (audited)",
         503: "the control part did not answer in time, or has published no state yet",
     }
     return {c: {"model": Error, "description": said[c]} for c in codes}
@@ -47,6 +50,18 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 READ_ERRORS = errors(401, 403)
 ACT_ERRORS = errors(401, 403, 404, 409, 503)
+
+
+class SignedIn(BaseModel):
+    """Who is signed in, the CSRF token their page sends back with each change (header
+    `X-CSRF-Token`; also in the `ehs_csrf` cookie), and when the session ends at the latest."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    display_name: str
+    role: str
+    csrf_token: str | None = Field(description="None when the caller uses a bearer token")
+    expires_at: float | None = Field(description="epoch seconds; None for a bearer token")
 
 
 class Interlock(BaseModel):
