@@ -46,6 +46,15 @@ def control_handlers(service: ControlParts) -> dict[str, Handler]:
             await alarms.unshelve(int(a["alarm_id"]), actor, str(a.get("comment", "")))
         )
 
+    async def zone_state(_: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        """A zone's state as the controller holds it now (a page just after an action
+        must not show the state of the tick before it)."""
+        states = interlock().states
+        zone = str(a["zone"])
+        if zone not in states:
+            raise NotFound(f"no interlocked zone {zone}")
+        return states[zone].public(service.clock())
+
     async def reset(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
         s = await interlock().reset(str(a["zone"]), actor, str(a.get("comment", "")))
         return s.public(service.clock())
@@ -69,6 +78,7 @@ def control_handlers(service: ControlParts) -> dict[str, Handler]:
         "alarm.ack": ack,
         "alarm.shelve": shelve,
         "alarm.unshelve": unshelve,
+        "interlock.state": zone_state,
         "interlock.reset": reset,
         "interlock.bypass": bypass,
         "interlock.bypass_end": end_bypass,

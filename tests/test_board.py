@@ -44,7 +44,8 @@ def demo_plant(tmp_path: Path, broker_port: int) -> dict[str, Any]:
     return doc
 
 
-def chrome() -> Any:
+def chrome(profile: str = "chrome") -> Any:
+    """Headless Chromium; each `profile` its own browser (cookies, storage): one phone."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service as ChromeService
@@ -60,7 +61,7 @@ def chrome() -> Any:
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1600,1000",
-        f"--user-data-dir={ARTIFACTS / 'chrome'}",
+        f"--user-data-dir={ARTIFACTS / profile}",
     ):
         options.add_argument(arg)
     options.binary_location = find_binary("chromium", "chromium")

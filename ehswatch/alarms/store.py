@@ -96,6 +96,13 @@ async def recent_alarms(db: Database, *, include_closed: bool, limit: int) -> li
         return [alarm_from_row(row) for row in (await s.execute(q)).mappings()]
 
 
+async def alarm_by_id(db: Database, alarm_id: int) -> Alarm | None:
+    async with db.new_session() as s:
+        q = select(*AlarmRecord.__table__.columns).where(AlarmRecord.id == alarm_id)
+        row = (await s.execute(q)).mappings().first()
+    return alarm_from_row(row) if row is not None else None
+
+
 class OutboxRecord(Base):
     """One alarm event, stored with the alarm change and published afterwards."""
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
@@ -43,6 +44,7 @@ from ehswatch.control_channel import ControlUnavailable, RemoteError
 from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.evidence import EvidenceRejected
 from ehswatch.roles import Forbidden, NotFound, Refused
+from ehswatch.workbench import pages
 
 if TYPE_CHECKING:
     from ehswatch.service import Service
@@ -85,6 +87,9 @@ def create_app(
     )
     for r in (auth, health, metrics, sensors, alarms, interlocks, hazards, audit, events):
         app.include_router(r.router)
+    # The workbench: its pages, and its script and style from the package (no CDN).
+    app.mount("/app/static", StaticFiles(directory=pages.STATIC), name="workbench-static")
+    app.include_router(pages.router)
 
     # Every error answer is written through `json_safe`: what it echoes may be anything.
     app.add_exception_handler(RequestValidationError, invalid_request)

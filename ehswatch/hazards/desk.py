@@ -72,7 +72,10 @@ class HazardDesk:
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register
         self.start = self.workflow.start
+        self.assign = self.workflow.assign
         self.add_evidence = self.workflow.add_evidence
+        self.evidence_of = self.workflow.evidence_of
+        self.evidence_file = self.workflow.evidence_file
         self.submit = self.workflow.submit
         self.verify = self.workflow.verify
         self.approve = self.workflow.approve

@@ -94,13 +94,22 @@ def _role_for(approver: str) -> str:
 
 
 def register(
-    t: HazardTicket, actor: Actor, *, owner: str, due_at: float | None, now: float, rule: GradeRule
+    t: HazardTicket,
+    actor: Actor,
+    *,
+    owner: str,
+    due_at: float | None,
+    now: float,
+    rule: GradeRule,
+    owner_known: bool = True,
 ) -> Outcome:
     if not actor.at_least("supervisor"):
         raise Forbidden(f"{actor.name} ({actor.role}) may not register hazards")
     _expect(t, TicketState.DETECTED, "register")
     if not owner.strip():
         raise Refused("registering names the owner who will rectify it")
+    if not owner_known:
+        raise Refused(f"{owner} is not a known person: the owner must be able to sign in")
     latest = t.created_at + rule.deadline_h * 3600
     due = latest if due_at is None else due_at
     if not now < due <= latest:
@@ -111,6 +120,21 @@ def register(
     return dataclasses.replace(
         t, state=TicketState.REGISTERED, owner=owner, due_at=due, registered_by=actor.name
     ), "registered"
+
+
+def assign(t: HazardTicket, actor: Actor, *, owner: str, owner_known: bool) -> Outcome:
+    """Hand a registered or rectifying ticket to another owner (supervisor or above)."""
+    if not actor.at_least("supervisor"):
+        raise Forbidden(f"{actor.name} ({actor.role}) may not assign hazards")
+    if t.state not in (TicketState.REGISTERED, TicketState.RECTIFYING):
+        raise Refused(
+            f"ticket {t.id} is {t.state}: only a registered or rectifying ticket is assigned"
+        )
+    if not owner_known:
+        raise Refused(f"{owner} is not a known person: the owner must be able to sign in")
+    if owner == t.owner:
+        raise Refused(f"{owner} already owns ticket {t.id}")
+    return dataclasses.replace(t, owner=owner), f"assigned {t.owner} → {owner}"
 
 
 def start(t: HazardTicket, actor: Actor) -> Outcome:

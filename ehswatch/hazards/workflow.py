@@ -21,6 +21,7 @@ from ehswatch.hazards.evidence import EvidenceStore
 from ehswatch.hazards.ledger import Rooms, TicketRoom
 from ehswatch.hazards.model import HazardTicket, TicketState
 from ehswatch.hazards.store import EvidenceRecord, TicketRecord, to_ticket
+from ehswatch.people.store import PersonRow
 from ehswatch.refusals import Refusal, refuse
 from ehswatch.roles import Actor, Forbidden, NotFound, Refused
 
@@ -39,15 +40,42 @@ class TicketWorkflow(TicketRoom):
         due_at: float | None = None,
         comment: str = "",
     ) -> HazardTicket:
+        known = await self._known(owner)
         return await self._act(
             ticket_id,
             actor,
             "register",
             comment,
             lambda t, now: model.register(
-                t, actor, owner=owner, due_at=due_at, now=now, rule=self._rule(t)
+                t,
+                actor,
+                owner=owner,
+                due_at=due_at,
+                now=now,
+                rule=self._rule(t),
+                owner_known=known,
             ),
         )
+
+    async def assign(
+        self, ticket_id: int, actor: Actor, *, owner: str, comment: str = ""
+    ) -> HazardTicket:
+        known = await self._known(owner)
+        return await self._act(
+            ticket_id,
+            actor,
+            "assign",
+            comment,
+            lambda t, _now: model.assign(t, actor, owner=owner, owner_known=known),
+        )
+
+    async def _known(self, name: str) -> bool:
+        """Whether `name` can act: a person who may sign in, or a configured user."""
+        if any(u.name == name for u in self.config.users):
+            return True
+        async with self.db.new_session() as s:
+            q = select(func.count()).where(PersonRow.name == name, PersonRow.disabled.is_(False))
+            return bool(await s.scalar(q))
 
     async def start(self, ticket_id: int, actor: Actor, comment: str = "") -> HazardTicket:
         return await self._act(
@@ -158,6 +186,24 @@ class TicketWorkflow(TicketRoom):
                 subject=f"ticket:{ticket_id}",
                 detail={"file": filename, "sha256": stored.sha256, "size": stored.size},
             )
+        return ev
+
+    async def evidence_of(self, ticket_id: int) -> list[EvidenceRecord]:
+        """The ticket's evidence, oldest first."""
+        await self.ledger.get(ticket_id)  # NotFound for a ticket that does not exist
+        async with self.db.new_session() as s:
+            q = (
+                select(EvidenceRecord)
+                .where(EvidenceRecord.ticket_id == ticket_id)
+                .order_by(EvidenceRecord.id)
+            )
+            return list((await s.execute(q)).scalars())
+
+    async def evidence_file(self, ticket_id: int, evidence_id: int) -> EvidenceRecord:
+        async with self.db.new_session() as s:
+            ev = await s.get(EvidenceRecord, evidence_id)
+        if ev is None or ev.ticket_id != ticket_id:
+            raise NotFound(f"no evidence {evidence_id} on ticket {ticket_id}")
         return ev
 
     def _rule(self, t: HazardTicket) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from ehswatch.api.deps import DeskDep, HazardsDep, Id, Operator, Supervisor, Viewer
@@ -83,6 +83,22 @@ async def register(
     )
 
 
+class AssignRequest(BaseModel):
+    owner: str = Field(min_length=1, max_length=128)
+    comment: str = Field("", max_length=2000)
+
+
+@router.post("/{ticket_id}/assign", response_model=HazardTicket, responses=ACT_ERRORS)
+async def assign(
+    ticket_id: Id, body: AssignRequest, hazards: HazardsDep, user: Supervisor
+) -> dict[str, Any]:
+    """Hand a registered or rectifying ticket to another owner, a known person (supervisor
+    or above); audited."""
+    return ticket_dict(
+        await hazards.assign(ticket_id, user, owner=body.owner, comment=body.comment)
+    )
+
+
 @router.post("/{ticket_id}/start", response_model=HazardTicket, responses=ACT_ERRORS)
 async def start(
     ticket_id: Id, hazards: HazardsDep, user: Operator, body: Comment | None = None
@@ -110,6 +126,33 @@ async def evidence(
         ticket_id, user, filename=file.filename or "evidence", content=content
     )
     return {"id": ev.id, "sha256": ev.sha256, "size": ev.size, "content_type": ev.content_type}
+
+
+@router.get("/{ticket_id}/evidence", response_model=list[EvidenceAdded], responses=errors(404))
+async def list_evidence(ticket_id: Id, hazards: HazardsDep, _: Viewer) -> list[dict[str, Any]]:
+    """The ticket's photos and documents, oldest first (each served at
+    `/api/hazards/{ticket_id}/evidence/{id}`)."""
+    return [
+        {"id": e.id, "sha256": e.sha256, "size": e.size, "content_type": e.content_type}
+        for e in await hazards.evidence_of(ticket_id)
+    ]
+
+
+@router.get(
+    "/{ticket_id}/evidence/{evidence_id}",
+    response_class=FileResponse,
+    responses={**errors(404), 200: {"description": "the photo or document as uploaded"}},
+)
+async def evidence_file(
+    ticket_id: Id, evidence_id: Id, hazards: HazardsDep, _: Viewer
+) -> FileResponse:
+    """One photo or document of a ticket, as it was uploaded (its type sniffed then)."""
+    ev = await hazards.evidence_file(ticket_id, evidence_id)
+    return FileResponse(
+        ev.path,
+        media_type=ev.content_type,
+        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.post("/{ticket_id}/submit", response_model=HazardTicket, responses=ACT_ERRORS)

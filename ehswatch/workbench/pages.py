@@ -1,0 +1,160 @@
+"""`/app/`: the workbench's pages, rendered on the server (docs/workbench.md).
+
+Every page but the sign-in page needs a signed-in person: without a session it sends
+the browser on to `/app/login?next=<the page>`. Pages only read; every action a page
+offers is a call of the `/api` route that does it (with the session cookie and the CSRF
+token, by `static/workbench.js`), so the roles, refusals and audit are the API's own.
+The language is the person's choice (`?lang=zh|en`, kept in the `ehs_lang` cookie).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ehswatch.alarms.store import alarm_by_id, recent_alarms
+from ehswatch.api.deps import SESSION_COOKIE, DeskDep
+from ehswatch.audit import recent_entries
+from ehswatch.desk_part import DeskPart
+from ehswatch.hazards.model import HazardTicket
+from ehswatch.people.directory import Session
+from ehswatch.roles import NotFound
+from ehswatch.workbench.i18n import TEXT, Lang, language
+from ehswatch.workbench.mywork import SECTIONS, my_work
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+LANG_COOKIE = "ehs_lang"
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+_env = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _lang(request: Request) -> Lang:
+    return language(
+        request.query_params.get("lang"),
+        request.cookies.get(LANG_COOKIE),
+        request.headers.get("accept-language"),
+    )
+
+
+def _render(
+    request: Request,
+    desk: DeskPart,
+    template: str,
+    session: Session | None,
+    **context: Any,
+) -> HTMLResponse:
+    lang = _lang(request)
+    tz = ZoneInfo(desk.config.site.timezone)
+
+    def when(ts: float | None) -> str:
+        if ts is None:
+            return ""
+        return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M")
+
+    html = _env.get_template(template).render(
+        t=TEXT[lang],
+        lang=lang,
+        other_lang="en" if lang == "zh" else "zh",
+        person=session,
+        site=desk.config.site,
+        when=when,
+        path=request.url.path,
+        **context,
+    )
+    answer = HTMLResponse(html)
+    if request.query_params.get("lang") == lang:
+        answer.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax", path="/")
+    return answer
+
+
+async def _person(request: Request, desk: DeskPart) -> Session | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return await desk.people.session(token) if token else None
+
+
+def _to_sign_in(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/app/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _interlocks(desk: DeskPart) -> list[dict[str, Any]]:
+    status = desk.status()[1]
+    return list((status or {}).get("interlocks") or [])
+
+
+@router.get("/login")
+async def login_page(request: Request, desk: DeskDep) -> Response:
+    wanted = request.query_params.get("next", "/app/")
+    return _render(request, desk, "login.html", None, next=wanted)
+
+
+@router.get("/")
+async def my_work_page(request: Request, desk: DeskDep) -> Response:
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    alarms = await recent_alarms(desk.db, include_closed=False, limit=500)
+    tickets = await desk.hazards.tickets(open_only=True)
+    work = my_work(
+        session.actor,
+        alarms=alarms,
+        tickets=tickets,
+        interlocks=_interlocks(desk),
+        grades=desk.config.hazards.grades,
+        now=desk.clock(),
+    )
+    return _render(request, desk, "mywork.html", session, work=work, sections=SECTIONS)
+
+
+@router.get("/alarms/{alarm_id}")
+async def alarm_page(alarm_id: int, request: Request, desk: DeskDep) -> Response:
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    alarm = await alarm_by_id(desk.db, alarm_id)
+    if alarm is None:
+        raise NotFound(f"no alarm {alarm_id}")
+    return _render(request, desk, "alarm.html", session, alarm=alarm)
+
+
+@router.get("/interlocks/{zone}")
+async def interlock_page(zone: str, request: Request, desk: DeskDep) -> Response:
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    il = await desk.link.call("interlock.state", session.actor, zone=zone)
+    return _render(request, desk, "interlock.html", session, il=il, now=desk.clock())
+
+
+@router.get("/hazards/{ticket_id}")
+async def ticket_page(ticket_id: int, request: Request, desk: DeskDep) -> Response:
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    ticket: HazardTicket = await desk.hazards.get(ticket_id)
+    evidence = await desk.hazards.evidence_of(ticket_id)
+    trail = await recent_entries(desk.db, subject=f"ticket:{ticket_id}", limit=200)
+    people = sorted(await desk.people.names())
+    return _render(
+        request,
+        desk,
+        "hazard.html",
+        session,
+        ticket=ticket,
+        evidence=evidence,
+        trail=list(reversed(trail)),
+        people=people,
+    )

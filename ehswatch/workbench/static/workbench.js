@@ -1,0 +1,155 @@
+// The workbench's actions: each form calls the /api route it names, with the session's
+// CSRF token and an Idempotency-Key; an action taken offline is kept in this browser and
+// sent (with the same key: applied once) when the connection returns.
+(() => {
+  "use strict";
+  const body = document.body;
+  const OUTBOX = "ehswatch-outbox";
+  const csrf = () => decodeURIComponent((document.cookie.match(/(?:^|; )ehs_csrf=([^;]*)/) || [])[1] || "");
+  const newKey = () => (crypto.randomUUID ? crypto.randomUUID()
+    : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+  const outbox = () => { try { return JSON.parse(localStorage.getItem(OUTBOX) || "[]"); } catch { return []; } };
+  const keep = (jobs) => localStorage.setItem(OUTBOX, JSON.stringify(jobs));
+
+  function note(text) {
+    const el = document.getElementById("offline-note");
+    if (!el) return;
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  function fields(form) {
+    const out = {};
+    for (const el of form.elements) {
+      if (!el.name || el.type === "file") continue;
+      if (el.dataset.number !== undefined) { if (el.value !== "") out[el.name] = Number(el.value); }
+      else if (el.dataset.bool !== undefined) out[el.name] = el.value === "true";
+      else out[el.name] = el.value;
+    }
+    return out;
+  }
+
+  function detail(answer) {
+    const d = answer && answer.detail;
+    if (typeof d === "string") return d;
+    if (Array.isArray(d)) return d.map((e) => `${(e.loc || []).slice(-1)[0] || ""}: ${e.msg}`).join("; ");
+    return JSON.stringify(answer);
+  }
+
+  function post(job) {
+    return fetch(job.url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf(), "Idempotency-Key": job.key },
+      body: JSON.stringify(job.body),
+    });
+  }
+
+  async function flush() {
+    const jobs = outbox();
+    if (!jobs.length || !navigator.onLine) return;
+    const left = [];
+    let done = 0;
+    for (const job of jobs) {
+      try {
+        const r = await post(job);
+        if (r.status >= 500) left.push(job); else done += 1;  // a 4xx is an answer: not again
+      } catch { left.push(job); }
+    }
+    keep(left);
+    note(left.length ? body.dataset.savedOffline : "");
+    if (done) location.reload();
+  }
+
+  async function act(form) {
+    const refusal = form.querySelector("[data-refusal]");
+    const button = form.querySelector("button[type=submit]");
+    const job = { url: form.dataset.api, body: fields(form), key: newKey() };
+    if (refusal) refusal.hidden = true;
+    if (button) button.disabled = true;
+    try {
+      const r = await post(job);
+      if (r.ok) { location.reload(); return; }
+      const answer = await r.json().catch(() => ({ detail: r.statusText }));
+      if (r.status === 401) { location.href = `/app/login?next=${encodeURIComponent(location.pathname)}`; return; }
+      if (refusal) { refusal.textContent = detail(answer); refusal.hidden = false; }
+    } catch {
+      keep([...outbox(), job]);  // no connection: kept, sent when it returns
+      note(body.dataset.savedOffline);
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  async function shrink(file, longest = 1600) {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(1, longest / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.82));
+  }
+
+  async function upload(form, input) {
+    const refusal = form.querySelector("[data-refusal]");
+    const file = input.files && input.files[0];
+    if (!file) return;
+    let blob = file;
+    try { if (file.type.startsWith("image/")) blob = await shrink(file); } catch { blob = file; }
+    const data = new FormData();
+    data.append("file", blob, (file.name || "photo").replace(/\.\w+$/, "") + ".jpg");
+    const r = await fetch(form.dataset.upload, {
+      method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf() }, body: data,
+    });
+    if (r.ok) { location.reload(); return; }
+    const answer = await r.json().catch(() => ({ detail: r.statusText }));
+    if (refusal) { refusal.textContent = detail(answer); refusal.hidden = false; }
+  }
+
+  async function signIn(form) {
+    const refusal = form.querySelector("[data-refusal]");
+    const given = fields(form);
+    const r = await fetch("/auth/login", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(given),
+    });
+    if (r.ok) { location.href = given.next && given.next.startsWith("/app/") ? given.next : "/app/"; return; }
+    const answer = await r.json().catch(() => ({ detail: r.statusText }));
+    refusal.textContent = detail(answer);
+    refusal.hidden = false;
+  }
+
+  function countdowns() {
+    const now = Date.now() / 1000;
+    for (const el of document.querySelectorAll("[data-deadline]")) {
+      const left = Number(el.dataset.deadline) - now;
+      const s = Math.abs(left);
+      const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+      const span = h ? `${h} h ${String(m).padStart(2, "0")} min` : `${m} min ${String(sec).padStart(2, "0")} s`;
+      el.textContent = left >= 0 ? `${span} ${body.dataset.left}` : `${body.dataset.overdue} ${span}`;
+      el.classList.toggle("late", left < 0);
+    }
+  }
+
+  document.addEventListener("submit", (e) => {
+    const form = e.target;
+    if (form.dataset.api) { e.preventDefault(); act(form); }
+    else if (form.dataset.signin !== undefined) { e.preventDefault(); signIn(form); }
+  });
+  document.addEventListener("change", (e) => {
+    const input = e.target;
+    if (input.dataset && input.dataset.photo !== undefined) upload(input.form, input);
+  });
+  document.addEventListener("click", async (e) => {
+    if (e.target.dataset && e.target.dataset.signout !== undefined) {
+      await fetch("/auth/logout", { method: "POST", credentials: "same-origin" });
+      location.href = "/app/login";
+    }
+  });
+  window.addEventListener("online", flush);
+  countdowns();
+  setInterval(countdowns, 1000);
+  if (outbox().length) note(body.dataset.savedOffline);
+  flush();
+})();

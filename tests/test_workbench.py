@@ -1,0 +1,294 @@
+"""The workbench in headless Chromium at phone size (390×844), against the real service
+and database: people sign in and act from their own phones (docs/workbench.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ehswatch.readings import ReadingBatch
+from ehswatch.roles import Actor
+from ehswatch.simulators.plc import PlcSim
+from tests.aio import eventually, run
+from tests.parts import api_server
+from tests.test_api import plant
+from tests.test_board import ARTIFACTS, chrome
+
+T = TypeVar("T")
+ADMIN = Actor(name="admin", role="admin")
+PEOPLE = {
+    "zhang.wei": ("supervisor", "team-leader-1"),
+    "li.na": ("operator", "rectifier-1"),
+    "wang.fang": ("safety_director", "director-1"),
+    "chen.gang": ("gm", "general-manager-1"),
+}
+PHONE = (390, 844)
+
+
+class Bench:
+    """The service, as a test on another thread (the browsers') reaches it."""
+
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop, base: str, db: Path) -> None:
+        self.app = app
+        self.loop = loop
+        self.base = base
+        self.db = db
+
+    def read(self, value: float) -> None:
+        """D-1 reads `value` now (through the evaluator, on the service's loop)."""
+
+        def feed() -> None:
+            service = self.app.state.service
+            ts = max(float(service.stage.evaluator.last_ts[0]) + 1, service.clock())
+            service.stage.evaluate(ReadingBatch.of([0], [value], [ts]))
+
+        self.loop.call_soon_threadsafe(feed)
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.db) as con:
+            return con.execute(sql).fetchall()
+
+    def until(self, what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        asyncio.run_coroutine_threadsafe(
+            eventually(predicate, timeout=timeout, what=what), self.loop
+        ).result(timeout + 5)
+
+
+def workbench(tmp_path: Path, flow: Callable[[Bench, Any, Any], T]) -> T:
+    """Serve the test plant with its people, and run `flow(bench, phone_a, phone_b)` with
+    two phones (two browsers, each with its own cookies) in a thread of its own."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    config = plant(tmp_path)
+    app, server = api_server(config)
+    base = f"http://127.0.0.1:{config.api.port}"
+
+    def in_chromium(bench: Bench) -> T:
+        phones = [chrome("phone-a"), chrome("phone-b")]
+        try:
+            for phone in phones:
+                phone.set_window_size(*PHONE)
+                phone.delete_all_cookies()
+            return flow(bench, *phones)
+        finally:
+            for phone in phones:
+                phone.quit()
+
+    async def main() -> T:
+        task = asyncio.create_task(server.serve(), name="test:workbench")
+        await eventually(lambda: server.started, what="the API")
+        try:
+            for name, (role, password) in PEOPLE.items():
+                await app.state.desk.people.add(name, role, password, by=ADMIN)
+            async with PlcSim(config.plcs[0]):
+                bench = Bench(app, asyncio.get_running_loop(), base, tmp_path / "db.sqlite")
+                return await asyncio.to_thread(in_chromium, bench)
+        finally:
+            server.should_exit = True
+            await task
+
+    return run(main(), timeout=180)
+
+
+# ------------------------------------------------------------------ what a phone does
+
+
+def wait(phone: Any, css: str, timeout: float = 20) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(phone, timeout, poll_frequency=0.1).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, css)
+    )
+    return phone.find_element(By.CSS_SELECTOR, css)
+
+
+def sign_in(phone: Any, base: str, name: str, then: str = "/app/") -> None:
+    phone.delete_all_cookies()
+    phone.get(f"{base}/app/login?next={then}")
+    wait(phone, "input[name=username]").send_keys(name)
+    phone.find_element("css selector", "input[name=password]").send_keys(PEOPLE[name][1])
+    phone.find_element("css selector", "form[data-signin] button").click()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(phone, 20, poll_frequency=0.1).until(
+        lambda d: d.current_url.endswith(then) and "/login" not in d.current_url
+    )
+    assert name in wait(phone, "header .who").text
+
+
+def act(phone: Any, action: str, **fields: str) -> str:
+    """Fill the form of `action`, press its button; the refusal shown, or "" once the page
+    has been loaded anew (the action done)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button = wait(phone, f"button[data-action='{action}']")
+    form = button.find_element("xpath", "./ancestor::form")
+    for name, value in fields.items():
+        field = form.find_element("css selector", f"[name='{name}']")
+        if field.tag_name == "select":
+            from selenium.webdriver.support.ui import Select
+
+            Select(field).select_by_value(value)
+        else:
+            field.clear()
+            field.send_keys(value)
+    phone.execute_script("window.__before = performance.timeOrigin")
+    button.click()
+    refusal = form.find_element("css selector", "[data-refusal]")
+
+    def settled(d: Any) -> bool:
+        try:
+            reloaded = d.execute_script("return window.__before === undefined")
+            return bool(reloaded) or refusal.is_displayed()
+        except Exception:  # the old page is gone: reloaded
+            return True
+
+    WebDriverWait(phone, 20, poll_frequency=0.1).until(settled)
+    try:
+        return str(refusal.text) if refusal.is_displayed() else ""
+    except Exception:
+        return ""
+
+
+def shot(phone: Any, name: str) -> None:
+    phone.save_screenshot(str(ARTIFACTS / f"workbench-{name}.png"))
+
+
+def camera_photo(phone: Any, path: Path, width: int = 3000, height: int = 2000) -> Path:
+    """A photo as a phone camera takes one (3000×2000 JPEG), drawn by the browser."""
+    data_url = phone.execute_script(
+        """const c = document.createElement('canvas'); c.width = arguments[0];
+        c.height = arguments[1]; const g = c.getContext('2d');
+        g.fillStyle = '#8a8f99'; g.fillRect(0, 0, c.width, c.height);
+        g.fillStyle = '#d9c27a'; g.fillRect(200, 300, 1800, 900);
+        return c.toDataURL('image/jpeg', 0.9);""",
+        width,
+        height,
+    )
+    path.write_bytes(base64.b64decode(data_url.split(",", 1)[1]))
+    return path
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame marker."""
+    k = 2
+    while k < len(data):
+        marker, length = data[k + 1], struct.unpack(">H", data[k + 2 : k + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            height, width = struct.unpack(">HH", data[k + 5 : k + 9])
+            return width, height
+        k += 2 + length
+    raise AssertionError("no start-of-frame marker")
+
+
+# ------------------------------------------------------------------ the rules
+
+
+def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Path) -> None:
+    def flow(bench: Bench, leader: Any, rectifier: Any) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        bench.read(45.0)  # interlock tier: a trip, its alarm and an A ticket
+        bench.until("the A ticket", lambda: bool(bench.rows("SELECT id FROM hazard_ticket")))
+        ((tid,),) = bench.rows("SELECT id FROM hazard_ticket")
+
+        sign_in(leader, bench.base, "zhang.wei")
+        seen["leader_work"] = [
+            e.get_attribute("data-section")
+            for e in leader.find_elements("css selector", "section[data-section]")
+        ]
+        shot(leader, "1-my-work-team-leader")
+        wait(leader, f"a[data-item='/app/hazards/{tid}']").click()
+        assert act(leader, "assign", owner="li.na") == ""
+        seen["owner"] = wait(leader, "[data-owner]").text
+
+        sign_in(rectifier, bench.base, "li.na")
+        wait(rectifier, f"section[data-section='tickets_i_own'] a[data-item='/app/hazards/{tid}']")
+        shot(rectifier, "2-my-work-rectifier")
+        rectifier.get(f"{bench.base}/app/hazards/{tid}")
+        assert act(rectifier, "start") == ""
+        photo = camera_photo(rectifier, tmp_path / "camera.jpg")
+        wait(rectifier, "input[data-photo]").send_keys(str(photo))
+        bench.until("the photo stored", lambda: bool(bench.rows("SELECT id FROM hazard_evidence")))
+        wait(rectifier, "[data-evidence-count]")
+        rectifier.get(f"{bench.base}/app/hazards/{tid}")
+        seen["thumbnails"] = len(rectifier.find_elements("css selector", ".evidence img"))
+        assert act(rectifier, "submit", measure="dust removed, filter bag replaced") == ""
+        shot(rectifier, "3-ticket-submitted")
+
+        bench.read(2.0)  # the air is clean again
+        leader.get(f"{bench.base}/app/hazards/{tid}")
+        assert act(leader, "verify") == ""
+        for name in ("wang.fang", "chen.gang"):
+            sign_in(rectifier, bench.base, name, then=f"/app/hazards/{tid}")
+            assert act(rectifier, "approve") == ""
+        seen["state"] = wait(rectifier, "[data-state]").text
+        shot(rectifier, "4-ticket-archived")
+        ((path,),) = bench.rows("SELECT path FROM hazard_evidence")
+        seen["photo"] = jpeg_size(Path(path).read_bytes())
+        seen["trail"] = [a for (a,) in bench.rows(
+            f"SELECT action FROM audit_log WHERE subject = 'ticket:{tid}' ORDER BY id"
+        )]  # fmt: skip
+        return seen
+
+    seen = workbench(tmp_path, flow)
+    assert "to_register" in seen["leader_work"] and "alarms_to_ack" in seen["leader_work"]
+    assert seen["owner"] == "li.na"
+    assert seen["thumbnails"] == 1
+    assert max(seen["photo"]) == 1600  # downscaled on the phone before upload (3000×2000)
+    assert seen["state"] in ("已归档", "archived")
+    assert seen["trail"][-7:] == [
+        "ticket registered",
+        "ticket rectification started",
+        "evidence added",
+        "ticket rectification submitted",
+        "ticket verified",
+        "ticket approved",
+        "ticket approved and archived",
+    ]
+
+
+def test_a_reset_is_refused_with_its_plain_reason_then_accepted(tmp_path: Path) -> None:
+    def flow(bench: Bench, leader: Any, _: Any) -> tuple[str, str]:
+        bench.read(45.0)
+        bench.until("the trip", lambda: bool(bench.rows(
+            "SELECT zone FROM interlock_zone WHERE tripped"
+        )))  # fmt: skip
+        sign_in(leader, bench.base, "zhang.wei", then="/app/interlocks/z1")
+        refused = act(leader, "reset")
+        shot(leader, "5-reset-refused")
+        bench.read(2.0)
+        accepted = act(leader, "reset")
+        return refused, accepted + wait(leader, "h1 .tier").text
+
+    refused, after = workbench(tmp_path, flow)
+    assert "z1 cannot be reset yet" in refused and "D-1" in refused, refused
+    assert after in ("正常", "Normal")
+
+
+def test_a_bypass_is_asked_for_on_one_phone_and_approved_on_another(tmp_path: Path) -> None:
+    def flow(bench: Bench, director: Any, gm: Any) -> tuple[str, str]:
+        sign_in(director, bench.base, "wang.fang", then="/app/interlocks/z1")
+        asked = act(
+            director,
+            "request-bypass",
+            reason="sensor recalibration",
+            measure="a guard with a portable detector",
+            hours="2",
+        )
+        assert asked == ""
+        sign_in(gm, bench.base, "chen.gang")
+        waiting = "section[data-section='bypass_to_approve'] a[data-item='/app/interlocks/z1']"
+        wait(gm, waiting).click()
+        shot(gm, "6-bypass-to-approve")
+        assert act(gm, "approve-bypass") == ""
+        shown = wait(gm, "h1 .tier").text
+        director.get(f"{bench.base}/app/interlocks/z1")
+        return shown, wait(director, "h1 .tier").text
+
+    on_gm, on_director = workbench(tmp_path, flow)
+    assert on_gm == on_director and on_gm in ("旁路中", "Bypassed")
