@@ -55,6 +55,25 @@ def control_handlers(service: ControlParts) -> dict[str, Handler]:
             raise NotFound(f"no interlocked zone {zone}")
         return states[zone].public(service.clock())
 
+    async def reality(_: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        """Where a ticket was raised, now: the sensor's tier, fault and value (a source
+        that is not a sensor, e.g. "zone:z1", reads as normal) and the zone's latch."""
+        sensor, zone = str(a["sensor"]), str(a["zone"])
+        stage = service.stage
+        k = stage.table.index.get(sensor)
+        il = service.interlock
+        latched = il is not None and zone in il.states and il.states[zone].tripped
+        if k is None:
+            return {"tier": 0, "faulted": False, "value": None, "zone_latched": latched}
+        ev = stage.evaluator
+        value = float(ev.last_value[k])
+        return {
+            "tier": int(ev.tier[k]),
+            "faulted": bool(ev.faulted[k]),
+            "value": value if value == value else None,  # NaN: none yet
+            "zone_latched": latched,
+        }
+
     async def reset(actor: Actor, a: dict[str, Any]) -> dict[str, Any]:
         s = await interlock().reset(str(a["zone"]), actor, str(a.get("comment", "")))
         return s.public(service.clock())
@@ -79,6 +98,7 @@ def control_handlers(service: ControlParts) -> dict[str, Handler]:
         "alarm.shelve": shelve,
         "alarm.unshelve": unshelve,
         "interlock.state": zone_state,
+        "hazard.reality": reality,
         "interlock.reset": reset,
         "interlock.bypass": bypass,
         "interlock.bypass_end": end_bypass,

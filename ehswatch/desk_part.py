@@ -34,10 +34,11 @@ from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.notifier import Notifier
 from ehswatch.clock import ServiceClock
 from ehswatch.component import Component, enter_all
-from ehswatch.config import PlantConfig
+from ehswatch.config import PlantConfig, SensorsById
 from ehswatch.control_channel import ControlClient
 from ehswatch.db import Database
 from ehswatch.hazards.desk import HazardDesk
+from ehswatch.hazards.model import HazardTicket, Reality
 from ehswatch.people.directory import People
 from ehswatch.roles import Actor
 from ehswatch.run_dir import COMMAND_SOCKET, STATE_FILE
@@ -82,7 +83,11 @@ class DeskPart:
         )
         self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.hazards = HazardDesk(
-            config=config, db=self.db, clock=self.clock, notify_wake=self.notifier.wake
+            config=config,
+            db=self.db,
+            clock=self.clock,
+            notify_wake=self.notifier.wake,
+            reality=self._reality,
         )
         self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event, on_answer=self._changed)
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
@@ -186,6 +191,20 @@ class DeskPart:
 
     def components(self) -> list[Component]:
         return [self.link, self.notifier, *self.hazards.components()]
+
+    async def _reality(self, t: HazardTicket, actor: Actor) -> Reality:
+        """The plant now where `t` was raised, as the control part holds it (it does not
+        answer: `ControlUnavailable`, and nothing is verified or archived on a guess)."""
+        now = await self.link.call("hazard.reality", actor, sensor=t.sensor, zone=t.zone)
+        sensor = SensorsById(self.config).get(t.sensor)
+        unit = self.config.sensor_types[sensor.type].unit if sensor is not None else ""
+        return Reality(
+            tier=int(now["tier"]),
+            faulted=bool(now["faulted"]),
+            value=now["value"],
+            unit=unit,
+            zone_latched=bool(now["zone_latched"]),
+        )
 
     async def __aenter__(self) -> Self:
         await enter_all(self._stack, [self.db, self.link, self.notifier, self.hazards])

@@ -104,6 +104,7 @@ MUTATING: list[tuple[str, str, dict[str, Any] | None, str, set[str] | None]] = [
     ),
     ("POST", "/api/interlocks/z1/bypass/end", None, "supervisor", None),
     ("POST", "/api/hazards/1/register", {"owner": "operator.user"}, "supervisor", None),
+    ("POST", "/api/hazards/1/assign", {"owner": "operator.user"}, "supervisor", None),
     ("POST", "/api/hazards/1/start", None, "operator", None),
     ("POST", "/api/hazards/1/submit", {"measure": "fixed"}, "operator", None),
     ("POST", "/api/hazards/1/verify", {"passed": True}, "supervisor", None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import sqlite3
@@ -26,6 +27,7 @@ from ehswatch.hazards.desk import HazardDesk
 from ehswatch.hazards.evidence import EvidenceRejected
 from ehswatch.hazards.model import TicketState
 from ehswatch.ingest.queue import ReadingQueue
+from ehswatch.people.directory import People
 from ehswatch.readings import ReadingBatch
 from ehswatch.roles import Actor, Forbidden, Refused
 from ehswatch.thresholds.stage import EvaluatorStage
@@ -143,6 +145,9 @@ async def rig(
         table=ThresholdTable.from_config(config), queue=ReadingQueue(), clock=clock
     )
     async with Database(config.database.url) as db, httpx.AsyncClient() as client:
+        # The owner the tests register tickets to: a known person (owners must be).
+        with contextlib.suppress(Refused):  # there from a run before a restart
+            await People(db=db).add("li.wei", "operator", "rectifier-pass", by=ZHANG)
         alarms = AlarmManager(config=config, evaluator=stage.evaluator, db=db, clock=clock)
         desk = HazardDesk(
             config=config,

@@ -137,9 +137,9 @@ def act(phone: Any, action: str, **fields: str) -> str:
         else:
             field.clear()
             field.send_keys(value)
+    refusal = form.find_element("css selector", "[data-refusal]")
     phone.execute_script("window.__before = performance.timeOrigin")
     button.click()
-    refusal = form.find_element("css selector", "[data-refusal]")
 
     def settled(d: Any) -> bool:
         try:
@@ -220,7 +220,13 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
         assert act(rectifier, "submit", measure="dust removed, filter bag replaced") == ""
         shot(rectifier, "3-ticket-submitted")
 
-        bench.read(2.0)  # the air is clean again
+        # The paper is done, the plant is not: the reading is still high, the zone latched.
+        leader.get(f"{bench.base}/app/hazards/{tid}")
+        seen["refused_verify"] = act(leader, "verify")
+        shot(leader, "3b-verify-refused")
+        bench.read(2.0)  # the air is clean again; the interlock is reset by the leader
+        leader.get(f"{bench.base}/app/interlocks/z1")
+        assert act(leader, "reset") == ""
         leader.get(f"{bench.base}/app/hazards/{tid}")
         assert act(leader, "verify") == ""
         for name in ("wang.fang", "chen.gang"):
@@ -238,10 +244,15 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
     seen = workbench(tmp_path, flow)
     assert "to_register" in seen["leader_work"] and "alarms_to_ack" in seen["leader_work"]
     assert seen["owner"] == "li.na"
+    assert seen["refused_verify"] == (
+        "not verified: D-1 still reads 45 mg/m3, at the interlock tier: it must be back below "
+        "the ticket's tier first; zone z1 is still latched by its interlock: reset it first"
+    )
     assert seen["thumbnails"] == 1
     assert max(seen["photo"]) == 1600  # downscaled on the phone before upload (3000×2000)
     assert seen["state"] in ("已归档", "archived")
-    assert seen["trail"][-7:] == [
+    assert "verify refused" in seen["trail"]
+    assert [a for a in seen["trail"] if not a.endswith(" refused")][-7:] == [
         "ticket registered",
         "ticket rectification started",
         "evidence added",

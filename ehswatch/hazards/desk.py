@@ -36,7 +36,7 @@ from ehswatch.hazards.intake import TicketIntake
 from ehswatch.hazards.ledger import Rooms, TicketLedger
 from ehswatch.hazards.outbound import RETRY, TicketWebhook
 from ehswatch.hazards.reports import ticket_report
-from ehswatch.hazards.workflow import TicketWorkflow
+from ehswatch.hazards.workflow import RealityOf, TicketWorkflow
 
 
 class HazardDesk:
@@ -49,6 +49,7 @@ class HazardDesk:
         notify_wake: Wakeable | None = None,
         client: httpx.AsyncClient | None = None,
         backoff: Backoff = RETRY,
+        reality: RealityOf | None = None,
     ) -> None:
         """`notify_wake`: the notifier's wake-up, set when ticket notices are queued;
         `client` and `backoff`: the webhook's (tests pass their own)."""
@@ -67,7 +68,7 @@ class HazardDesk:
         changed: Wakeable = self.outbound.wake if self.outbound else asyncio.Event()
         rooms = Rooms(config=config, db=db, ledger=self.ledger, changed=changed, clock=clock)
         self.intake = TicketIntake(rooms)
-        self.workflow = TicketWorkflow(rooms, evidence=self.evidence)
+        self.workflow = TicketWorkflow(rooms, evidence=self.evidence, reality=reality)
         self.deadlines = TicketDeadlines(rooms)
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register

@@ -89,6 +89,41 @@ def more_severe(a: str, b: str) -> bool:
     return SEVERITY[a] > SEVERITY[b]
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reality:
+    """The plant as it is now, where a ticket was raised: the sensor's current tier
+    (0 normal … 3 interlock) and fault, its last value, and whether the zone is latched."""
+
+    tier: int
+    faulted: bool
+    value: float | None
+    unit: str
+    zone_latched: bool
+
+
+TIER_WORDS = {1: "warning", 2: "alarm", 3: "interlock"}
+
+
+def still_unsafe(t: HazardTicket, *, ticket_tier: int, now: Reality) -> str | None:
+    """Why the hazard is not yet controlled in the plant, every reason, or None: the
+    sensor still reads at or beyond the tier the ticket was raised at; the sensor is
+    still in FAULT (a fault ticket); the zone is still latched by its interlock. A
+    rectification is not verified, nor a ticket archived, on paper alone."""
+    reasons = []
+    if t.kind == "tier" and ticket_tier > 0 and now.tier >= ticket_tier:
+        value = f"{now.value:g} {now.unit}".strip() if now.value is not None else "a value"
+        word = TIER_WORDS.get(now.tier, str(now.tier))
+        reasons.append(
+            f"{t.sensor} still reads {value}, at the {word} tier: "
+            "it must be back below the ticket's tier first"
+        )
+    if t.kind == "fault" and now.faulted:
+        reasons.append(f"{t.sensor} is still in FAULT: it must read again first")
+    if now.zone_latched:
+        reasons.append(f"zone {t.zone} is still latched by its interlock: reset it first")
+    return "; ".join(reasons) or None
+
+
 def _role_for(approver: str) -> str:
     return "supervisor" if approver == "team_leader" else approver
 
@@ -155,12 +190,18 @@ def submit(t: HazardTicket, actor: Actor, *, measure: str, evidence: int, now: f
     ), "rectification submitted"
 
 
-def verify(t: HazardTicket, actor: Actor, *, passed: bool, reason: str = "") -> Outcome:
+def verify(
+    t: HazardTicket, actor: Actor, *, passed: bool, reason: str = "", unsafe: str | None = None
+) -> Outcome:
+    """`unsafe`: why the hazard is not yet controlled in the plant (`still_unsafe`); a pass
+    is refused while there is a reason, a send-back is not."""
     if not actor.at_least("supervisor"):
         raise Forbidden(f"{actor.name} ({actor.role}) may not verify rectifications")
     _expect(t, TicketState.VERIFYING, "verify")
     if actor.name == t.rectifier:
         raise Refused("the rectification must be verified by someone other than the rectifier")
+    if passed and unsafe:
+        raise Refused(f"not verified: {unsafe}")
     if passed:
         return dataclasses.replace(t, state=TicketState.APPROVING, verifier=actor.name), "verified"
     if not reason.strip():
@@ -170,7 +211,11 @@ def verify(t: HazardTicket, actor: Actor, *, passed: bool, reason: str = "") -> 
     ), "sent back"
 
 
-def approve(t: HazardTicket, actor: Actor, *, now: float, rule: GradeRule) -> Outcome:
+def approve(
+    t: HazardTicket, actor: Actor, *, now: float, rule: GradeRule, unsafe: str | None = None
+) -> Outcome:
+    """`unsafe` as for `verify`: the approval that would archive is refused while there
+    is a reason (an A ticket's stop-work lifts only with the hazard controlled)."""
     _expect(t, TicketState.APPROVING, "approve")
     needed = [_role_for(r) for r in rule.approvers]
     have = {a.role for a in t.approvals}
@@ -184,6 +229,8 @@ def approve(t: HazardTicket, actor: Actor, *, now: float, rule: GradeRule) -> Ou
         raise Refused("each approval must come from a different person")
     approvals = (*t.approvals, Approval(name=actor.name, role=actor.role, at=now))
     if {a.role for a in approvals} >= set(needed):
+        if unsafe:
+            raise Refused(f"not archived: {unsafe}")
         return dataclasses.replace(
             t, approvals=approvals, state=TicketState.ARCHIVED, archived_at=now, stop_work=False
         ), "approved and archived"

@@ -10,11 +10,12 @@ or `Refused` (409; evidence too large or of the wrong type: 413 / 415).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
 
+from ehswatch.alarms.store import AlarmRecord
 from ehswatch.audit import record
 from ehswatch.hazards import model
 from ehswatch.hazards.evidence import EvidenceStore
@@ -25,11 +26,28 @@ from ehswatch.people.store import PersonRow
 from ehswatch.refusals import Refusal, refuse
 from ehswatch.roles import Actor, Forbidden, NotFound, Refused
 
+# How the plant is now where a ticket was raised (the desk part asks the control part).
+RealityOf = Callable[[HazardTicket, Actor], Awaitable[model.Reality]]
+
 
 class TicketWorkflow(TicketRoom):
-    def __init__(self, rooms: Rooms, *, evidence: EvidenceStore) -> None:
+    def __init__(
+        self, rooms: Rooms, *, evidence: EvidenceStore, reality: RealityOf | None = None
+    ) -> None:
+        """`reality`: the plant now, for the rule that a hazard is verified and archived
+        only once it is controlled (`model.still_unsafe`); None (tools, tests of the
+        workflow alone) checks paper only."""
         super().__init__(rooms)
         self.evidence = evidence
+        self._reality = reality
+
+    async def _unsafe(self, ticket_id: int, actor: Actor) -> str | None:
+        if self._reality is None:
+            return None
+        t = await self.ledger.get(ticket_id)
+        async with self.db.new_session() as s:
+            tier = await s.scalar(select(AlarmRecord.peak_tier).where(AlarmRecord.id == t.alarm_id))
+        return model.still_unsafe(t, ticket_tier=int(tier or 0), now=await self._reality(t, actor))
 
     async def register(
         self,
@@ -105,21 +123,23 @@ class TicketWorkflow(TicketRoom):
     async def verify(
         self, ticket_id: int, actor: Actor, *, passed: bool, reason: str = "", comment: str = ""
     ) -> HazardTicket:
+        unsafe = await self._unsafe(ticket_id, actor) if passed else None
         return await self._act(
             ticket_id,
             actor,
             "verify",
             comment or reason,
-            lambda t, now: model.verify(t, actor, passed=passed, reason=reason),
+            lambda t, now: model.verify(t, actor, passed=passed, reason=reason, unsafe=unsafe),
         )
 
     async def approve(self, ticket_id: int, actor: Actor, comment: str = "") -> HazardTicket:
+        unsafe = await self._unsafe(ticket_id, actor)
         return await self._act(
             ticket_id,
             actor,
             "approve",
             comment,
-            lambda t, now: model.approve(t, actor, now=now, rule=self._rule(t)),
+            lambda t, now: model.approve(t, actor, now=now, rule=self._rule(t), unsafe=unsafe),
         )
 
     async def lower_grade(
