@@ -7,12 +7,20 @@ from sqlalchemy import MetaData
 
 from ehswatch import audit
 from ehswatch.alarms import store as alarm_store
+from ehswatch.api import idempotency
 from ehswatch.hazards import store as hazard_store
 from ehswatch.interlock import store as interlock_store
 from ehswatch.people import store as people_store
 from ehswatch.tables import Base
 
-MODULES = (audit, alarm_store, hazard_store, interlock_store, people_store)  # each defines tables
+MODULES = (
+    audit,
+    alarm_store,
+    hazard_store,
+    interlock_store,
+    people_store,
+    idempotency,
+)  # each defines tables
 
 
 def all_tables() -> MetaData:

@@ -303,3 +303,63 @@ def test_a_bypass_is_asked_for_on_one_phone_and_approved_on_another(tmp_path: Pa
 
     on_gm, on_director = workbench(tmp_path, flow)
     assert on_gm == on_director and on_gm in ("旁路中", "Bypassed")
+
+
+def test_an_acknowledgement_made_offline_is_applied_once_when_back_online(
+    tmp_path: Path,
+) -> None:
+    def flow(bench: Bench, phone: Any, _: Any) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        bench.read(25.0)  # the alarm tier: an alarm, no trip
+        bench.until("the alarm stored", lambda: bool(bench.rows("SELECT id FROM alarm")))
+        ((aid,),) = bench.rows("SELECT id FROM alarm")
+        sign_in(phone, bench.base, "li.na", then=f"/app/alarms/{aid}")
+        phone.set_network_conditions(
+            offline=True, latency=0, download_throughput=0, upload_throughput=0
+        )
+        wait(phone, "button[data-action='ack']").click()
+        note = wait(phone, "#offline-note")
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(phone, 10).until(lambda _: note.is_displayed())
+        seen["note"] = note.text
+        shot(phone, "7-ack-kept-offline")
+        seen["kept"] = phone.execute_script("return JSON.parse(localStorage['ehswatch-outbox'])")
+        seen["acks_offline"] = len(
+            bench.rows("SELECT id FROM audit_log WHERE action = 'alarm ack'")
+        )
+        phone.delete_network_conditions()
+        phone.execute_script("window.dispatchEvent(new Event('online'))")
+        bench.until(
+            "the acknowledgement applied",
+            lambda: bool(bench.rows("SELECT id FROM audit_log WHERE action = 'alarm ack'")),
+        )
+        wait(phone, "[data-state]")
+        WebDriverWait(phone, 10).until(
+            lambda d: d.execute_script("return localStorage['ehswatch-outbox']") == "[]"
+        )
+        # Its answer lost on the way, the phone sends it again with its key: answered again.
+        job = seen["kept"][0]
+        seen["again"] = phone.execute_async_script(
+            """const [job, done] = arguments;
+            const csrf = decodeURIComponent(document.cookie.match(/ehs_csrf=([^;]*)/)[1]);
+            fetch(job.url, {method: 'POST', credentials: 'same-origin',
+              body: JSON.stringify(job.body),
+              headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf,
+                        'Idempotency-Key': job.key}})
+              .then(r => done([r.status, r.headers.get('Idempotent-Replayed')]));""",
+            job,
+        )
+        seen["acks"] = len(bench.rows("SELECT id FROM audit_log WHERE action = 'alarm ack'"))
+        return seen
+
+    seen = workbench(tmp_path, flow)
+    assert seen["note"] in (
+        "已离线保存，联网后自动提交",
+        "Saved offline; it is sent when the connection returns",
+    )
+    (job,) = seen["kept"]
+    assert job["url"].endswith("/ack") and job["key"]
+    assert seen["acks_offline"] == 0
+    assert seen["again"] == [200, "true"]
+    assert seen["acks"] == 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from ehswatch import __version__
 from ehswatch.api.errors import error_response, http_error, invalid_request, strict_json
+from ehswatch.api.idempotency import IdempotencyMiddleware
 from ehswatch.api.routers import (
     alarms,
     audit,
@@ -41,6 +42,7 @@ from ehswatch.api.routers import (
 )
 from ehswatch.config import PlantConfig
 from ehswatch.control_channel import ControlUnavailable, RemoteError
+from ehswatch.db import Database
 from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.evidence import EvidenceRejected
 from ehswatch.roles import Forbidden, NotFound, Refused
@@ -50,6 +52,12 @@ if TYPE_CHECKING:
     from ehswatch.service import Service
 
 BOARD = Path(__file__).parent / "board" / "index.html"
+
+
+def _desk_database(scope: Any) -> Database | None:
+    """The desk part's database, once its lifespan has started it."""
+    desk: DeskPart = scope["app"].state.desk  # set by the lifespan, before any request
+    return desk.db
 
 
 def create_app(
@@ -85,6 +93,8 @@ def create_app(
         "< supervisor < dept_head < safety_director < gm < admin.",
         dependencies=[Depends(strict_json)],  # NaN / Infinity in a JSON body: 422
     )
+    # A POST with an Idempotency-Key is done once; sent again, it is answered again.
+    app.add_middleware(IdempotencyMiddleware, database=_desk_database)
     for r in (auth, health, metrics, sensors, alarms, interlocks, hazards, audit, events):
         app.include_router(r.router)
     # The workbench: its pages, and its script and style from the package (no CDN).

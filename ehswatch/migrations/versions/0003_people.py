@@ -1,4 +1,4 @@
-"""People who sign in, and their sessions.
+"""People who sign in, their sessions, and the answers kept for Idempotency-Keys.
 
 Revision ID: 0003
 Revises: 0002
@@ -43,9 +43,24 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_sha256"),
     )
     op.create_index("ix_person_session_person", "person_session", ["person"])
+    op.create_table(
+        "idempotent_request",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("path", sa.String(length=256), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("content_type", sa.String(length=128), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("digest"),
+    )
+    op.create_index("ix_idempotent_request_at", "idempotent_request", ["at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_idempotent_request_at", table_name="idempotent_request")
+    op.drop_table("idempotent_request")
     op.drop_index("ix_person_session_person", table_name="person_session")
     op.drop_table("person_session")
     op.drop_table("person")

@@ -148,6 +148,7 @@
     }
   });
   window.addEventListener("online", flush);
+  setInterval(flush, 5000);  // and now and then: a phone does not always say it is back
   countdowns();
   setInterval(countdowns, 1000);
   if (outbox().length) note(body.dataset.savedOffline);

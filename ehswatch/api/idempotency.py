@@ -1,0 +1,191 @@
+"""`Idempotency-Key`: a POST sent again with the same key is answered, not done again.
+
+A phone on plant Wi-Fi may send an action, lose the answer, and send it again (the
+workbench keeps actions taken offline and sends them when the connection returns).
+With the header `Idempotency-Key: <up to 128 printable characters>` on a POST:
+- the first request is done, and its answer (status and body) kept for `TTL_S`;
+- a request with the same key from the same caller (the same bearer token or session
+  cookie) is answered with the kept answer and `Idempotent-Replayed: true`, and nothing
+  is done again;
+- the same key for another route is 422; while the first is still being done, 409;
+- an answer of 500 or over is not kept (the request may be retried and done).
+Keys are kept per caller: one person's key never answers another's request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Float, Integer, LargeBinary, String, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ehswatch.db import Database
+from ehswatch.tables import Base
+
+TTL_S = 24 * 3600.0
+KEY_MAX = 128
+BODY_MAX = 1 << 20  # answers bigger than this are not kept (none of the actions' are)
+HEADER = b"idempotency-key"
+
+
+class IdempotentRequest(Base):
+    __tablename__ = "idempotent_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # caller + key
+    path: Mapped[str] = mapped_column(String(256))
+    at: Mapped[float] = mapped_column(Float, index=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: being done
+    content_type: Mapped[str] = mapped_column(String(128), default="")
+    body: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+def _caller(scope: Scope) -> bytes | None:
+    """What identifies the caller: its bearer token or its session cookie."""
+    headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
+    auth = headers.get(b"authorization")
+    if auth:
+        return b"bearer:" + auth
+    for part in headers.get(b"cookie", b"").split(b";"):
+        name, _, value = part.strip().partition(b"=")
+        if name == b"ehs_session" and value:
+            return b"session:" + value
+    return None
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: str, replayed: bool) -> None:
+    headers = [(b"content-type", content_type.encode("latin-1") or b"application/json")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(detail: str) -> bytes:
+    return json.dumps({"detail": detail}).encode()
+
+
+class IdempotencyMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        database: Callable[[Scope], Database | None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`database(scope)`: the database to keep answers in (None: pass through)."""
+        self.app = app
+        self._database = database
+        self._clock = clock
+        self._inserts = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
+        key = headers.get(HEADER)
+        caller = _caller(scope)
+        db = self._database(scope) if key is not None else None
+        if key is None or caller is None or db is None:
+            await self.app(scope, receive, send)
+            return
+        if not 0 < len(key) <= KEY_MAX or not all(33 <= b < 127 for b in key):
+            await _answer(
+                send, 422, _error(f"an Idempotency-Key is 1 to {KEY_MAX} printable characters"),
+                "application/json", replayed=False,
+            )  # fmt: skip
+            return
+        digest = hashlib.sha256(caller + b"\0" + key).hexdigest()
+        path = str(scope["path"])[:256]
+        kept = await self._kept(db, digest)
+        if kept is None and not await self._claim(db, digest, path):
+            kept = await self._kept(db, digest)
+        if kept is not None:
+            if kept.path != path:
+                await _answer(
+                    send, 422, _error("this Idempotency-Key was used for another request"),
+                    "application/json", replayed=False,
+                )  # fmt: skip
+            elif kept.status is None:
+                await _answer(
+                    send, 409, _error("a request with this Idempotency-Key is still being done"),
+                    "application/json", replayed=False,
+                )  # fmt: skip
+            else:
+                await _answer(send, kept.status, kept.body, kept.content_type, replayed=True)
+            return
+        await self._do(db, digest, scope, receive, send)
+
+    async def _do(
+        self, db: Database, digest: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Do the request, keep its answer, then send it: kept before it is sent, so a
+        copy sent the moment the answer arrives finds it (POST answers are small)."""
+        messages: list[Message] = []
+        status, content_type, size = 500, "", 0
+
+        async def holding(message: Message) -> None:
+            nonlocal status, content_type, size
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            messages.append(message)
+
+        try:
+            await self.app(scope, receive, holding)
+        except BaseException:
+            await self._release(db, digest)
+            raise
+        if status >= 500 or size > BODY_MAX:
+            await self._release(db, digest)
+        else:
+            body = b"".join(
+                m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+            )
+            async with db.new_session() as s, s.begin():
+                row = await s.scalar(
+                    select(IdempotentRequest).where(IdempotentRequest.digest == digest)
+                )
+                if row is not None:
+                    row.status, row.content_type, row.body = status, content_type[:128], body
+        for message in messages:
+            await send(message)
+
+    async def _kept(self, db: Database, digest: str) -> IdempotentRequest | None:
+        async with db.new_session() as s:
+            row = await s.scalar(
+                select(IdempotentRequest).where(IdempotentRequest.digest == digest)
+            )
+        if row is not None and row.at < self._clock() - TTL_S:
+            await self._release(db, digest)
+            return None
+        return row
+
+    async def _claim(self, db: Database, digest: str, path: str) -> bool:
+        """Take the key for this request; False when another request has it."""
+        now = self._clock()
+        try:
+            async with db.new_session() as s, s.begin():
+                s.add(IdempotentRequest(digest=digest, path=path, at=now, status=None))
+        except IntegrityError:
+            return False
+        self._inserts += 1
+        if self._inserts % 100 == 0:  # now and then, forget the answers past their time
+            async with db.new_session() as s, s.begin():
+                await s.execute(delete(IdempotentRequest).where(IdempotentRequest.at < now - TTL_S))
+        return True
+
+    async def _release(self, db: Database, digest: str) -> None:
+        async with db.new_session() as s, s.begin():
+            await s.execute(delete(IdempotentRequest).where(IdempotentRequest.digest == digest))
