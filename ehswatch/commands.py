@@ -55,6 +55,12 @@ def control_handlers(service: ControlParts) -> dict[str, Handler]:
             raise NotFound(f"no interlocked zone {zone}")
         return states[zone].public(service.clock())
 
+    async def zone_states(_: Actor, a: dict[str, Any]) -> dict[str, Any]:
+        """Every interlocked zone's state as the controller holds it now."""
+        il = service.interlock
+        now = service.clock()
+        return {"zones": [] if il is None else [s.public(now) for s in il.states.values()]}
+
     async def reality(_: Actor, a: dict[str, Any]) -> dict[str, Any]:
         """Where a ticket was raised, now: the sensor's tier, fault and value (a source
         that is not a sensor, e.g. "zone:z1", reads as normal) and the zone's latch."""
@@ -98,6 +104,7 @@ def control_handlers(service: ControlParts) -> dict[str, Handler]:
         "alarm.shelve": shelve,
         "alarm.unshelve": unshelve,
         "interlock.state": zone_state,
+        "interlock.states": zone_states,
         "hazard.reality": reality,
         "interlock.reset": reset,
         "interlock.bypass": bypass,

@@ -197,6 +197,9 @@ class ApiSettings(_Model):
     desk_restart_s: Annotated[float, Field(gt=0, le=30)] = 0.5
     # Sign-in sessions (docs/workbench.md): ended after this long without a request, and
     # after this long in any case; the cookie is sent over HTTPS only when `cookie_secure`.
+    # Where people reach the service (e.g. https://ehs.plant.local): every notification
+    # carries the link to its item on the workbench built from it. None: no links.
+    public_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/[^\s]*)?$")] | None = None
     session_idle_min: Annotated[float, Field(ge=1, le=7 * 24 * 60)] = 480.0
     session_max_h: Annotated[float, Field(gt=0, le=30 * 24)] = 16.0
     cookie_secure: bool = False
@@ -523,13 +526,16 @@ class GradeRule(_Model):
     deadline_h: PositiveHours
     stop_work: bool = False
     approvers: Annotated[list[Approver], Field(min_length=1)]
+    # A higher role may sign in place of an approver role (a GM for a department head);
+    # each approval still comes from a different person.
+    stand_in: bool = False
 
 
 def _default_grades() -> dict[Grade, GradeRule]:
     return {
         "A": GradeRule(deadline_h=2, stop_work=True, approvers=["gm", "safety_director"]),
-        "B": GradeRule(deadline_h=24, approvers=["dept_head"]),
-        "C": GradeRule(deadline_h=72, approvers=["team_leader"]),
+        "B": GradeRule(deadline_h=24, approvers=["dept_head"], stand_in=True),
+        "C": GradeRule(deadline_h=72, approvers=["team_leader"], stand_in=True),
     }
 
 
@@ -1013,9 +1019,13 @@ def _grades_approvable(sections: Sections) -> Iterator[str]:
     held = {u.role for u in sections.users}
     hazards = sections.hazards
     given = "grades" in hazards.model_fields_set
+    top = max(ROLES.index(r) for r in held)
     for grade, rule in sorted(hazards.grades.items()):
+        roles = ["supervisor" if a == "team_leader" else a for a in rule.approvers]
         missing = [
-            a for a in rule.approvers if ("supervisor" if a == "team_leader" else a) not in held
+            a
+            for a, r in zip(rule.approvers, roles, strict=True)
+            if r not in held and not (rule.stand_in and top > ROLES.index(r))
         ]
         if missing:
             default = "" if given else f" (the default: {listed(rule.approvers)})"

@@ -35,8 +35,8 @@ DEMO_TOKENS = {
 DEMO_PEOPLE: tuple[tuple[str, str, Role, str], ...] = (
     ("zhang.wei", "张伟 (班组长)", "supervisor", "demo-zhang-wei"),
     ("li.na", "李娜 (整改人)", "operator", "demo-li-na"),
-    ("zhou.qiang", "周强 (部门负责人)", "dept_head", "demo-zhou-qiang"),
-    ("wang.fang", "王芳 (安全总监)", "safety_director", "demo-wang-fang"),
+    ("sun.li", "孙丽 (部门负责人)", "dept_head", "demo-sun-li"),
+    ("wang.jun", "王军 (安全总监)", "safety_director", "demo-wang-jun"),
     ("chen.gang", "陈刚 (总经理)", "gm", "demo-chen-gang"),
     ("admin", "管理员", "admin", "demo-admin-1"),
 )

@@ -80,6 +80,7 @@ class DeskPart:
             clock=self.clock,
             idle_s=config.api.session_idle_min * 60,
             max_s=config.api.session_max_h * 3600,
+            machines=frozenset(u.name for u in config.users),
         )
         self.notifier = Notifier(config=config, db=self.db, clock=self.clock)
         self.hazards = HazardDesk(

@@ -67,6 +67,9 @@ class RetainedPublisher(Component):
 
             tls = ssl.create_default_context(cafile=self._settings.ca_file)
         while True:
+            # Before every (re)connect: a disconnect that swallowed our cancellation (the
+            # client's exit on 3.11 can) ends the block as if nothing happened.
+            still_wanted()
             try:
                 async with aiomqtt.Client(
                     self._host,

@@ -71,8 +71,18 @@ class RobotServer:
             ).decode()
             if not ts.isdigit() or abs(time.time() * 1000 - int(ts)) > 3600_000 or sign != want:
                 return 200, {"errcode": 310000, "errmsg": "sign not match"}, "bad signature"
+            kind = body.get("msgtype") if isinstance(body, dict) else None
+            if kind == "actionCard":  # one button, "整体跳转"
+                card = body.get("actionCard", {})
+                url = str(card.get("singleURL", ""))
+                fields = ("title", "text", "singleTitle", "singleURL")
+                if not all(card.get(k) for k in fields) or not url.startswith(
+                    ("http://", "https://")
+                ):
+                    return 200, {"errcode": 40035, "errmsg": "bad actionCard"}, "bad body"
+                return 200, {"errcode": 0, "errmsg": "ok"}, "ok"
             md = body.get("markdown", {}) if isinstance(body, dict) else {}
-            if body.get("msgtype") != "markdown" or not md.get("title") or not md.get("text"):
+            if kind != "markdown" or not md.get("title") or not md.get("text"):
                 return 200, {"errcode": 40035, "errmsg": "bad markdown"}, "bad body"
             return 200, {"errcode": 0, "errmsg": "ok"}, "ok"
         if path == "/wecom":
@@ -86,7 +96,7 @@ class RobotServer:
                 return 400, {"error": "unexpected body"}, "bad body"
             return 200, {"ok": True}, "ok"
         if path == "/hook":
-            keys = {"site", "kind", "title", "text", "alarms"}
+            keys = {"site", "kind", "title", "text", "link", "alarms"}
             if not isinstance(body, dict) or set(body) != keys:
                 return 400, {"error": "unexpected body"}, "bad body"
             return 204, {}, "ok"

@@ -25,7 +25,8 @@ from tests.servers import free_port
 TOKENS: dict[str, str] = {role: f"{role}-token" for role in ROLES}
 
 
-def plant(tmp_path: Path) -> PlantConfig:
+def plant(tmp_path: Path, extra: dict[str, Any] | None = None) -> PlantConfig:
+    """The API tests' plant; `extra` sections replace its own (or are added)."""
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "华东机加工厂", "timezone": "Asia/Shanghai"},
         "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},  # no broker: the collector retries
@@ -63,6 +64,7 @@ def plant(tmp_path: Path) -> PlantConfig:
         "sensors": [{"id": "D-1", "name": "粉尘1", "type": "dust", "zone": "z1"}],
         "hazards": {"evidence_dir": str(tmp_path / "evidence")},
     }
+    doc.update(extra or {})
     return parse_config(yaml.safe_dump(doc, allow_unicode=True), env={})
 
 
@@ -105,6 +107,16 @@ MUTATING: list[tuple[str, str, dict[str, Any] | None, str, set[str] | None]] = [
     ("POST", "/api/interlocks/z1/bypass/end", None, "supervisor", None),
     ("POST", "/api/hazards/1/register", {"owner": "operator.user"}, "supervisor", None),
     ("POST", "/api/hazards/1/assign", {"owner": "operator.user"}, "supervisor", None),
+    (
+        "POST",
+        "/api/people",
+        {"name": "zhao.min", "role": "operator", "password": "long-enough-1"},
+        "admin",
+        None,
+    ),
+    ("POST", "/api/people/z1/disable", None, "admin", None),
+    ("POST", "/api/people/z1/enable", None, "admin", None),
+    ("POST", "/api/people/z1/password", {"password": "long-enough-2"}, "admin", None),
     ("POST", "/api/hazards/1/start", None, "operator", None),
     ("POST", "/api/hazards/1/submit", {"measure": "fixed"}, "operator", None),
     ("POST", "/api/hazards/1/verify", {"passed": True}, "supervisor", None),

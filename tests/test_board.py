@@ -36,6 +36,7 @@ def demo_plant(tmp_path: Path, broker_port: int) -> dict[str, Any]:
     )
     doc["mqtt"]["url"] = f"mqtt://127.0.0.1:{broker_port}"
     doc["api"]["port"] = free_port()
+    doc["api"]["public_url"] = f"http://127.0.0.1:{doc['api']['port']}"
     for section in ("modbus_devices", "plcs"):
         for item in doc[section]:
             item["port"] = free_port()

@@ -297,6 +297,8 @@ def test_the_users_command_adds_lists_sets_passwords_and_disables(tmp_path: Path
     assert added.stdout.strip() == "added zhang.wei (supervisor)"
     again = users(config, "add", "zhang.wei", "--role", "gm", password="dust-free-2026\n")
     assert again.returncode == 1 and "already a person named zhang.wei" in again.stderr
+    machine = users(config, "add", "li.wei", "--role", "operator", password="long-enough\n")
+    assert machine.returncode == 1 and "machine user of the config" in machine.stderr
     short = users(config, "add", "li.na", "--role", "operator", password="short\n")
     assert short.returncode == 1 and "at least 8 characters" in short.stderr
     listed = users(config, "list")

@@ -199,3 +199,40 @@ def test_a_malformed_sign_in_is_a_clear_4xx(
             assert "detail" in r.json()
 
     run(main())
+
+
+def test_an_admin_manages_people_over_the_api_and_nobody_else_may(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with signed_in_service(plant(tmp_path)) as (_, client):
+            new = {"name": "zhao.min", "role": "operator", "password": "long-enough-1"}
+            assert (
+                await client.post("/api/people", json=new, headers=auth("gm"))
+            ).status_code == 403
+            added = await client.post("/api/people", json=new, headers=auth("admin"))
+            assert added.status_code == 200 and added.json()["role"] == "operator"
+            again = await client.post("/api/people", json=new, headers=auth("admin"))
+            assert again.status_code == 409
+            machine = {**new, "name": "operator.user"}  # a token user's name in the config
+            r = await client.post("/api/people", json=machine, headers=auth("admin"))
+            assert r.status_code == 422 and "machine user" in r.json()["detail"]
+            short = {**new, "name": "qian.yu", "password": "short"}
+            r = await client.post("/api/people", json=short, headers=auth("admin"))
+            assert r.status_code == 422 and "at least 8" in r.json()["detail"]
+            # Signed in, then disabled by the admin: the session ends at once.
+            await client.post(
+                "/auth/login", json={"username": "zhao.min", "password": "long-enough-1"}
+            )
+            assert (await client.get("/api/alarms")).status_code == 200
+            off = await client.post("/api/people/zhao.min/disable", headers=auth("admin"))
+            assert off.status_code == 200 and off.json()["disabled"] is True
+            assert (await client.get("/api/alarms")).status_code == 401
+            listed = (await client.get("/api/people", headers=auth("admin"))).json()
+            assert {p["name"] for p in listed} == {"li.na", "zhang.wei", "zhao.min"}
+            missing = await client.post("/api/people/nobody/enable", headers=auth("admin"))
+            assert missing.status_code == 404
+
+    run(main())
+    actions = audit_actions(tmp_path)
+    assert ("admin.user", "person added") in actions
+    assert ("admin.user", "person disabled") in actions
+    assert ("gm.user", "POST /api/people refused") in actions

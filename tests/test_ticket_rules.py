@@ -20,9 +20,9 @@ CLEAR = Reality(tier=0, faulted=False, value=2.0, unit="mg/m3", zone_latched=Fal
 
 
 def ticket(state: TicketState, kind: str = "tier", **kw: object) -> HazardTicket:
-    fields: dict[str, object] = {"owner": "li.na", "rectifier": "li.na", **kw}
+    fields: dict[str, object] = {"owner": "li.na", "rectifier": "li.na", "grade": "A", **kw}
     return HazardTicket(
-        id=7, alarm_id=3, sensor="D-1", zone="z1", kind=kind, grade="A", state=state,
+        id=7, alarm_id=3, sensor="D-1", zone="z1", kind=kind, state=state,
         created_at=0.0, due_at=7200.0, **fields,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -124,3 +124,46 @@ def test_a_ticket_is_reassigned_by_a_supervisor_to_another_known_person() -> Non
         model.assign(t, Actor(name="li.na", role="operator"), owner="zhao.lei", owner_known=True)
     with pytest.raises(Refused, match="only a registered or rectifying ticket"):
         model.assign(ticket(TicketState.VERIFYING), LEADER, owner="zhao.lei", owner_known=True)
+
+
+B_RULE = GradeRule(deadline_h=24, approvers=["dept_head"], stand_in=True)
+
+
+def test_a_higher_role_stands_in_for_an_approver_where_the_grade_allows_it() -> None:
+    t = ticket(TicketState.APPROVING, grade="B")
+    done, what = model.approve(t, GM, now=5.0, rule=B_RULE)
+    assert what == "approved and archived"
+    assert done.approvals == (
+        Approval(name="chen.gang", role="dept_head", at=5.0, acting_role="gm"),
+    )
+
+
+def test_no_one_stands_in_where_the_grade_does_not_allow_it() -> None:
+    strict = GradeRule(deadline_h=24, approvers=["dept_head"], stand_in=False)
+    with pytest.raises(Forbidden, match="approved by dept_head, not by a gm"):
+        model.approve(ticket(TicketState.APPROVING, grade="B"), GM, now=5.0, rule=strict)
+
+
+def test_a_lower_role_never_stands_in() -> None:
+    with pytest.raises(Forbidden, match="or a higher role standing in"):
+        model.approve(ticket(TicketState.APPROVING, grade="B"), LEADER, now=5.0, rule=B_RULE)
+
+
+def test_an_a_ticket_keeps_two_distinct_named_signatures_even_with_stand_ins() -> None:
+    lenient = GradeRule(
+        deadline_h=2, stop_work=True, approvers=["gm", "safety_director"], stand_in=True
+    )
+    t = ticket(TicketState.APPROVING)
+    one, _ = model.approve(t, GM, now=1.0, rule=lenient)
+    with pytest.raises(Refused, match="each approval must come from a different person"):
+        model.approve(one, GM, now=2.0, rule=lenient)  # the GM for the safety director too
+    admin = Actor(name="admin.liu", role="admin")
+    two, what = model.approve(one, admin, now=3.0, rule=lenient)
+    assert what == "approved and archived"
+    assert [(a.name, a.role) for a in two.approvals] == [
+        ("chen.gang", "gm"),
+        ("admin.liu", "safety_director"),
+    ]
+    # The default A rule takes no stand-ins at all: its two signatures are its own roles.
+    with pytest.raises(Forbidden):
+        model.approve(one, admin, now=3.0, rule=A_RULE)

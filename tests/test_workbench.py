@@ -15,7 +15,9 @@ from ehswatch.readings import ReadingBatch
 from ehswatch.roles import Actor
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
+from tests.fakes import RobotServer
 from tests.parts import api_server
+from tests.servers import free_port
 from tests.test_api import plant
 from tests.test_board import ARTIFACTS, chrome
 
@@ -26,6 +28,7 @@ PEOPLE = {
     "li.na": ("operator", "rectifier-1"),
     "wang.fang": ("safety_director", "director-1"),
     "chen.gang": ("gm", "general-manager-1"),
+    "admin.liu": ("admin", "administrator-1"),
 }
 PHONE = (390, 844)
 
@@ -59,11 +62,19 @@ class Bench:
         ).result(timeout + 5)
 
 
-def workbench(tmp_path: Path, flow: Callable[[Bench, Any, Any], T]) -> T:
+def workbench(
+    tmp_path: Path,
+    flow: Callable[[Bench, Any, Any], T],
+    tweak: Callable[[int], dict[str, Any]] | None = None,
+) -> T:
     """Serve the test plant with its people, and run `flow(bench, phone_a, phone_b)` with
-    two phones (two browsers, each with its own cookies) in a thread of its own."""
+    two phones (two browsers, each with its own cookies) in a thread of its own.
+    `tweak(api_port)`: config sections to add or replace."""
     ARTIFACTS.mkdir(exist_ok=True)
-    config = plant(tmp_path)
+    port = free_port()
+    config = plant(
+        tmp_path, {"api": {"host": "127.0.0.1", "port": port}, **(tweak or (lambda _: {}))(port)}
+    )
     app, server = api_server(config)
     base = f"http://127.0.0.1:{config.api.port}"
 
@@ -118,7 +129,7 @@ def sign_in(phone: Any, base: str, name: str, then: str = "/app/") -> None:
     WebDriverWait(phone, 20, poll_frequency=0.1).until(
         lambda d: d.current_url.endswith(then) and "/login" not in d.current_url
     )
-    assert name in wait(phone, "header .who").text
+    assert wait(phone, "header .who").text  # signed in: the header names the person
 
 
 def act(phone: Any, action: str, **fields: str) -> str:
@@ -139,6 +150,7 @@ def act(phone: Any, action: str, **fields: str) -> str:
             field.send_keys(value)
     refusal = form.find_element("css selector", "[data-refusal]")
     phone.execute_script("window.__before = performance.timeOrigin")
+    phone.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     button.click()
 
     def settled(d: Any) -> bool:
@@ -363,3 +375,159 @@ def test_an_acknowledgement_made_offline_is_applied_once_when_back_online(
     assert seen["acks_offline"] == 0
     assert seen["again"] == [200, "true"]
     assert seen["acks"] == 1
+
+
+def test_an_alarm_is_acknowledged_through_the_link_in_its_dingtalk_message(
+    tmp_path: Path,
+) -> None:
+    with RobotServer() as robots:
+
+        def tweak(port: int) -> dict[str, Any]:
+            return {
+                "api": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "public_url": f"http://127.0.0.1:{port}",
+                },
+                "notifications": {
+                    "channels": [
+                        {
+                            "id": "ding",
+                            "type": "dingtalk",
+                            "url": f"{robots.url}/dingtalk",
+                            "secret": robots.dingtalk_secret,
+                        }
+                    ],
+                    "routes": [{"notify": ["ding"]}],
+                    "flood": {"group_wait_s": 0},
+                },
+            }
+
+        def flow(bench: Bench, phone: Any, _: Any) -> dict[str, Any]:
+            bench.read(25.0)
+            bench.until("the DingTalk message", lambda: bool(robots.delivered("/dingtalk")), 30)
+            (message,) = robots.delivered("/dingtalk")
+            link = message["actionCard"]["singleURL"]
+            phone.delete_all_cookies()
+            phone.get(link)  # tapped in DingTalk: not signed in yet
+            wait(phone, "input[name=username]").send_keys("li.na")
+            phone.find_element("css selector", "input[name=password]").send_keys(PEOPLE["li.na"][1])
+            phone.find_element("css selector", "form[data-signin] button").click()
+            wait(phone, "button[data-action='ack']")
+            landed = phone.current_url
+            assert act(phone, "ack") == ""
+            shot(phone, "8-acked-from-dingtalk")
+            acks = bench.rows("SELECT actor FROM audit_log WHERE action = 'alarm ack'")
+            return {"message": message, "link": link, "landed": landed, "acks": acks}
+
+        seen = workbench(tmp_path, flow, tweak)
+    ((aid,),) = [(seen["link"].rsplit("/", 1)[1],)]
+    assert seen["message"]["msgtype"] == "actionCard"
+    assert seen["link"] == f"{seen['landed'].split('/app/')[0]}/app/alarms/{aid}"
+    assert seen["landed"] == seen["link"]  # after signing in, on the alarm's own page
+    assert seen["acks"] == [("li.na",)]
+
+
+def test_an_admin_adds_a_person_on_the_people_page_who_then_signs_in(tmp_path: Path) -> None:
+    def flow(bench: Bench, admin: Any, newcomer: Any) -> dict[str, Any]:
+        sign_in(admin, bench.base, "admin.liu", then="/app/people")
+        refused = act(
+            admin, "add-person", name="qian.yu", display_name="钱宇", role="operator",
+            password="short",
+        )  # fmt: skip
+        assert (
+            act(admin, "add-person", name="qian.yu", role="operator", password="rectify-2026") == ""
+        )
+        shot(admin, "9-people")
+        listed = [
+            e.get_attribute("data-person")
+            for e in admin.find_elements("css selector", "[data-person]")
+        ]
+        PEOPLE["qian.yu"] = ("operator", "rectify-2026")
+        try:
+            sign_in(newcomer, bench.base, "qian.yu")
+        finally:
+            del PEOPLE["qian.yu"]
+        assert act(admin, "disable-qian.yu") == ""
+        newcomer.get(f"{bench.base}/app/")
+        return {"refused": refused, "listed": listed, "after_disable": newcomer.current_url}
+
+    seen = workbench(tmp_path, flow)
+    assert "at least 8 characters" in seen["refused"]
+    assert "qian.yu" in seen["listed"]
+    assert "/app/login" in seen["after_disable"]  # disabled: the session is gone
+
+
+def test_a_change_sent_from_another_site_is_refused_for_want_of_its_csrf_token(
+    tmp_path: Path,
+) -> None:
+    """A page on another port (another origin, the same site: the cookie goes with it)
+    posts a form at the service: refused, audited, nothing acknowledged."""
+    import http.server
+    import threading
+
+    def flow(bench: Bench, phone: Any, _: Any) -> dict[str, Any]:
+        bench.read(25.0)
+        bench.until("the alarm stored", lambda: bool(bench.rows("SELECT id FROM alarm")))
+        ((aid,),) = bench.rows("SELECT id FROM alarm")
+        sign_in(phone, bench.base, "li.na")
+        page = (
+            f'<form id="f" method="post" action="{bench.base}/api/alarms/{aid}/ack" '
+            'enctype="text/plain"><input name=\'{"comment": "x", "y\' value=\'": 1}\'></form>'
+            "<script>document.getElementById('f').submit()</script>"
+        ).encode()
+
+        class Evil(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        try:
+            phone.get(f"http://127.0.0.1:{evil.server_address[1]}/")
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            WebDriverWait(phone, 10).until(lambda d: "/api/alarms/" in d.current_url)
+            answer = phone.find_element("css selector", "body").text
+        finally:
+            evil.shutdown()
+            evil.server_close()
+        return {
+            "answer": answer,
+            "acks": bench.rows("SELECT id FROM audit_log WHERE action = 'alarm ack'"),
+            "refused": bench.rows(
+                "SELECT detail FROM audit_log WHERE action LIKE 'POST /api/alarms/%/ack refused'"
+            ),
+        }
+
+    seen = workbench(tmp_path, flow)
+    assert "X-CSRF-Token" in seen["answer"]
+    assert seen["acks"] == [] and len(seen["refused"]) == 1
+
+
+def test_an_ended_session_sends_the_phone_to_sign_in_and_back(tmp_path: Path) -> None:
+    def flow(bench: Bench, phone: Any, _: Any) -> dict[str, str]:
+        bench.read(25.0)
+        bench.until("the alarm stored", lambda: bool(bench.rows("SELECT id FROM alarm")))
+        ((aid,),) = bench.rows("SELECT id FROM alarm")
+        sign_in(phone, bench.base, "li.na", then=f"/app/alarms/{aid}")
+        with sqlite3.connect(bench.db) as con:  # its time is up
+            con.execute("UPDATE person_session SET expires_at = 0")
+        bench.loop.call_soon_threadsafe(bench.app.state.desk.people._cache.clear)
+        wait(phone, "button[data-action='ack']").click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(phone, 10).until(lambda d: "/app/login" in d.current_url)
+        at_login = phone.current_url
+        sign_in(phone, bench.base, "li.na", then=f"/app/alarms/{aid}")
+        return {"at_login": at_login, "back": phone.current_url}
+
+    seen = workbench(tmp_path, flow)
+    assert seen["at_login"].endswith("/app/login?next=%2Fapp%2Falarms%2F1")
+    assert seen["back"].endswith("/app/alarms/1")

@@ -1,15 +1,20 @@
 """Notification channels: what a message says, and how each kind of channel is sent to.
 
-- `webhook`: HTTP POST of JSON ``{"site", "kind", "title", "text", "alarms": […]}``; any
-  2xx is delivered.
-- `dingtalk`: a DingTalk group robot. Markdown message
-  ``{"msgtype": "markdown", "markdown": {"title", "text"}}``; with a `secret`, the URL
-  gets ``timestamp`` (ms) and ``sign`` = url-encoded base64 of HMAC-SHA256, keyed with
-  the secret, of ``"{timestamp}\\n{secret}"`` — the robot's signing rule. Delivered when
-  the answer's ``errcode`` is 0.
-- `wecom`: a WeCom group robot: ``{"msgtype": "markdown", "markdown": {"content"}}``;
-  delivered when ``errcode`` is 0.
-- `email`: SMTP (optionally STARTTLS and login), plain-text UTF-8.
+Every message carries the link to its item on the workbench (`link`: an alarm's page, a
+ticket's, or *My work* for a flood) when `api.public_url` is configured.
+
+- `webhook`: HTTP POST of JSON ``{"site", "kind", "title", "text", "link", "alarms": […]}``
+  (`link` null without a public URL); any 2xx is delivered.
+- `dingtalk`: a DingTalk group robot. With a link, an action card whose one button opens
+  it: ``{"msgtype": "actionCard", "actionCard": {"title", "text", "btnOrientation": "0",
+  "singleTitle", "singleURL"}}``; without, markdown ``{"msgtype": "markdown", "markdown":
+  {"title", "text"}}``. With a `secret`, the URL gets ``timestamp`` (ms) and ``sign`` =
+  url-encoded base64 of HMAC-SHA256, keyed with the secret, of
+  ``"{timestamp}\\n{secret}"`` — the robot's signing rule. Delivered when the answer's
+  ``errcode`` is 0.
+- `wecom`: a WeCom group robot: ``{"msgtype": "markdown", "markdown": {"content"}}``, the
+  link as a markdown link at the end; delivered when ``errcode`` is 0.
+- `email`: SMTP (optionally STARTTLS and login), plain-text UTF-8, the link on its own line.
 
 A failure raises `SendFailed` with the reason; the notifier retries.
 """
@@ -55,6 +60,10 @@ class Message:
     title: str
     text: str  # markdown
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    link: str | None = None  # the item's page on the workbench
+
+
+OPEN = "打开处理 Open"
 
 
 class Sender(Protocol):
@@ -69,6 +78,11 @@ class Renderer:
         self.tz = ZoneInfo(config.site.timezone)
         self.config = config
         self.zone_names = {z.id: z.name or z.id for z in config.zones}
+        public = config.api.public_url
+        self.base = public.rstrip("/") if public else None
+
+    def _link(self, path: str) -> str | None:
+        return f"{self.base}{path}" if self.base else None
 
     def _sensor(self, sensor_id: str) -> Sensor | None:
         # Through the config's one index: a dict of names and one of units per sensor
@@ -108,7 +122,9 @@ class Renderer:
         text = f"### {title}\n\n- {self._line(event)}\n"
         if kind == "escalation":
             text += f"- escalation {a['escalations']}: nobody has acknowledged this alarm yet\n"
-        return Message(kind=kind, title=title, text=text, alarms=[a])
+        return Message(
+            kind=kind, title=title, text=text, alarms=[a], link=self._link(f"/app/alarms/{a['id']}")
+        )
 
     def ticket(self, payload: dict[str, Any]) -> Message:
         """A hazard-ticket reminder, escalation, stop-work or chronic-hazard notice."""
@@ -128,7 +144,9 @@ class Renderer:
         )
         if what == "chronic":
             text += f"- {t['recurrence']} tickets for this sensor within the recurrence window\n"
-        return Message(kind="ticket", title=title, text=text)
+        return Message(
+            kind="ticket", title=title, text=text, link=self._link(f"/app/hazards/{t['id']}")
+        )
 
     def flood(self, zone: str, events: Sequence[dict[str, Any]]) -> Message:
         name = self.zone_names.get(zone, zone)
@@ -139,6 +157,7 @@ class Renderer:
             title=title,
             text=f"### {title}\n\n{lines}\n",
             alarms=[e["alarm"] for e in events],
+            link=self._link("/app/"),
         )
 
 
@@ -152,6 +171,7 @@ class WebhookSender:
             "kind": message.kind,
             "title": message.title,
             "text": message.text,
+            "link": message.link,
             "alarms": message.alarms,
         }
         await _post(self.client, self.url, body, expect_errcode=False)
@@ -175,7 +195,21 @@ class DingTalkSender:
             ts = int(time.time() * 1000)
             sep = "&" if "?" in url else "?"
             url = f"{url}{sep}timestamp={ts}&sign={dingtalk_sign(self.secret, ts)}"
-        body = {"msgtype": "markdown", "markdown": {"title": message.title, "text": message.text}}
+        body: dict[str, Any]
+        if message.link:
+            card = {
+                "title": message.title,
+                "text": message.text,
+                "btnOrientation": "0",
+                "singleTitle": OPEN,
+                "singleURL": message.link,
+            }
+            body = {"msgtype": "actionCard", "actionCard": card}
+        else:
+            body = {
+                "msgtype": "markdown",
+                "markdown": {"title": message.title, "text": message.text},
+            }
         await _post(self.client, url, body, expect_errcode=True)
 
 
@@ -184,7 +218,10 @@ class WeComSender:
         self.url, self.client = channel.url, client
 
     async def send(self, message: Message) -> None:
-        body = {"msgtype": "markdown", "markdown": {"content": message.text}}
+        content = message.text
+        if message.link:
+            content += f"\n[{OPEN}]({message.link})\n"
+        body = {"msgtype": "markdown", "markdown": {"content": content}}
         await _post(self.client, self.url, body, expect_errcode=True)
 
 
@@ -201,7 +238,7 @@ class EmailSender:
         mail["Subject"] = message.title
         mail["From"] = c.sender
         mail["To"] = ", ".join(c.to)
-        mail.set_content(message.text)
+        mail.set_content(message.text + (f"\n{OPEN}: {message.link}\n" if message.link else ""))
         try:
             with smtplib.SMTP(c.smtp.host, c.smtp.port, timeout=TIMEOUT_S) as smtp:
                 if c.smtp.starttls:

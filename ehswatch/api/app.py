@@ -38,6 +38,7 @@ from ehswatch.api.routers import (
     health,
     interlocks,
     metrics,
+    people,
     sensors,
 )
 from ehswatch.config import PlantConfig
@@ -95,7 +96,8 @@ def create_app(
     )
     # A POST with an Idempotency-Key is done once; sent again, it is answered again.
     app.add_middleware(IdempotencyMiddleware, database=_desk_database)
-    for r in (auth, health, metrics, sensors, alarms, interlocks, hazards, audit, events):
+    routers = (auth, health, metrics, sensors, alarms, interlocks, hazards, people, audit, events)
+    for r in routers:
         app.include_router(r.router)
     # The workbench: its pages, and its script and style from the package (no CDN).
     app.mount("/app/static", StaticFiles(directory=pages.STATIC), name="workbench-static")

@@ -152,3 +152,4 @@ def require(role: Role) -> Callable[..., Coroutine[Any, Any, Actor]]:
 Viewer = Annotated[Actor, Depends(require("viewer"))]
 Operator = Annotated[Actor, Depends(require("operator"))]
 Supervisor = Annotated[Actor, Depends(require("supervisor"))]
+Admin = Annotated[Actor, Depends(require("admin"))]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ehswatch.config import GradeRule
-from ehswatch.roles import Actor, Forbidden, Refused
+from ehswatch.roles import RANK, Actor, Forbidden, Refused
 
 
 class TicketState(StrEnum):
@@ -46,8 +46,9 @@ ESCALATION_LADDER = ("owner", "dept_head", "safety_director", "gm")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Approval:
     name: str
-    role: str
+    role: str  # the approver role signed for
     at: float
+    acting_role: str = ""  # a higher role standing in for `role` (empty: the role itself)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -219,15 +220,25 @@ def approve(
     _expect(t, TicketState.APPROVING, "approve")
     needed = [_role_for(r) for r in rule.approvers]
     have = {a.role for a in t.approvals}
-    if actor.role not in needed:
-        raise Forbidden(
-            f"grade {t.grade} is approved by {' and '.join(rule.approvers)}, not by a {actor.role}"
+    slot: str | None = actor.role
+    if actor.role not in needed or actor.role in have:  # its own role's slot, else a stand-in
+        slot = _stand_in_slot(actor, needed, have, rule) or (
+            actor.role if actor.role in needed else None
         )
-    if actor.role in have:
-        raise Refused(f"grade {t.grade} already has the {actor.role}'s approval")
+    if slot is None:
+        also = " (or a higher role standing in)" if rule.stand_in else ""
+        raise Forbidden(
+            f"grade {t.grade} is approved by {' and '.join(rule.approvers)}{also}, "
+            f"not by a {actor.role}"
+        )
+    if slot in have:
+        raise Refused(f"grade {t.grade} already has the {slot}'s approval")
     if any(a.name == actor.name for a in t.approvals):
         raise Refused("each approval must come from a different person")
-    approvals = (*t.approvals, Approval(name=actor.name, role=actor.role, at=now))
+    approval = Approval(
+        name=actor.name, role=slot, at=now, acting_role="" if slot == actor.role else actor.role
+    )
+    approvals = (*t.approvals, approval)
     if {a.role for a in approvals} >= set(needed):
         if unsafe:
             raise Refused(f"not archived: {unsafe}")
@@ -235,6 +246,16 @@ def approve(
             t, approvals=approvals, state=TicketState.ARCHIVED, archived_at=now, stop_work=False
         ), "approved and archived"
     return dataclasses.replace(t, approvals=approvals), "approved"
+
+
+def _stand_in_slot(actor: Actor, needed: list[str], have: set[str], rule: GradeRule) -> str | None:
+    """The approver role a higher role signs for, where the grade allows stand-ins: the
+    lowest one not yet signed that the actor outranks."""
+    if not rule.stand_in:
+        return None
+    rank = RANK[actor.role]
+    open_slots = [r for r in needed if r not in have and RANK.get(r, rank) < rank]
+    return min(open_slots, key=lambda r: RANK[r], default=None)
 
 
 def raise_grade(t: HazardTicket, grade: str, rule: GradeRule) -> Outcome | None:

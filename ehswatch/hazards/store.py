@@ -72,7 +72,10 @@ def to_record(t: HazardTicket) -> TicketRecord:
 def ticket_dict(t: HazardTicket) -> dict[str, Any]:
     d: dict[str, Any] = {k: getattr(t, k) for k in FIELDS}
     d["state"] = str(t.state)
-    d["approvals"] = [{"name": a.name, "role": a.role, "at": a.at} for a in t.approvals]
+    d["approvals"] = [
+        {"name": a.name, "role": a.role, "at": a.at, "acting_role": a.acting_role}
+        for a in t.approvals
+    ]
     d["related"] = list(t.related)
     return d
 

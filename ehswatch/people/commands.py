@@ -60,7 +60,7 @@ def _cli_actor() -> Actor:
 
 async def _main(config: PlantConfig, args: argparse.Namespace) -> str:
     async with Database(config.database.url) as db:
-        people = People(db=db)
+        people = People(db=db, machines=frozenset(u.name for u in config.users))
         by = _cli_actor()
         action = args.users_command
         if action == "list":

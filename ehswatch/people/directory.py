@@ -118,10 +118,13 @@ class People:
         max_s: float = 16 * 3600.0,
         throttle: LoginThrottle | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        machines: frozenset[str] = frozenset(),
     ) -> None:
         """`clock` is wall time (audit stamps, session limits); `monotonic` times the
-        throttle and the session cache."""
+        throttle and the session cache; `machines`: the config's token users' names,
+        which no person may take."""
         self.db = db
+        self.machines = machines
         self.clock = clock
         self.idle_s = idle_s
         self.max_s = max_s
@@ -137,6 +140,11 @@ class People:
         for problem in (name_problem(name), password_problem(password), _role_problem(role)):
             if problem:
                 raise ValueError(problem)
+        if name in self.machines:
+            raise ValueError(
+                f"{name} is a machine user of the config (its users:); "
+                "a person needs a name of their own"
+            )
         password_hash = await asyncio.to_thread(hash_password, password)
         now = self.clock()
         async with self.db.new_session() as s, s.begin():

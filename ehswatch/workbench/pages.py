@@ -22,10 +22,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ehswatch.alarms.store import alarm_by_id, recent_alarms
 from ehswatch.api.deps import SESSION_COOKIE, DeskDep
 from ehswatch.audit import recent_entries
+from ehswatch.config import ROLES
+from ehswatch.control_channel import ControlUnavailable
 from ehswatch.desk_part import DeskPart
 from ehswatch.hazards.model import HazardTicket
 from ehswatch.people.directory import Session
-from ehswatch.roles import NotFound
+from ehswatch.roles import Forbidden, NotFound
 from ehswatch.workbench.i18n import TEXT, Lang, language
 from ehswatch.workbench.mywork import SECTIONS, my_work
 
@@ -90,9 +92,15 @@ def _to_sign_in(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/app/login?next={quote(request.url.path)}", status_code=303)
 
 
-def _interlocks(desk: DeskPart) -> list[dict[str, Any]]:
-    status = desk.status()[1]
-    return list((status or {}).get("interlocks") or [])
+async def _interlocks(desk: DeskPart, session: Session) -> list[dict[str, Any]]:
+    """The zones as the controller holds them now (a bypass asked for a moment ago is
+    there); if it does not answer, as it last published them."""
+    try:
+        answer = await desk.link.call("interlock.states", session.actor)
+    except ControlUnavailable:
+        status = desk.status()[1]
+        return list((status or {}).get("interlocks") or [])
+    return list(answer["zones"])
 
 
 @router.get("/login")
@@ -112,7 +120,7 @@ async def my_work_page(request: Request, desk: DeskDep) -> Response:
         session.actor,
         alarms=alarms,
         tickets=tickets,
-        interlocks=_interlocks(desk),
+        interlocks=await _interlocks(desk, session),
         grades=desk.config.hazards.grades,
         now=desk.clock(),
     )
@@ -137,6 +145,18 @@ async def interlock_page(zone: str, request: Request, desk: DeskDep) -> Response
         return _to_sign_in(request)
     il = await desk.link.call("interlock.state", session.actor, zone=zone)
     return _render(request, desk, "interlock.html", session, il=il, now=desk.clock())
+
+
+@router.get("/people")
+async def people_page(request: Request, desk: DeskDep) -> Response:
+    """The people who sign in (admin): add, disable, enable, set a password."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.actor.at_least("admin"):
+        raise Forbidden(f"{session.actor.name} is {session.actor.role}; people are an admin's")
+    people = await desk.people.list()
+    return _render(request, desk, "people.html", session, people=people, roles=ROLES)
 
 
 @router.get("/hazards/{ticket_id}")
