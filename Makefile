@@ -43,6 +43,7 @@ bench: deps
 	$(BIN)/python benchmarks/interlock_latency.py
 	$(BIN)/python benchmarks/storm.py
 	$(BIN)/python benchmarks/trip_cost.py
+	$(BIN)/python benchmarks/workbench.py
 	$(BIN)/python benchmarks/plant_soak.py
 
 # The live demo: embedded MQTT broker, simulated dust monitors, gas detectors and PLC, the

@@ -286,7 +286,7 @@ def test_every_illegal_move_is_refused_with_a_reason_and_audited(tmp_path: Path)
                 await r.desk.verify(tid, LI, passed=True)
             await r.desk.verify(tid, SUN, passed=True)
             with pytest.raises(Forbidden, match="approved by dept_head"):
-                await r.desk.approve(tid, CHEN)
+                await r.desk.approve(tid, LI)  # lower than the approver: no stand-in
             refused = [a for a, _, _ in await r.audit(f"ticket:{tid}") if a.endswith("refused")]
             assert len(refused) == 8
 

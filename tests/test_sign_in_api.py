@@ -8,7 +8,10 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -236,3 +239,33 @@ def test_an_admin_manages_people_over_the_api_and_nobody_else_may(tmp_path: Path
     assert ("admin.user", "person added") in actions
     assert ("admin.user", "person disabled") in actions
     assert ("gm.user", "POST /api/people refused") in actions
+
+
+def test_a_due_time_is_taken_in_iso_8601_with_its_offset_or_as_epoch_seconds(
+    tmp_path: Path,
+) -> None:
+    async def main() -> list[tuple[int, Any]]:
+        async with signed_in_service(plant(tmp_path)) as (app, client):
+            service = app.state.service
+            raise_alarm(service, 45.0)
+            desk = app.state.desk
+            tickets: list[Any] = []
+            for _ in range(200):
+                tickets = await desk.hazards.tickets(open_only=True)
+                if tickets:
+                    break
+                await asyncio.sleep(0.05)
+            (t,) = tickets
+            due = datetime.fromtimestamp(t.created_at + 3600, ZoneInfo("Asia/Shanghai"))
+            answers = []
+            for given in (due.replace(tzinfo=None).isoformat(), "tomorrow", due.isoformat()):
+                body = {"owner": "li.na", "due_at": given}
+                r = await client.post(
+                    f"/api/hazards/{t.id}/register", json=body, headers=auth("supervisor")
+                )
+                answers.append((r.status_code, r.json().get("due_at")))
+            return [*answers, (0, t.created_at + 3600)]
+
+    (naive, words, iso, (_, wanted)) = run(main())
+    assert naive[0] == 422 and words[0] == 422  # an ISO time needs its offset
+    assert iso == (200, pytest.approx(wanted, abs=1e-3))

@@ -248,6 +248,19 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
         shot(rectifier, "4-ticket-archived")
         ((path,),) = bench.rows("SELECT path FROM hazard_evidence")
         seen["photo"] = jpeg_size(Path(path).read_bytes())
+        # The same pages on a desk's screen: My work in two columns, nothing cut off.
+        leader.set_window_size(1920, 1080)
+        leader.get(f"{bench.base}/app/")
+        wait(leader, "section[data-section]")
+        seen["wide_columns"] = leader.execute_script(
+            "return getComputedStyle(document.querySelector('.work ul'))"
+            ".gridTemplateColumns.split(' ').length"
+        )
+        seen["wide_overflow"] = leader.execute_script(
+            "return document.documentElement.scrollWidth > window.innerWidth"
+        )
+        shot(leader, "10-my-work-1920")
+        leader.set_window_size(*PHONE)
         seen["trail"] = [a for (a,) in bench.rows(
             f"SELECT action FROM audit_log WHERE subject = 'ticket:{tid}' ORDER BY id"
         )]  # fmt: skip
@@ -261,6 +274,7 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
         "the ticket's tier first; zone z1 is still latched by its interlock: reset it first"
     )
     assert seen["thumbnails"] == 1
+    assert seen["wide_columns"] == 2 and seen["wide_overflow"] is False
     assert max(seen["photo"]) == 1600  # downscaled on the phone before upload (3000×2000)
     assert seen["state"] in ("已归档", "archived")
     assert "verify refused" in seen["trail"]

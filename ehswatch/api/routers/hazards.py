@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from ehswatch.api.deps import DeskDep, HazardsDep, Id, Operator, Supervisor, Viewer
 from ehswatch.api.encoding import encode_json
@@ -25,9 +26,16 @@ router = APIRouter(prefix="/api/hazards", tags=["hazards"], responses=READ_ERROR
 
 class RegisterRequest(BaseModel):
     owner: str = Field(min_length=1, max_length=128)
-    due_at: float | None = Field(
-        None, description="seconds since the epoch; default: the grade's deadline"
+    due_at: AwareDatetime | Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None,
+        description="ISO 8601 with its offset (2026-12-01T18:00:00+08:00), or seconds "
+        "since the epoch; default: the grade's deadline",
     )
+
+    def due_epoch(self) -> float | None:
+        if isinstance(self.due_at, datetime):
+            return self.due_at.timestamp()
+        return self.due_at
     comment: str = Field("", max_length=2000)
 
 
@@ -78,7 +86,7 @@ async def register(
     grade's deadline (supervisor or above)."""
     return ticket_dict(
         await hazards.register(
-            ticket_id, user, owner=body.owner, due_at=body.due_at, comment=body.comment
+            ticket_id, user, owner=body.owner, due_at=body.due_epoch(), comment=body.comment
         )
     )
 
