@@ -36,6 +36,7 @@ class RegisterRequest(BaseModel):
         if isinstance(self.due_at, datetime):
             return self.due_at.timestamp()
         return self.due_at
+
     comment: str = Field("", max_length=2000)
 
 
