@@ -152,7 +152,7 @@ def _simulate(scenario_path: str, config_path: str | None, verbose: bool) -> int
     return _serve(main)
 
 
-def _demo(config_path: str, scenario_path: str | None, verbose: bool) -> int:
+def _demo(config_path: str, scenario_path: str | None, verbose: bool, keep: bool) -> int:
     from ehswatch.config import ConfigError
     from ehswatch.demo import demo
     from ehswatch.simulators.scenario import Scenario
@@ -170,7 +170,7 @@ def _demo(config_path: str, scenario_path: str | None, verbose: bool) -> int:
         print(f"{config_path}: the demo needs an mqtt section", file=sys.stderr)
         return EXIT_CONFIG
     _setup_logging(verbose)
-    return _serve(lambda stop: demo(config, scenario, stop))
+    return _serve(lambda stop: demo(config, scenario, stop, keep=keep))
 
 
 def _users(args: argparse.Namespace) -> int:
@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     dem = sub.add_parser("demo", help="broker, simulators, service and board in one process")
     dem.add_argument("--config", default="config/demo.yaml", help="default: config/demo.yaml")
     dem.add_argument("--scenario", help="default: the packaged demo scenario")
+    dem.add_argument(
+        "--keep",
+        action="store_true",
+        help="go on with the last demo's story (default: a fresh one)",
+    )
     dem.add_argument("-v", "--verbose", action="store_true")
     from ehswatch.people import commands as people_commands
 
@@ -231,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args.scenario, args.config, args.verbose)
     if args.command == "demo":
-        return _demo(args.config, args.scenario, args.verbose)
+        return _demo(args.config, args.scenario, args.verbose, args.keep)
     if args.command == "users":
         return _users(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones

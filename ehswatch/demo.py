@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 from contextlib import AsyncExitStack
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
 
 from ehswatch.config import PlantConfig, Role
 from ehswatch.db import Database
@@ -40,6 +44,25 @@ DEMO_PEOPLE: tuple[tuple[str, str, Role, str], ...] = (
     ("chen.gang", "陈刚 (总经理)", "gm", "demo-chen-gang"),
     ("admin", "管理员", "admin", "demo-admin-1"),
 )
+
+
+def fresh_story(config: PlantConfig) -> list[Path]:
+    """Forget the last demo's story: its SQLite database (with its journal files) and its
+    evidence. What was removed, for the log. A database that is not a local SQLite file
+    is never touched."""
+    removed: list[Path] = []
+    url = make_url(config.database.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        db = Path(str(url.database))
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    evidence = Path(config.hazards.evidence_dir)
+    if evidence.is_dir():
+        shutil.rmtree(evidence)
+        removed.append(evidence)
+    return removed
 
 
 async def demo_people(config: PlantConfig) -> None:
@@ -79,7 +102,14 @@ async def _embedded_broker(host: str, port: int) -> object:
     return broker
 
 
-async def demo(config: PlantConfig, scenario: Scenario, stop: asyncio.Event) -> None:
+async def demo(
+    config: PlantConfig, scenario: Scenario, stop: asyncio.Event, *, keep: bool = False
+) -> None:
+    """`keep`: go on with the last demo's story (its alarms, tickets, people); by default
+    each demo starts a fresh one."""
+    if not keep:
+        for path in fresh_story(config):
+            log.info("fresh story: removed %s (ehswatch demo --keep goes on with it)", path)
     assert config.mqtt is not None
     url = urlsplit(config.mqtt.url)
     host, port = url.hostname or "127.0.0.1", url.port or 1883

@@ -89,6 +89,9 @@ class RetainedPublisher(Component):
                             topic = self._unsent.pop()
                             await client.publish(topic, self._latest[topic], qos=1, retain=True)
                             self.published += 1
+                        # A publish that met our cancellation may have swallowed it (its
+                        # wait for the PUBACK is 3.11's wait_for): look before waiting.
+                        still_wanted()
                         self._wake.clear()
                         await self._wake.wait()
             except aiomqtt.MqttError as exc:

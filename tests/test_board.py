@@ -255,6 +255,13 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
             seen[f"{width}:closed_zone_tile"] = bool(
                 driver.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']")
             )
+            seen[f"{width}:layout"] = driver.execute_script(
+                """return {font: parseFloat(getComputedStyle(document.documentElement).fontSize),
+                  alarmsFirst: document.querySelector('aside').getBoundingClientRect().top
+                    < document.getElementById('zones').getBoundingClientRect().top,
+                  overflow: document.documentElement.scrollWidth > window.innerWidth,
+                  clock: document.getElementById('clock').textContent};"""
+            )
             driver.save_screenshot(str(ARTIFACTS / f"board-large-{width}.png"))
         driver.find_element(By.CSS_SELECTOR, "[data-toggle='area-0']").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-0']"))
@@ -262,6 +269,11 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
         return seen
 
     _, seen = browse_big_plant(tmp_path, 2000, browse, before=alarm_in_area_2)
+    phone, wall = seen["390:layout"], seen["1920:layout"]
+    assert phone["alarmsFirst"] and not wall["alarmsFirst"]  # a phone: alarms on top
+    assert wall["font"] > 1.2 * phone["font"]  # read from across the room
+    assert not phone["overflow"] and not wall["overflow"]
+    assert wall["clock"].endswith("(UTC)"), wall["clock"]  # the site's clock, its zone named
     for width in (390, 1920):
         assert seen[f"{width}:zones"] == 5  # four areas of 500 and the trip zone
         assert seen[f"{width}:tiles"] == 500  # area-2 alone is open: not 2 001 tiles

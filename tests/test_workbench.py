@@ -308,7 +308,7 @@ def test_a_reset_is_refused_with_its_plain_reason_then_accepted(tmp_path: Path) 
 
 
 def test_a_bypass_is_asked_for_on_one_phone_and_approved_on_another(tmp_path: Path) -> None:
-    def flow(bench: Bench, director: Any, gm: Any) -> tuple[str, str]:
+    def flow(bench: Bench, director: Any, gm: Any) -> tuple[str, str, str]:
         sign_in(director, bench.base, "wang.fang", then="/app/interlocks/z1")
         asked = act(
             director,
@@ -325,10 +325,21 @@ def test_a_bypass_is_asked_for_on_one_phone_and_approved_on_another(tmp_path: Pa
         assert act(gm, "approve-bypass") == ""
         shown = wait(gm, "h1 .tier").text
         director.get(f"{bench.base}/app/interlocks/z1")
-        return shown, wait(director, "h1 .tier").text
+        on_director = wait(director, "h1 .tier").text
+        # The big screen says who approved it and until when.
+        director.set_window_size(1920, 1080)
+        director.get(f"{bench.base}/#token=viewer-token")
+        from selenium.webdriver.support.ui import WebDriverWait
 
-    on_gm, on_director = workbench(tmp_path, flow)
+        WebDriverWait(director, 20).until(
+            lambda d: d.find_element("id", "bypass-banner").is_displayed()
+        )
+        shot(director, "11-board-bypass-1920")
+        return shown, on_director, director.find_element("id", "bypass-banner").text
+
+    on_gm, on_director, banner = workbench(tmp_path, flow)
     assert on_gm == on_director and on_gm in ("旁路中", "Bypassed")
+    assert "打磨车间1 (批准 approved by wang.fang + chen.gang 至 until " in banner, banner
 
 
 def test_an_acknowledgement_made_offline_is_applied_once_when_back_online(

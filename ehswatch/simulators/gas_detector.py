@@ -19,7 +19,7 @@ from typing import Literal
 
 import aiomqtt
 
-from ehswatch.component import Component, Job
+from ehswatch.component import Component, Job, still_wanted
 from ehswatch.simulators.scenario import Script
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,10 @@ class GasDetectorSim(Component):
                         for topic, payload in self.messages():
                             await client.publish(topic, payload, qos=1)
                             self.published += 1
+                        still_wanted()  # a publish can swallow our cancellation (3.11)
                         next_at = max(next_at + self._period, loop.time())
                         await asyncio.sleep(next_at - loop.time())
             except aiomqtt.MqttError as exc:
+                still_wanted()
                 log.warning("gas detector simulator: %s; reconnecting in 1 s", exc)
                 await asyncio.sleep(1.0)
