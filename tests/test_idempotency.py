@@ -4,13 +4,15 @@ done again — per caller, per route, answers of 500 and over not kept."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
 
 from tests.aio import eventually, run
-from tests.test_api import auth, plant, raise_alarm, serve
+from tests.test_api import TOKENS, auth, plant, raise_alarm, serve
 
 
 def audited(tmp_path: Path, action: str) -> int:
@@ -107,3 +109,45 @@ def test_two_copies_at_once_are_done_once(tmp_path: Path) -> None:
     codes = run(main())
     assert codes in ([200, 200], [200, 409])  # replayed, or told it is still being done
     assert audited(tmp_path, "alarm ack") == 1
+
+
+def test_the_same_key_with_another_body_is_refused_not_answered(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with serve(plant(tmp_path)) as (_, client):
+            headers = {**auth("supervisor"), "Idempotency-Key": "one-body"}
+            url = "/api/interlocks/z1/reset"
+            first = await client.post(url, json={"comment": "a"}, headers=headers)
+            other = await client.post(url, json={"comment": "b"}, headers=headers)
+            assert first.status_code == 409 and other.status_code == 422
+            assert "used for another request" in other.json()["detail"]
+
+    run(main())
+
+
+def test_nobody_keeps_anything_and_an_abandoned_key_is_given_up(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with serve(plant(tmp_path)) as (_, client):
+            for k in range(20):  # not a caller: nothing kept for them
+                r = await client.post(
+                    "/api/interlocks/z1/reset",
+                    headers={"Authorization": "Bearer nobody", "Idempotency-Key": f"k{k}"},
+                )
+                assert r.status_code == 401
+            # A request whose process died while doing it: given up after a minute.
+            headers = {**auth("supervisor"), "Idempotency-Key": "died"}
+            with sqlite3.connect(tmp_path / "db.sqlite") as con:
+                caller = b"bearer:Bearer " + TOKENS["supervisor"].encode()
+                digest = hashlib.sha256(caller + b"\0died").hexdigest()
+                con.execute(
+                    "INSERT INTO idempotent_request (digest, path, request_sha256, at, status,"
+                    " content_type, body) VALUES (?, '/api/interlocks/z1/reset', '', ?, NULL,"
+                    " '', x'')",
+                    (digest, time.time() - 120),
+                )
+            r = await client.post("/api/interlocks/z1/reset", headers=headers)
+            assert r.status_code == 409 and "not tripped" in r.json()["detail"]
+
+    run(main())
+    with sqlite3.connect(tmp_path / "db.sqlite") as con:
+        rows = con.execute("SELECT path, status FROM idempotent_request").fetchall()
+    assert rows == [("/api/interlocks/z1/reset", 409)]

@@ -3,6 +3,7 @@ throttled sign-ins, every change and every sign-in audited; `ehswatch users`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ehswatch.db import Database
-from ehswatch.people.directory import People, SignInRefused
+from ehswatch.people.directory import CHECKS_AT_ONCE, People, SignInRefused
 from ehswatch.people.passwords import password_problem
 from ehswatch.people.throttle import LoginThrottle
 from ehswatch.roles import Actor, NotFound, Refused
@@ -318,3 +319,26 @@ def test_the_users_command_adds_lists_sets_passwords_and_disables(tmp_path: Path
     run(main())
     actions = [a for actor, a, _ in audit_rows(tmp_path) if actor.startswith("cli:")]
     assert actions == ["person added", "password set", "person disabled"]
+
+
+def test_a_burst_of_guesses_at_once_is_throttled_as_if_one_after_another(tmp_path: Path) -> None:
+    async def main() -> list[str]:
+        async with directory(tmp_path, Hands()) as people:
+            await people.add("li.na", "operator", "rectify-it-1", by=ADMIN)
+
+            async def guess(k: int) -> str:
+                try:
+                    await people.sign_in("li.na", f"guess-{k}", client="10.0.0.9")
+                except SignInRefused as exc:
+                    return "throttled" if exc.retry_after_s else "wrong"
+                return "in"
+
+            return list(await asyncio.gather(*(guess(k) for k in range(30))))
+
+    answers = run(main())
+    # The hand clock stands still: after the 5 free failures every guess waits; two are
+    # checked at once, so one more may be checked beside the fifth (never 30).
+    wrong = answers.count("wrong")
+    assert 5 <= wrong <= 5 + CHECKS_AT_ONCE - 1 and answers.count("throttled") == 30 - wrong
+    refused = [r for r in audit_rows(tmp_path) if r[1] == "sign-in refused"]
+    assert len(refused) == wrong + 1  # the throttled ones audited once a minute, counted

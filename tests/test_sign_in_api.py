@@ -269,3 +269,30 @@ def test_a_due_time_is_taken_in_iso_8601_with_its_offset_or_as_epoch_seconds(
     (naive, words, iso, (_, wanted)) = run(main())
     assert naive[0] == 422 and words[0] == 422  # an ISO time needs its offset
     assert iso == (200, pytest.approx(wanted, abs=1e-3))
+
+
+def test_a_sign_in_posted_from_another_site_or_as_multipart_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with signed_in_service(plant(tmp_path)) as (_, client):
+            given = {"username": "li.na", "password": "rectify-it-1"}
+            r = await client.post(
+                "/auth/login", data=given, headers={"Origin": "http://evil.example"}
+            )
+            assert r.status_code == 403 and "ehs_session" not in client.cookies
+            r = await client.post("/auth/login", files={"username": (None, "li.na")})
+            assert r.status_code == 415  # no uploads before anyone is signed in
+            own = f"http://127.0.0.1:{client.base_url.port}"
+            r = await client.post("/auth/login", data=given, headers={"Origin": own})
+            assert r.status_code == 303 and "ehs_session" in client.cookies
+
+    run(main())
+
+
+def test_a_page_for_an_id_past_any_database_is_a_4xx(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with signed_in_service(plant(tmp_path)) as (_, client):
+            await sign_in(client, "li.na")
+            for page in ("/app/alarms/99999999999999999999", "/app/hazards/0"):
+                assert (await client.get(page)).status_code == 422, page
+
+    run(main())

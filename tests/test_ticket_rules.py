@@ -47,6 +47,22 @@ def test_a_latched_zone_is_not_controlled_whatever_the_sensor_reads() -> None:
     assert why == "zone z1 is still latched by its interlock: reset it first"
 
 
+def test_a_sensor_in_fault_proves_nothing_whatever_the_tickets_kind() -> None:
+    now = Reality(tier=0, faulted=True, value=None, unit="", zone_latched=False)
+    why = model.still_unsafe(ticket(TicketState.VERIFYING), ticket_tier=3, now=now)
+    assert why == "D-1 is still in FAULT: it must read again first"
+
+
+def test_lowering_a_stop_work_grade_waits_for_the_hazard_to_be_controlled() -> None:
+    c_rule = GradeRule(deadline_h=72, approvers=["team_leader"])
+    t = ticket(TicketState.RECTIFYING, stop_work=True)
+    latched = "zone z1 is still latched by its interlock: reset it first"
+    with pytest.raises(Refused, match="the stop-work stays: zone z1 is still latched"):
+        model.lower_grade(t, GM, "C", "drift", current=A_RULE, new=c_rule, unsafe=latched)
+    lowered, _ = model.lower_grade(t, GM, "C", "drift", current=A_RULE, new=c_rule)
+    assert (lowered.grade, lowered.stop_work) == ("C", False)
+
+
 def test_a_fault_ticket_is_not_controlled_while_the_sensor_is_in_fault() -> None:
     now = Reality(tier=0, faulted=True, value=None, unit="", zone_latched=False)
     t = ticket(TicketState.VERIFYING, kind="fault")
@@ -73,7 +89,7 @@ def test_a_pass_is_refused_exactly_while_the_hazard_is_not_controlled(
     now = Reality(tier=tier, faulted=faulted, value=1.0, unit="", zone_latched=latched)
     t = ticket(TicketState.VERIFYING)
     unsafe = model.still_unsafe(t, ticket_tier=ticket_tier, now=now)
-    assert (unsafe is not None) == (latched or tier >= ticket_tier)
+    assert (unsafe is not None) == (latched or faulted or tier >= ticket_tier)
     if unsafe:
         with pytest.raises(Refused, match="not verified: "):
             model.verify(t, LEADER, passed=True, unsafe=unsafe)

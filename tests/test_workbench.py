@@ -396,7 +396,7 @@ def test_an_acknowledgement_made_offline_is_applied_once_when_back_online(
         "Saved offline; it is sent when the connection returns",
     )
     (job,) = seen["kept"]
-    assert job["url"].endswith("/ack") and job["key"]
+    assert job["url"].endswith("/ack") and job["key"] and job["person"] == "li.na"
     assert seen["acks_offline"] == 0
     assert seen["again"] == [200, "true"]
     assert seen["acks"] == 1

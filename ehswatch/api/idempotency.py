@@ -7,8 +7,11 @@ With the header `Idempotency-Key: <up to 128 printable characters>` on a POST:
 - a request with the same key from the same caller (the same bearer token or session
   cookie) is answered with the kept answer and `Idempotent-Replayed: true`, and nothing
   is done again;
-- the same key for another route is 422; while the first is still being done, 409;
-- an answer of 500 or over is not kept (the request may be retried and done).
+- the same key for another route, or with another body, is 422; while the first is
+  still being done, 409 (a first one that never finished — the process died — is given
+  up after `ABANDONED_S`, and the request is done);
+- an answer of 500 or over is not kept (the request may be retried and done), nor a 401
+  (a caller who is nobody keeps nothing in the plant's database).
 Keys are kept per caller: one person's key never answers another's request.
 """
 
@@ -28,6 +31,7 @@ from ehswatch.db import Database
 from ehswatch.tables import Base
 
 TTL_S = 24 * 3600.0
+ABANDONED_S = 60.0  # a request still "being done" after this long died with its process
 KEY_MAX = 128
 BODY_MAX = 1 << 20  # answers bigger than this are not kept (none of the actions' are)
 HEADER = b"idempotency-key"
@@ -39,6 +43,7 @@ class IdempotentRequest(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)  # caller + key
     path: Mapped[str] = mapped_column(String(256))
+    request_sha256: Mapped[str] = mapped_column(String(64), default="")  # of its body
     at: Mapped[float] = mapped_column(Float, index=True)
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: being done
     content_type: Mapped[str] = mapped_column(String(128), default="")
@@ -65,6 +70,36 @@ async def _answer(send: Send, status: int, body: bytes, content_type: str, repla
         headers.append((b"idempotent-replayed", b"true"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _buffered(receive: Receive, headers: dict[bytes, bytes]) -> tuple[bytes | None, Receive]:
+    """The request's body, read now when it is small (up to `BODY_MAX`, by its
+    Content-Length), and a `receive` that hands it on; (None, receive) otherwise."""
+    try:
+        length = int(headers.get(b"content-length", b"-1"))
+    except ValueError:
+        length = -1
+    if not 0 <= length <= BODY_MAX:
+        return None, receive
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive  # the client left
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(parts)
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 def _error(detail: str) -> bytes:
@@ -104,11 +139,15 @@ class IdempotencyMiddleware:
             return
         digest = hashlib.sha256(caller + b"\0" + key).hexdigest()
         path = str(scope["path"])[:256]
+        body, receive = await _buffered(receive, headers)
+        asked = hashlib.sha256(body).hexdigest() if body is not None else ""
         kept = await self._kept(db, digest)
-        if kept is None and not await self._claim(db, digest, path):
+        if kept is None and not await self._claim(db, digest, path, asked):
             kept = await self._kept(db, digest)
         if kept is not None:
-            if kept.path != path:
+            if kept.path != path or (
+                asked and kept.request_sha256 and asked != kept.request_sha256
+            ):
                 await _answer(
                     send, 422, _error("this Idempotency-Key was used for another request"),
                     "application/json", replayed=False,
@@ -147,7 +186,7 @@ class IdempotencyMiddleware:
         except BaseException:
             await self._release(db, digest)
             raise
-        if status >= 500 or size > BODY_MAX:
+        if status >= 500 or status == 401 or size > BODY_MAX:
             await self._release(db, digest)
         else:
             body = b"".join(
@@ -167,17 +206,25 @@ class IdempotencyMiddleware:
             row = await s.scalar(
                 select(IdempotentRequest).where(IdempotentRequest.digest == digest)
             )
-        if row is not None and row.at < self._clock() - TTL_S:
+        now = self._clock()
+        stale = row is not None and (
+            row.at < now - TTL_S or (row.status is None and row.at < now - ABANDONED_S)
+        )
+        if stale:
             await self._release(db, digest)
             return None
         return row
 
-    async def _claim(self, db: Database, digest: str, path: str) -> bool:
+    async def _claim(self, db: Database, digest: str, path: str, asked: str) -> bool:
         """Take the key for this request; False when another request has it."""
         now = self._clock()
         try:
             async with db.new_session() as s, s.begin():
-                s.add(IdempotentRequest(digest=digest, path=path, at=now, status=None))
+                s.add(
+                    IdempotentRequest(
+                        digest=digest, path=path, request_sha256=asked, at=now, status=None
+                    )
+                )
         except IntegrityError:
             return False
         self._inserts += 1

@@ -107,8 +107,9 @@ TIER_WORDS = {1: "warning", 2: "alarm", 3: "interlock"}
 
 def still_unsafe(t: HazardTicket, *, ticket_tier: int, now: Reality) -> str | None:
     """Why the hazard is not yet controlled in the plant, every reason, or None: the
-    sensor still reads at or beyond the tier the ticket was raised at; the sensor is
-    still in FAULT (a fault ticket); the zone is still latched by its interlock. A
+    sensor still reads at or beyond the tier the ticket was raised at; the sensor is in
+    FAULT (whatever the ticket's kind: a sensor that cannot read proves nothing); the
+    zone is still latched by its interlock. A
     rectification is not verified, nor a ticket archived, on paper alone."""
     reasons = []
     if t.kind == "tier" and ticket_tier > 0 and now.tier >= ticket_tier:
@@ -118,7 +119,7 @@ def still_unsafe(t: HazardTicket, *, ticket_tier: int, now: Reality) -> str | No
             f"{t.sensor} still reads {value}, at the {word} tier: "
             "it must be back below the ticket's tier first"
         )
-    if t.kind == "fault" and now.faulted:
+    if now.faulted:  # a sensor that cannot read cannot show the hazard is gone
         reasons.append(f"{t.sensor} is still in FAULT: it must read again first")
     if now.zone_latched:
         reasons.append(f"zone {t.zone} is still latched by its interlock: reset it first")
@@ -269,8 +270,17 @@ def raise_grade(t: HazardTicket, grade: str, rule: GradeRule) -> Outcome | None:
 
 
 def lower_grade(
-    t: HazardTicket, actor: Actor, grade: str, reason: str, *, current: GradeRule, new: GradeRule
+    t: HazardTicket,
+    actor: Actor,
+    grade: str,
+    reason: str,
+    *,
+    current: GradeRule,
+    new: GradeRule,
+    unsafe: str | None = None,
 ) -> Outcome:
+    """`unsafe` as for `verify`: lowering a stop-work grade to one without stop-work is
+    refused while there is a reason (the stop-work would lift on paper alone)."""
     if actor.role not in [_role_for(r) for r in current.approvers]:
         raise Forbidden(
             f"only an approver of grade {t.grade} ({' or '.join(current.approvers)}) may lower it"
@@ -281,6 +291,8 @@ def lower_grade(
         raise Refused(f"{grade} is not lower than {t.grade}")
     if not reason.strip():
         raise Refused("lowering a grade needs a reason")
+    if t.stop_work and not new.stop_work and unsafe:
+        raise Refused(f"the stop-work stays: {unsafe}")
     return dataclasses.replace(
         t,
         grade=grade,

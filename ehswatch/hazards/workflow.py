@@ -154,13 +154,20 @@ class TicketWorkflow(TicketRoom):
                 comment=reason,
             )
             await refuse(self.db, refusal, self._clock())
+        unsafe = await self._unsafe(ticket_id, actor)
         return await self._act(
             ticket_id,
             actor,
             "lower grade",
             reason,
             lambda t, now: model.lower_grade(
-                t, actor, grade, reason, current=self._rule(t), new=self.settings.grades[grade]
+                t,
+                actor,
+                grade,
+                reason,
+                current=self._rule(t),
+                new=self.settings.grades[grade],
+                unsafe=unsafe,
             ),
         )
 

@@ -42,6 +42,13 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
 SESSION_CACHE_S = 2.0
 # last_seen is written at most this often per session (not on every request).
 TOUCH_S = 60.0
+# Password checks at once: each costs tens of milliseconds and 64 MiB, and a burst of
+# them must not pin the cores the interlock shares (nor slip past the throttle: each
+# check looks at the throttle only once the checks before it are counted).
+CHECKS_AT_ONCE = 2
+# A throttled attempt is audited at most this often per name and address (a flood of
+# them is counted in `throttled`, not written row by row into the plant's database).
+THROTTLED_AUDIT_S = 60.0
 
 
 class SignInRefused(Exception):
@@ -131,6 +138,9 @@ class People:
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, Session | None, float]] = {}  # digest → …
+        self._checks = asyncio.Semaphore(CHECKS_AT_ONCE)
+        self._throttled_audited: dict[tuple[str, ...], float] = {}
+        self.throttled = 0  # attempts refused while throttled
 
     # ------------------------------------------------------------ accounts
 
@@ -235,18 +245,30 @@ class People:
 
     async def sign_in(self, name: str, password: str, *, client: str) -> SignedIn:
         keys = (f"name:{name.lower()[:NAME_MAX]}", f"client:{client}")
-        now_m = self._monotonic()
-        if (wait := self.throttle.wait_s(keys, now_m)) > 0:
-            await self._refused(name, client, "throttled", {"retry_after_s": round(wait, 1)})
-            raise SignInRefused(
-                f"too many failed sign-ins; try again in {max(1, round(wait))} s", wait
-            )
-        async with self.db.new_session() as s:
-            row = await s.scalar(select(PersonRow).where(PersonRow.name == name))
-        stored = row.password_hash if row is not None else None
-        matched = await asyncio.to_thread(verify, stored, password)
+        async with self._checks:
+            now_m = self._monotonic()
+            if (wait := self.throttle.wait_s(keys, now_m)) > 0:
+                self.throttled += 1
+                last = self._throttled_audited.get(keys)
+                if last is None or now_m - last >= THROTTLED_AUDIT_S:
+                    if len(self._throttled_audited) > 10_000:
+                        self._throttled_audited.clear()
+                    self._throttled_audited[keys] = now_m
+                    detail: dict[str, object] = {
+                        "retry_after_s": round(wait, 1),
+                        "throttled_so_far": self.throttled,
+                    }
+                    await self._refused(name, client, "throttled", detail)
+                raise SignInRefused(
+                    f"too many failed sign-ins; try again in {max(1, round(wait))} s", wait
+                )
+            async with self.db.new_session() as s:
+                row = await s.scalar(select(PersonRow).where(PersonRow.name == name))
+            stored = row.password_hash if row is not None else None
+            matched = await asyncio.to_thread(verify, stored, password)
+            if row is None or not matched or row.disabled:
+                self.throttle.failed(keys, self._monotonic())
         if row is None or not matched or row.disabled:
-            self.throttle.failed(keys, self._monotonic())
             why = "disabled" if (row is not None and matched) else "wrong name or password"
             await self._refused(name, client, why, {})
             raise SignInRefused("wrong name or password, or the account is disabled")

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ehswatch.alarms.store import alarm_by_id, recent_alarms
-from ehswatch.api.deps import SESSION_COOKIE, DeskDep
+from ehswatch.api.deps import SESSION_COOKIE, DeskDep, Id
 from ehswatch.audit import recent_entries
 from ehswatch.config import ROLES
 from ehswatch.control_channel import ControlUnavailable
@@ -128,7 +128,7 @@ async def my_work_page(request: Request, desk: DeskDep) -> Response:
 
 
 @router.get("/alarms/{alarm_id}")
-async def alarm_page(alarm_id: int, request: Request, desk: DeskDep) -> Response:
+async def alarm_page(alarm_id: Id, request: Request, desk: DeskDep) -> Response:
     session = await _person(request, desk)
     if session is None:
         return _to_sign_in(request)
@@ -160,7 +160,7 @@ async def people_page(request: Request, desk: DeskDep) -> Response:
 
 
 @router.get("/hazards/{ticket_id}")
-async def ticket_page(ticket_id: int, request: Request, desk: DeskDep) -> Response:
+async def ticket_page(ticket_id: Id, request: Request, desk: DeskDep) -> Response:
     session = await _person(request, desk)
     if session is None:
         return _to_sign_in(request)

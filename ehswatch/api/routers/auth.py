@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import RedirectResponse
@@ -41,7 +42,7 @@ async def _credentials(request: Request) -> Credentials:
     try:
         if kind == "application/json":
             return Credentials.model_validate_json(await request.body())
-        if kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        if kind == "application/x-www-form-urlencoded":
             form = await request.form()
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
             return Credentials.model_validate(fields)
@@ -75,7 +76,10 @@ _CREDENTIALS_SCHEMA = {
 @router.post(
     "/login",
     response_model=SignedIn,
-    responses={**errors(401, 415, 422, 429), 303: {"description": "a form's sign-in: on to next"}},
+    responses={
+        **errors(401, 403, 415, 422, 429),
+        303: {"description": "a form's sign-in: on to next"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -89,6 +93,11 @@ _CREDENTIALS_SCHEMA = {
 async def login(request: Request, desk: DeskDep, people: PeopleDep) -> Any:
     """Sign in with a name and password; sets the session and CSRF cookies (audited, as
     every refusal is)."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        # Another site signing this browser in to an account of its choosing (login CSRF):
+        # a browser always says where a form came from.
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "sign in from this service's own page")
     given = await _credentials(request)
     client = request.client.host if request.client is not None else "?"
     try:

@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("path", sa.String(length=256), nullable=False),
+        sa.Column("request_sha256", sa.String(length=64), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
         sa.Column("status", sa.Integer(), nullable=True),
         sa.Column("content_type", sa.String(length=128), nullable=False),

@@ -45,26 +45,38 @@
     });
   }
 
+  // Only the person who took an action sends it (a shared phone: another's waits for
+  // them), only to this service's API, and only while signed in: a 401 keeps it.
+  const mine = (job) => job.person && job.person === body.dataset.person
+    && typeof job.url === "string" && job.url.startsWith("/api/");
+  let flushing = false;
+
   async function flush() {
-    const jobs = outbox();
-    if (!jobs.length || !navigator.onLine) return;
-    const left = [];
-    let done = 0;
-    for (const job of jobs) {
-      try {
-        const r = await post(job);
-        if (r.status >= 500) left.push(job); else done += 1;  // a 4xx is an answer: not again
-      } catch { left.push(job); }
+    if (flushing || !navigator.onLine || !body.dataset.person) return;
+    flushing = true;
+    const done = new Set();
+    try {
+      for (const job of outbox().filter(mine)) {
+        let r;
+        try { r = await post(job); } catch { break; }  // still offline: all of them wait
+        if (r.status === 401) break;  // signed out meanwhile: kept for after sign-in
+        if (r.status < 500) done.add(job.key);  // an answer (a refusal too): not again
+      }
+    } finally {
+      flushing = false;
     }
+    // Read again: an action kept while these were on their way must not be lost.
+    const left = outbox().filter((job) => !done.has(job.key));
     keep(left);
-    note(left.length ? body.dataset.savedOffline : "");
-    if (done) location.reload();
+    note(left.some(mine) ? body.dataset.savedOffline : "");
+    if (done.size) location.reload();
   }
 
   async function act(form) {
     const refusal = form.querySelector("[data-refusal]");
     const button = form.querySelector("button[type=submit]");
-    const job = { url: form.dataset.api, body: fields(form), key: newKey() };
+    const job = { url: form.dataset.api, body: fields(form), key: newKey(), person: body.dataset.person };
+    const secret = form.querySelector("input[type=password]") !== null;
     if (refusal) refusal.hidden = true;
     if (button) button.disabled = true;
     try {
@@ -74,8 +86,12 @@
       if (r.status === 401) { location.href = `/app/login?next=${encodeURIComponent(location.pathname)}`; return; }
       if (refusal) { refusal.textContent = detail(answer); refusal.hidden = false; }
     } catch {
-      keep([...outbox(), job]);  // no connection: kept, sent when it returns
-      note(body.dataset.savedOffline);
+      if (secret) {  // a password is never written to the phone's storage
+        if (refusal) { refusal.textContent = body.dataset.noConnection; refusal.hidden = false; }
+      } else {
+        keep([...outbox(), job]);  // no connection: kept, sent when it returns
+        note(body.dataset.savedOffline);
+      }
     } finally {
       if (button) button.disabled = false;
     }
@@ -151,6 +167,6 @@
   setInterval(flush, 5000);  // and now and then: a phone does not always say it is back
   countdowns();
   setInterval(countdowns, 1000);
-  if (outbox().length) note(body.dataset.savedOffline);
+  if (outbox().some(mine)) note(body.dataset.savedOffline);
   flush();
 })();
