@@ -296,3 +296,36 @@ def test_a_page_for_an_id_past_any_database_is_a_4xx(tmp_path: Path) -> None:
                 assert (await client.get(page)).status_code == 422, page
 
     run(main())
+
+
+def test_a_thumbnail_that_is_not_a_small_photo_is_refused_with_its_photo(tmp_path: Path) -> None:
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+
+    async def main() -> tuple[int, int, list[Any]]:
+        async with signed_in_service(plant(tmp_path)) as (app, client):
+            raise_alarm(app.state.service, 45.0)
+            desk = app.state.desk
+            for _ in range(200):
+                if await desk.hazards.tickets(open_only=True):
+                    break
+                await asyncio.sleep(0.05)
+            (t,) = await desk.hazards.tickets(open_only=True)
+            await desk.hazards.register(
+                t.id, Actor(name="zhang.wei", role="supervisor"), owner="li.na"
+            )
+            url = f"/api/hazards/{t.id}/evidence"
+            bad = await client.post(
+                url,
+                files={"file": ("p.jpg", jpeg), "thumbnail": ("t.txt", b"not a photo")},
+                headers=auth("supervisor"),
+            )
+            big = await client.post(
+                url,
+                files={"file": ("p.jpg", jpeg), "thumbnail": ("t.jpg", jpeg * 5000)},
+                headers=auth("supervisor"),
+            )
+            listed = (await client.get(url, headers=auth("viewer"))).json()
+            return bad.status_code, big.status_code, listed
+
+    bad, big, listed = run(main())
+    assert (bad, big, listed) == (415, 413, [])  # and the photo is not kept without it

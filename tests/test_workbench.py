@@ -248,6 +248,13 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
         shot(rectifier, "4-ticket-archived")
         ((path,),) = bench.rows("SELECT path FROM hazard_evidence")
         seen["photo"] = jpeg_size(Path(path).read_bytes())
+        (thumb,) = Path(path).parent.glob("*.thumb.jpg")
+        seen["thumb"] = jpeg_size(thumb.read_bytes())
+        rectifier.get(f"{bench.base}/app/hazards/{tid}")
+        seen["thumb_shown"] = rectifier.execute_script(
+            "const i = document.querySelector('.evidence img');"
+            "return [i.getAttribute('src'), i.complete && i.naturalWidth];"
+        )
         # The same pages on a desk's screen: My work in two columns, nothing cut off.
         leader.set_window_size(1920, 1080)
         leader.get(f"{bench.base}/app/")
@@ -276,6 +283,9 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
     assert seen["thumbnails"] == 1
     assert seen["wide_columns"] == 2 and seen["wide_overflow"] is False
     assert max(seen["photo"]) == 1600  # downscaled on the phone before upload (3000×2000)
+    assert max(seen["thumb"]) == 240  # and its thumbnail, made there too
+    src, shown_width = seen["thumb_shown"]
+    assert src.endswith("/thumbnail") and shown_width == 240
     assert seen["state"] in ("已归档", "archived")
     assert "verify refused" in seen["trail"]
     assert [a for a in seen["trail"] if not a.endswith(" refused")][-7:] == [

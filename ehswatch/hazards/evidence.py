@@ -23,6 +23,21 @@ SIGNATURES: tuple[tuple[bytes, int, str, str], ...] = (
 )
 
 
+THUMBNAIL_MAX_BYTES = 256 * 1024
+
+
+def thumbnail_of(photo: Path, ext: str) -> Path:
+    return photo.with_name(f"{photo.stem}.thumb{ext}")
+
+
+def thumbnail_for(photo: Path) -> Path | None:
+    """The thumbnail kept beside `photo`, if one was uploaded with it."""
+    for ext in (".jpg", ".png", ".webp"):
+        if (path := thumbnail_of(photo, ext)).exists():
+            return path
+    return None
+
+
 class EvidenceRejected(Refused):
     """Too large, or not a kind of file we keep (HTTP 413 / 415 at the API)."""
 
@@ -64,6 +79,23 @@ class EvidenceStore:
         if kind is None:
             raise EvidenceRejected("evidence must be a JPEG, PNG or WebP photo or a PDF", 415)
         return kind
+
+    def check_thumbnail(self, content: bytes) -> str:
+        """A thumbnail is a small photo (at most `THUMBNAIL_MAX_BYTES`); its extension."""
+        kind = sniff(content)
+        if kind is None or not kind[0].startswith("image/"):
+            raise EvidenceRejected("a thumbnail must be a JPEG, PNG or WebP photo", 415)
+        if len(content) > THUMBNAIL_MAX_BYTES:
+            raise EvidenceRejected(f"a thumbnail is at most {THUMBNAIL_MAX_BYTES // 1024} KB", 413)
+        return kind[1]
+
+    def store_thumbnail(self, photo: Path, content: bytes, ext: str) -> Path:
+        """Keep `content` as the thumbnail of `photo` (beside it, `<photo>.thumb<ext>`)."""
+        path = thumbnail_of(photo, ext)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+        return path
 
     def store(self, ticket_id: int, content: bytes) -> StoredEvidence:
         ctype, ext = self.check(content)

@@ -172,8 +172,15 @@ class TicketWorkflow(TicketRoom):
         )
 
     async def add_evidence(
-        self, ticket_id: int, actor: Actor, *, filename: str, content: bytes
+        self,
+        ticket_id: int,
+        actor: Actor,
+        *,
+        filename: str,
+        content: bytes,
+        thumbnail: bytes | None = None,
     ) -> EvidenceRecord:
+        """`thumbnail`: a small copy of the photo made by the phone, served for lists."""
         now = self._clock()
         t = await self.ledger.get(ticket_id)
         refused = functools.partial(
@@ -190,9 +197,12 @@ class TicketWorkflow(TicketRoom):
             why = f"ticket {ticket_id} is {t.state}: evidence goes with a rectification"
             await refuse(self.db, refused(why=why), now)
         try:
+            thumb_ext = self.evidence.check_thumbnail(thumbnail) if thumbnail else None
             stored = self.evidence.store(ticket_id, content)
         except Refused as exc:  # too large, not a photo or document: its own status
             await refuse(self.db, refused(why=str(exc)), now, error=exc)
+        if thumbnail and thumb_ext is not None:
+            self.evidence.store_thumbnail(stored.path, thumbnail, thumb_ext)
         async with self.db.new_session() as s, s.begin():
             ev = EvidenceRecord(
                 ticket_id=ticket_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, UploadFile
@@ -19,6 +20,7 @@ from ehswatch.api.models import (
     HazardTicket,
     errors,
 )
+from ehswatch.hazards.evidence import THUMBNAIL_MAX_BYTES, sniff, thumbnail_for
 from ehswatch.hazards.store import ticket_dict
 
 router = APIRouter(prefix="/api/hazards", tags=["hazards"], responses=READ_ERRORS)
@@ -126,13 +128,21 @@ async def evidence(
     hazards: HazardsDep,
     user: Operator,
     file: Annotated[UploadFile, File(description="photo (JPEG/PNG/WebP) or PDF")],
+    thumbnail: Annotated[
+        UploadFile | None, File(description="optional: a small copy of the photo (≤ 256 KB)")
+    ] = None,
 ) -> dict[str, Any]:
     """Add a photo or a document to a ticket being rectified (the owner, or a supervisor or
-    above); kept with its SHA-256."""
+    above); kept with its SHA-256, and its thumbnail when one comes with it."""
     limit = hazards.evidence.max_bytes
     content = await file.read(limit + 1)  # never more than one byte past the limit
+    small = await thumbnail.read(THUMBNAIL_MAX_BYTES + 1) if thumbnail is not None else None
     ev = await hazards.add_evidence(
-        ticket_id, user, filename=file.filename or "evidence", content=content
+        ticket_id,
+        user,
+        filename=file.filename or "evidence",
+        content=content,
+        thumbnail=small,
     )
     return {"id": ev.id, "sha256": ev.sha256, "size": ev.size, "content_type": ev.content_type}
 
@@ -157,11 +167,33 @@ async def evidence_file(
 ) -> FileResponse:
     """One photo or document of a ticket, as it was uploaded (its type sniffed then)."""
     ev = await hazards.evidence_file(ticket_id, evidence_id)
+    return _kept_file(Path(ev.path), ev.content_type)
+
+
+def _kept_file(path: Path, content_type: str) -> FileResponse:
+    """A kept file as its sniffed type, never as what a browser would guess."""
     return FileResponse(
-        ev.path,
-        media_type=ev.content_type,
+        path,
+        media_type=content_type,
         headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@router.get(
+    "/{ticket_id}/evidence/{evidence_id}/thumbnail",
+    response_class=FileResponse,
+    responses={**errors(404), 200: {"description": "the thumbnail, or the photo itself"}},
+)
+async def evidence_thumbnail(
+    ticket_id: Id, evidence_id: Id, hazards: HazardsDep, _: Viewer
+) -> FileResponse:
+    """A photo's thumbnail, as the phone made it; the photo itself when it came without."""
+    ev = await hazards.evidence_file(ticket_id, evidence_id)
+    thumb = thumbnail_for(Path(ev.path))
+    kind = sniff(thumb.read_bytes()[:16]) if thumb is not None else None
+    if thumb is None or kind is None:
+        return _kept_file(Path(ev.path), ev.content_type)
+    return _kept_file(thumb, kind[0])
 
 
 @router.post("/{ticket_id}/submit", response_model=HazardTicket, responses=ACT_ERRORS)

@@ -111,10 +111,14 @@
     const refusal = form.querySelector("[data-refusal]");
     const file = input.files && input.files[0];
     if (!file) return;
-    let blob = file;
-    try { if (file.type.startsWith("image/")) blob = await shrink(file); } catch { blob = file; }
+    let blob = file, thumb = null;
+    try {
+      if (file.type.startsWith("image/")) { blob = await shrink(file); thumb = await shrink(file, 240); }
+    } catch { blob = file; thumb = null; }
     const data = new FormData();
-    data.append("file", blob, (file.name || "photo").replace(/\.\w+$/, "") + ".jpg");
+    const stem = (file.name || "photo").replace(/\.\w+$/, "");
+    data.append("file", blob, `${stem}.jpg`);
+    if (thumb) data.append("thumbnail", thumb, `${stem}.thumb.jpg`);
     const r = await fetch(form.dataset.upload, {
       method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf() }, body: data,
     });
