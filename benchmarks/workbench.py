@@ -35,7 +35,7 @@ from ehswatch.readings import ReadingBatch  # noqa: E402
 from ehswatch.roles import Actor  # noqa: E402
 from ehswatch.simulators.plc import PlcSim  # noqa: E402
 from tests.aio import eventually  # noqa: E402
-from tests.parts import api_server  # noqa: E402
+from tests.parts import api_server, open_tickets  # noqa: E402
 from tests.test_api import plant  # noqa: E402
 from tests.test_board import chrome  # noqa: E402
 
@@ -109,11 +109,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 service = app.state.service
                 service.stage.evaluate(ReadingBatch.of([0], [45.0], [service.clock()]))
-                hazards = app.state.desk.hazards
-                for _ in range(200):
-                    if await hazards.tickets(open_only=True):
-                        break
-                    await asyncio.sleep(0.05)
+                await open_tickets(app.state.desk)
                 base = f"http://127.0.0.1:{config.api.port}"
                 return await asyncio.to_thread(measure, base, args.samples)
             finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from ehswatch.api.app import create_app
 from ehswatch.config import PlantConfig
 from ehswatch.desk_part import DeskPart
 from ehswatch.desk_server import ApiServer
+from ehswatch.hazards.model import HazardTicket
 from ehswatch.service import Service
 
 
@@ -37,3 +39,14 @@ def api_server(config: PlantConfig) -> tuple[FastAPI, ApiServer]:
     )
     server.before_shutdown = lambda: app.state.desk.events.close()
     return app, server
+
+
+async def open_tickets(desk: DeskPart, timeout: float = 10.0) -> list[HazardTicket]:
+    """The open tickets once the hazard desk has opened one (its intake runs on its own)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (tickets := await desk.hazards.tickets(open_only=True)):
+        if loop.time() > deadline:
+            raise AssertionError(f"no ticket opened within {timeout} s")
+        await asyncio.sleep(0.05)
+    return tickets

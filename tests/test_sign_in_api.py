@@ -21,7 +21,7 @@ from ehswatch.config import PlantConfig
 from ehswatch.roles import Actor
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
-from tests.parts import api_server
+from tests.parts import api_server, open_tickets
 from tests.test_api import auth, plant, raise_alarm
 
 FORM = "application/x-www-form-urlencoded"
@@ -248,14 +248,7 @@ def test_a_due_time_is_taken_in_iso_8601_with_its_offset_or_as_epoch_seconds(
         async with signed_in_service(plant(tmp_path)) as (app, client):
             service = app.state.service
             raise_alarm(service, 45.0)
-            desk = app.state.desk
-            tickets: list[Any] = []
-            for _ in range(200):
-                tickets = await desk.hazards.tickets(open_only=True)
-                if tickets:
-                    break
-                await asyncio.sleep(0.05)
-            (t,) = tickets
+            (t,) = await open_tickets(app.state.desk)
             due = datetime.fromtimestamp(t.created_at + 3600, ZoneInfo("Asia/Shanghai"))
             answers = []
             for given in (due.replace(tzinfo=None).isoformat(), "tomorrow", due.isoformat()):
@@ -305,11 +298,7 @@ def test_a_thumbnail_that_is_not_a_small_photo_is_refused_with_its_photo(tmp_pat
         async with signed_in_service(plant(tmp_path)) as (app, client):
             raise_alarm(app.state.service, 45.0)
             desk = app.state.desk
-            for _ in range(200):
-                if await desk.hazards.tickets(open_only=True):
-                    break
-                await asyncio.sleep(0.05)
-            (t,) = await desk.hazards.tickets(open_only=True)
+            (t,) = await open_tickets(desk)
             await desk.hazards.register(
                 t.id, Actor(name="zhang.wei", role="supervisor"), owner="li.na"
             )

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from sqlalchemy import Float, Integer, LargeBinary, String, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ehswatch.db import Database
@@ -50,17 +51,19 @@ class IdempotentRequest(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
 
 
+SESSION_COOKIE = "ehs_session"  # api.deps's: the cookie `POST /auth/login` sets
+
+
 def _caller(scope: Scope) -> bytes | None:
-    """What identifies the caller: its bearer token or its session cookie."""
-    headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
-    auth = headers.get(b"authorization")
+    """What identifies the caller: its bearer token or its session cookie, read as the
+    routes read them (Starlette's headers and cookie parser), so that the caller the
+    answer is kept for is the caller the route served."""
+    request = Request(scope)
+    auth = request.headers.get("authorization")
     if auth:
-        return b"bearer:" + auth
-    for part in headers.get(b"cookie", b"").split(b";"):
-        name, _, value = part.strip().partition(b"=")
-        if name == b"ehs_session" and value:
-            return b"session:" + value
-    return None
+        return b"bearer:" + auth.encode("latin-1")
+    session = request.cookies.get(SESSION_COOKIE)
+    return b"session:" + session.encode("utf-8", "surrogateescape") if session else None
 
 
 async def _answer(send: Send, status: int, body: bytes, content_type: str, replayed: bool) -> None:
