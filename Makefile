@@ -4,9 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the tests use: real servers, and tools (mosquitto-clients: the benchmark's
 # C publisher and subscriber; openssl: test certificates; victoria-metrics: the server
-# behind the InfluxDB write API; chromium and its driver: the board test, with CJK fonts
-# so its screenshot reads; faketime: the real service with its wall clock stepped).
-APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk faketime
+# behind the InfluxDB write API; chromium and its driver: the board and workbench tests;
+# fonts-noto-cjk and fonts-dejavu-core: every glyph the pages use, Chinese and symbols, on
+# the plant's own screens as in the screenshots; faketime: the real service with its wall
+# clock stepped).
+APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk fonts-dejavu-core faketime
 
 .PHONY: test demo lint deps apt bench clean
 

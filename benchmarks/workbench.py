@@ -37,7 +37,7 @@ from ehswatch.simulators.plc import PlcSim  # noqa: E402
 from tests.aio import eventually  # noqa: E402
 from tests.parts import api_server, open_tickets  # noqa: E402
 from tests.test_api import plant  # noqa: E402
-from tests.test_board import chrome  # noqa: E402
+from tests.test_board import chrome, screen  # noqa: E402
 
 FAST_3G = {
     "offline": False,
@@ -51,7 +51,7 @@ PASSWORD = "team-leader-1"
 def measure(base: str, samples: int) -> dict[str, Any]:
     driver = chrome("bench-phone")
     try:
-        driver.set_window_size(390, 844)
+        screen(driver, 390, 844)
         driver.get(f"{base}/app/login")
         driver.find_element("css selector", "input[name=username]").send_keys("zhang.wei")
         driver.find_element("css selector", "input[name=password]").send_keys(PASSWORD)

@@ -19,7 +19,7 @@ from ehswatch.readings import ReadingBatch
 from ehswatch.service import Service
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
-from tests.parts import api_server
+from tests.parts import api_server, open_tickets
 from tests.servers import free_port
 
 TOKENS: dict[str, str] = {role: f"{role}-token" for role in ROLES}
@@ -69,21 +69,40 @@ def plant(tmp_path: Path, extra: dict[str, Any] | None = None) -> PlantConfig:
 
 
 @asynccontextmanager
-async def serve(config: PlantConfig) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+async def serve_app(config: PlantConfig) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The plant's app on a real server with its PLC simulated, and a client of it."""
     app, server = api_server(config)
     async with PlcSim(config.plcs[0]):
         task = asyncio.create_task(server.serve(), name="test:api")
         await eventually(lambda: server.started, what="the API")
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.api.port}") as client:
-                yield app.state.service, client
+                yield app, client
         finally:
             server.should_exit = True
             await task
 
 
+@asynccontextmanager
+async def serve(config: PlantConfig) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    async with serve_app(config) as (app, client):
+        yield app.state.service, client
+
+
 def auth(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+async def listed(client: httpx.AsyncClient, path: str, timeout: float = 10.0) -> list[Any]:
+    """`path`'s list once it is not empty: the desk part lists what the control part has
+    stored, a moment after the control part decided it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (answer := (await client.get(path, headers=auth("viewer"))).json()):
+        if loop.time() > deadline:
+            raise AssertionError(f"{path} still empty after {timeout} s")
+        await asyncio.sleep(0.05)
+    return list(answer)
 
 
 def raise_alarm(service: Service, value: float = 25.0) -> None:
@@ -324,7 +343,7 @@ def test_a_change_made_through_the_api_is_in_the_next_list_read(tmp_path: Path) 
     async def main() -> None:
         async with serve(plant(tmp_path)) as (service, client):
             raise_alarm(service, 25.0)
-            await eventually(lambda: len(service.alarms.open) == 1, what="an alarm")
+            await listed(client, "/api/alarms")
             for _ in range(6):
                 (before,) = (await client.get("/api/alarms", headers=auth("viewer"))).json()
                 shelved = before["state"].startswith("shelved")
@@ -373,3 +392,72 @@ def test_the_answer_models_have_the_fields_their_sources_give() -> None:
     public = ZoneState(zone="z").public(0.0)
     assert set(Interlock.model_fields) == set(public)
     Interlock.model_validate(public)  # and the types
+
+
+def test_times_come_as_iso_8601_with_the_sites_offset_when_asked(tmp_path: Path) -> None:
+    """`?times=iso`: every time of the answer as ISO 8601 text in the site's zone (+08:00
+    here), the same instant as the epoch seconds of the default answer; nothing else
+    changes, an action's answer too; another value is 422."""
+    from datetime import datetime
+
+    from ehswatch.api.iso_times import TIME_KEY
+
+    def same_but_times(epoch: Any, text: Any, where: str = "") -> int:
+        """Compare an epoch answer with its ISO one; the number of times compared."""
+        if isinstance(epoch, dict):
+            assert set(epoch) == set(text), where
+            n = 0
+            for k, v in epoch.items():
+                if TIME_KEY.search(k) and isinstance(v, float | int) and v is not None:
+                    when = datetime.fromisoformat(text[k])
+                    assert when.utcoffset() is not None
+                    assert when.utcoffset().total_seconds() == 8 * 3600, text[k]  # type: ignore[union-attr]
+                    assert abs(when.timestamp() - v) < 0.001, (k, v, text[k])
+                    n += 1
+                else:
+                    n += same_but_times(v, text[k], f"{where}.{k}")
+            return n
+        if isinstance(epoch, list):
+            assert len(epoch) == len(text), where
+            return sum(same_but_times(a, b, where) for a, b in zip(epoch, text, strict=True))
+        assert epoch == text, where
+        return 0
+
+    async def main() -> None:
+        async with serve_app(plant(tmp_path)) as (app, client):
+            service = app.state.service
+            raise_alarm(service, 45.0)  # interlock tier: an alarm, a trip, an A ticket
+            await eventually(lambda: len(service.alarms.open) == 1, what="an alarm")
+            await eventually(
+                lambda: service.interlock.states["z1"].tripped, what="the zone tripped"
+            )
+            await open_tickets(app.state.desk)  # the alarm is stored before its ticket
+            while not (await client.get("/api/interlocks", headers=auth("viewer"))).json()[0][
+                "tripped"
+            ]:  # the desk's view is the control part's last published state
+                await asyncio.sleep(0.05)
+            compared = 0
+            for path in ("/api/alarms", "/api/interlocks", "/api/sensors", "/api/zones"):
+                while True:  # one state read twice, around the ISO read (lists are cached)
+                    epoch = (await client.get(path, headers=auth("viewer"))).json()
+                    iso = await client.get(f"{path}?times=iso", headers=auth("viewer"))
+                    assert iso.status_code == 200, iso.text
+                    if epoch and epoch == (await client.get(path, headers=auth("viewer"))).json():
+                        break
+                compared += same_but_times(epoch, iso.json(), path)
+            (ticket,) = (await client.get("/api/hazards", headers=auth("viewer"))).json()
+            iso_ticket = (
+                await client.get(f"/api/hazards/{ticket['id']}?times=iso", headers=auth("viewer"))
+            ).json()
+            compared += same_but_times(ticket, iso_ticket, "ticket")
+            assert isinstance(iso_ticket["due_at"], str) and isinstance(ticket["due_at"], float)
+            acked = await client.post("/api/alarms/1/ack?times=iso", headers=auth("operator"))
+            assert acked.status_code == 200, acked.text
+            assert datetime.fromisoformat(acked.json()["acked_at"]).utcoffset() is not None
+            assert compared >= 7, compared  # first/last_at, 2 tripped_at, ts, created/due_at
+            bogus = await client.get("/api/alarms?times=local", headers=auth("viewer"))
+            assert bogus.status_code == 422, bogus.text
+            refused = await client.get("/api/alarms?times=iso")  # an error is as it was
+            assert refused.status_code == 401 and "detail" in refused.json()
+
+    run(main(), timeout=60)

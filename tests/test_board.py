@@ -71,6 +71,31 @@ def chrome(profile: str = "chrome") -> Any:
     )
 
 
+def screen(driver: Any, width: int, height: int) -> None:
+    """Make the page's viewport exactly `width`×`height` CSS pixels (a window's size would
+    include the browser's own bars); narrower than 700 it is a phone's."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700},
+    )
+
+
+# What a wall screen shows of the board, measured in the page: the panels' extent and the
+# share of the screen they cover (zones and the alarms/tickets side), and any scrolling.
+FILL_SCRIPT = """
+const vw = window.innerWidth, vh = window.innerHeight;
+const boxes = [...document.querySelectorAll('#zones .zone, aside section')]
+  .map((e) => e.getBoundingClientRect());
+const area = boxes.reduce((a, b) => a + b.width * b.height, 0);
+return {vw, vh, covered: area / (vw * vh),
+  right: Math.max(...boxes.map((b) => b.right)), bottom: Math.max(...boxes.map((b) => b.bottom)),
+  zonesBottom: Math.max(...[...document.querySelectorAll('#zones .zone')]
+    .map((e) => e.getBoundingClientRect().bottom)),
+  scrolls: document.documentElement.scrollHeight > vh
+    || document.documentElement.scrollWidth > vw};
+"""
+
+
 def browse_big_plant(
     tmp_path: Path,
     sensors: int,
@@ -133,7 +158,7 @@ def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) 
         _app, server = api_server(config)
         url = f"http://127.0.0.1:{config.api.port}/#token=demo-viewer"
 
-        def browse() -> dict[str, str]:
+        def browse() -> dict[str, Any]:
             from selenium.webdriver.common.by import By
             from selenium.webdriver.support.ui import WebDriverWait
 
@@ -157,14 +182,16 @@ def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) 
                         "alarms": d.find_element(By.ID, "alarms").text,
                     }
 
-                seen: dict[str, str] = wait.until(read)
+                seen: dict[str, Any] = wait.until(read)
+                screen(driver, 1920, 1080)  # the wall screen
                 time.sleep(1.5)  # let the sparklines fill in for the picture
+                seen["fill"] = driver.execute_script(FILL_SCRIPT)
                 driver.save_screenshot(str(ARTIFACTS / "board.png"))
                 return seen
             finally:
                 driver.quit()
 
-        async def main() -> dict[str, str]:
+        async def main() -> dict[str, Any]:
             async with Simulation(config, scenario):
                 task = asyncio.create_task(server.serve(), name="test:board")
                 await eventually(lambda: server.started, what="the API")
@@ -179,6 +206,12 @@ def test_the_board_shows_a_tile_turn_red_and_the_interlock_trip(tmp_path: Path) 
     assert "TRIPPED" in seen["zone"]
     assert "D-101" in seen["alarms"]
     assert (ARTIFACTS / "board.png").stat().st_size > 10_000
+    fill = seen["fill"]  # the three zones and the side fill the 1920×1080 wall screen
+    assert (fill["vw"], fill["vh"]) == (1920, 1080)
+    assert not fill["scrolls"], fill
+    assert fill["right"] >= 0.98 * fill["vw"] and fill["bottom"] >= 0.95 * fill["vh"], fill
+    assert fill["zonesBottom"] >= 0.95 * fill["vh"], fill  # no empty lower half
+    assert fill["covered"] >= 0.65, fill  # panels, not black space (3 zones in a 2×2 grid)
 
 
 def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -> None:
@@ -245,7 +278,7 @@ def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(
     def browse(driver: Any, base: str) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for width, height in ((390, 844), (1920, 1080)):
-            driver.set_window_size(width, height)
+            screen(driver, width, height)
             driver.get(f"{base}/#token={VIEWER}")
             wait = WebDriverWait(driver, 20, poll_frequency=0.2)
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-sensor='D-1000']"))
@@ -289,7 +322,7 @@ def test_the_api_docs_render_with_nothing_fetched_from_another_host(tmp_path: Pa
     def browse(driver: Any, base: str) -> dict[str, Any]:
         seen: dict[str, Any] = {"base": base}
         for width, height in ((390, 844), (1920, 1080)):
-            driver.set_window_size(width, height)
+            screen(driver, width, height)
             driver.get(f"{base}/docs")
             wait = WebDriverWait(driver, 20, poll_frequency=0.2)
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))

@@ -19,7 +19,7 @@ from tests.fakes import RobotServer
 from tests.parts import api_server
 from tests.servers import free_port
 from tests.test_api import plant
-from tests.test_board import ARTIFACTS, chrome
+from tests.test_board import ARTIFACTS, chrome, screen
 
 T = TypeVar("T")
 ADMIN = Actor(name="admin", role="admin")
@@ -82,7 +82,7 @@ def workbench(
         phones = [chrome("phone-a"), chrome("phone-b")]
         try:
             for phone in phones:
-                phone.set_window_size(*PHONE)
+                screen(phone, *PHONE)
                 phone.delete_all_cookies()
             return flow(bench, *phones)
         finally:
@@ -256,7 +256,7 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
             "return [i.getAttribute('src'), i.complete && i.naturalWidth];"
         )
         # The same pages on a desk's screen: My work in two columns, nothing cut off.
-        leader.set_window_size(1920, 1080)
+        screen(leader, 1920, 1080)
         leader.get(f"{bench.base}/app/")
         wait(leader, "section[data-section]")
         seen["wide_columns"] = leader.execute_script(
@@ -267,7 +267,7 @@ def test_four_people_walk_an_a_ticket_from_detection_to_the_archive(tmp_path: Pa
             "return document.documentElement.scrollWidth > window.innerWidth"
         )
         shot(leader, "10-my-work-1920")
-        leader.set_window_size(*PHONE)
+        screen(leader, *PHONE)
         seen["trail"] = [a for (a,) in bench.rows(
             f"SELECT action FROM audit_log WHERE subject = 'ticket:{tid}' ORDER BY id"
         )]  # fmt: skip
@@ -337,7 +337,7 @@ def test_a_bypass_is_asked_for_on_one_phone_and_approved_on_another(tmp_path: Pa
         director.get(f"{bench.base}/app/interlocks/z1")
         on_director = wait(director, "h1 .tier").text
         # The big screen says who approved it and until when.
-        director.set_window_size(1920, 1080)
+        screen(director, 1920, 1080)
         director.get(f"{bench.base}/#token=viewer-token")
         from selenium.webdriver.support.ui import WebDriverWait
 

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from ehswatch import __version__
 from ehswatch.api.errors import error_response, http_error, invalid_request, strict_json
 from ehswatch.api.idempotency import IdempotencyMiddleware
+from ehswatch.api.iso_times import IsoTimesMiddleware, times_format
 from ehswatch.api.routers import (
     alarms,
     audit,
@@ -96,8 +97,11 @@ def create_app(
     )
     # A POST with an Idempotency-Key is done once; sent again, it is answered again.
     app.add_middleware(IdempotencyMiddleware, database=_desk_database)
-    routers = (auth, health, metrics, sensors, alarms, interlocks, hazards, people, audit, events)
-    for r in routers:
+    # Outside it: an answer kept for a replay is kept in one form, given in the asked one.
+    app.add_middleware(IsoTimesMiddleware, timezone=config.site.timezone)
+    for r in (auth, health, sensors, alarms, interlocks, hazards, people, audit):
+        app.include_router(r.router, dependencies=[Depends(times_format)])  # ?times=iso
+    for r in (metrics, events):  # Prometheus text, the event stream: no JSON times
         app.include_router(r.router)
     # The workbench: its pages, and its script and style from the package (no CDN).
     app.mount("/app/static", StaticFiles(directory=pages.STATIC), name="workbench-static")
