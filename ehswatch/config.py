@@ -130,10 +130,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class Shift(_Model):
+    """A shift: from `start` to `end` (HH:MM) in the site's time zone; an `end` at or
+    before `start` ends the next day (a night shift)."""
+
+    name: Id
+    start: ClockTime
+    end: ClockTime
+
+
 class Site(_Model):
     id: Id
     name: str
     timezone: str = "UTC"
+    # The plant's shifts (docs/governance.md): cleaning records are kept per shift.
+    shifts: list[Shift] = []
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts_apart(cls, value: list[Shift]) -> list[Shift]:
+        names = [s.name for s in value]
+        if len(set(names)) < len(names):
+            raise ValueError("two shifts share a name")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -384,10 +406,43 @@ class InterlockSettings(_Model):
         return self.voting.n
 
 
+PersonName = Annotated[str, Field(max_length=64)]
+OWNER_ROLES = ("team_leader", "dept_head", "safety_director", "gm", "on_call")
+OwnerRole = Literal["team_leader", "dept_head", "safety_director", "gm", "on_call"]
+
+
+class ZoneOwners(_Model):
+    """Who answers for a zone, by role: the names of people (or machine users). An empty
+    name falls back to the plant's default (`governance.owners`)."""
+
+    team_leader: PersonName = ""
+    dept_head: PersonName = ""
+    safety_director: PersonName = ""
+    gm: PersonName = ""
+    on_call: PersonName = ""  # the department's on-call engineer
+
+
+class CleaningRule(_Model):
+    """A dust zone's cleaning SOP: at the end of each shift (of `shifts`, or every one),
+    the `items` done and recorded with the residue measured (≤ `residue_limit_mm`) and,
+    when `photo_required`, a photo. A shift ended `grace_min` ago without its record
+    opens a ticket of `grade`; a record over the limit opens one too."""
+
+    items: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1)]
+    photo_required: bool = True
+    residue_limit_mm: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+    grace_min: Annotated[float, Field(ge=0, le=24 * 60, allow_inf_nan=False)] = 30.0
+    grade: Grade = "C"
+    shifts: list[Id] = []
+
+
 class Zone(_Model):
     id: Id
     name: str = ""
     interlock: InterlockSettings | None = None
+    owners: ZoneOwners = ZoneOwners()
+    risk: Literal["high", "medium", "low"] = "medium"  # picks its checkpoints' checklist
+    cleaning: CleaningRule | None = None
 
 
 class ModbusPoint(_Model):
@@ -568,6 +623,55 @@ class Hazards(_Model):
         return self
 
 
+class ChecklistItem(_Model):
+    """One line of a patrol checklist: a yes/no question (yes passes), a number within
+    `min`..`max` (either may be absent), or a photo that must be taken."""
+
+    id: Id
+    text: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: Literal["yes_no", "number", "photo"] = "yes_no"
+    min: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    max: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    unit: str = ""
+
+    @model_validator(mode="after")
+    def _limits_for_numbers(self) -> ChecklistItem:
+        if self.kind != "number" and (self.min is not None or self.max is not None):
+            raise ValueError("only a number item takes min and max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is above max")
+        return self
+
+
+Checklist = Annotated[list[ChecklistItem], Field(min_length=1)]
+
+
+class Checkpoint(_Model):
+    """A place a patrol must stand at (a zone, or a device in it), with its QR code: a
+    round every `every_h` hours, missed `grace_min` after it fell due. The checklist is
+    `checklist`, or the one for its zone's risk."""
+
+    id: Id
+    name: str = ""
+    zone: Id
+    device: str = ""
+    checklist: Id | None = None
+    every_h: Annotated[float, Field(gt=0, le=24 * 31, allow_inf_nan=False)] = 8.0
+    grace_min: Annotated[float, Field(ge=0, le=24 * 60, allow_inf_nan=False)] = 30.0
+    grade: Grade = "C"  # of the ticket a failed item or a missed round opens
+
+
+class Governance(_Model):
+    """Dust governance (docs/governance.md): the plant's default owners, patrol
+    checklists (by name; a zone's risk names its default) and checkpoints."""
+
+    owners: ZoneOwners = ZoneOwners()
+    checklists: dict[Id, Checklist] = {}
+    checkpoints: list[Checkpoint] = []
+    # How often the desk looks for shifts without a cleaning record and missed rounds.
+    check_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
+
+
 class PlantConfig(_Model):
     site: Site
     mqtt: MqttSettings | None = None
@@ -583,6 +687,7 @@ class PlantConfig(_Model):
     notifications: Notifications = Notifications()
     alarms: AlarmSettings = AlarmSettings()
     hazards: Hazards = Hazards()
+    governance: Governance = Governance()
 
     # (the sensors list it was built from, the index): see `sensor_index`
     _sensor_index: tuple[list[Sensor], dict[str, int]] | None = PrivateAttr(None)
@@ -817,6 +922,8 @@ class Sections:
     mqtt_given: bool
     notifications: Notifications | None
     hazards: Hazards | None
+    site: Site | None
+    governance: Governance | None
     complete: frozenset[str]
     failed_ids: Mapping[str, frozenset[str]]
 
@@ -832,6 +939,8 @@ class Sections:
             mqtt_given=config.mqtt is not None,
             notifications=config.notifications,
             hazards=config.hazards,
+            site=config.site,
+            governance=config.governance,
             complete=frozenset(("sensor_types", *_ID_SECTIONS, "users")),
             failed_ids={},
         )
@@ -1035,6 +1144,45 @@ def _grades_approvable(sections: Sections) -> Iterator[str]:
             )
 
 
+def _governance_refers_to_known(sections: Sections) -> Iterator[str]:
+    """Cleaning rules name shifts the site has (and the site has shifts); checkpoints
+    name known zones, are unique, and each has a checklist (its own, or its zone's risk's)."""
+    site, gov = sections.site, sections.governance
+    shifts = {s.name for s in site.shifts} if site is not None else None
+    for z in sections.zones:
+        if z.cleaning is None or shifts is None:
+            continue
+        if not shifts:
+            yield f"zones.{z.id}.cleaning: the site has no shifts (site.shifts) to clean at"
+        yield from (
+            f"zones.{z.id}.cleaning.shifts: unknown shift {n!r}; known: {_known(shifts)}"
+            for n in z.cleaning.shifts
+            if n not in shifts
+        )
+    if gov is None:
+        return
+    zones = {z.id: z for z in sections.zones}
+    known_zones = sections.known("zones")
+    seen: set[str] = set()
+    for c in gov.checkpoints:
+        path = f"governance.checkpoints.{c.id}"
+        if c.id in seen:
+            yield f"{path}: duplicate id"
+        seen.add(c.id)
+        if c.zone not in known_zones:
+            yield f"{path}.zone: unknown zone {c.zone!r}"
+            continue
+        if c.zone not in zones:
+            continue  # the zone failed its own checks
+        name = c.checklist or zones[c.zone].risk
+        if name not in gov.checklists:
+            which = "checklist" if c.checklist else f"zone's risk {name!r} as its checklist"
+            yield (
+                f"{path}: no checklist {name!r} in governance.checklists (it uses its "
+                f"{which}); known: {_known(gov.checklists)}"
+            )
+
+
 CROSS_CHECKS: tuple[Callable[[Sections], Iterable[str]], ...] = (
     _unique_ids,
     _sensors_refer_to_known,
@@ -1042,6 +1190,7 @@ CROSS_CHECKS: tuple[Callable[[Sections], Iterable[str]], ...] = (
     _interlocks_can_vote,
     _notifications_refer_to_known,
     _grades_approvable,
+    _governance_refers_to_known,
 )
 
 
@@ -1118,6 +1267,8 @@ def _sections_in_part(raw: Mapping[str, Any]) -> Sections:
         mqtt_given=raw.get("mqtt") is not None,
         notifications=_valid_or_none(raw, "notifications", Notifications),
         hazards=_valid_or_none(raw, "hazards", Hazards),
+        site=_valid_or_none(raw, "site", Site),
+        governance=_valid_or_none(raw, "governance", Governance),
         complete=frozenset(complete),
         failed_ids=failed,
     )

@@ -8,6 +8,7 @@ from sqlalchemy import MetaData
 from ehswatch import audit
 from ehswatch.alarms import store as alarm_store
 from ehswatch.api import idempotency
+from ehswatch.governance import store as governance_store
 from ehswatch.hazards import store as hazard_store
 from ehswatch.interlock import store as interlock_store
 from ehswatch.people import store as people_store
@@ -20,6 +21,7 @@ MODULES = (
     interlock_store,
     people_store,
     idempotency,
+    governance_store,
 )  # each defines tables
 
 

@@ -137,6 +137,8 @@ MUTATING: list[tuple[str, str, dict[str, Any] | None, str, set[str] | None]] = [
     ("POST", "/api/people/z1/enable", None, "admin", None),
     ("POST", "/api/people/z1/password", {"password": "long-enough-2"}, "admin", None),
     ("POST", "/api/hazards/1/start", None, "operator", None),
+    ("POST", "/api/hazards/1/confirm-stop-work", None, "supervisor", None),
+    ("POST", "/api/owners/z1", {"team_leader": "supervisor.user"}, "admin", None),
     ("POST", "/api/hazards/1/submit", {"measure": "fixed"}, "operator", None),
     ("POST", "/api/hazards/1/verify", {"passed": True}, "supervisor", None),
     ("POST", "/api/hazards/1/approve", None, "supervisor", None),

@@ -29,7 +29,7 @@ def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path)
 
     assert run(main()) == []  # the migrations create exactly what the models describe
     con = sqlite3.connect(tmp_path / "ehswatch.db")
-    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
     tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
         "audit_log",

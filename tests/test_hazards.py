@@ -362,12 +362,13 @@ def test_deadlines_remind_at_75_percent_then_escalate_level_by_level(tmp_path: P
         async with rig(tmp_path) as r:
             await r.read({"D-2": 25.0})  # grade B: 24 h
             t = await r.ticket_of("D-2")
+            opened = f"ticket:{t.id}:opened-dept_head"  # a B ticket: at once
             r.clock.now = t.created_at + 17.9 * 3600
             await r.desk.run_schedule()
-            assert await r.notifications() == []
+            assert await r.notifications() == [opened]
             r.clock.now = t.created_at + 18 * 3600
             await r.desk.run_schedule()
-            assert await r.notifications() == [f"ticket:{t.id}:reminder"]
+            assert await r.notifications() == [opened, f"ticket:{t.id}:reminder"]
             r.clock.now = t.due_at + 1
             await r.desk.run_schedule()
             assert (await r.ticket_of("D-2")).escalation_level == 1  # department head
@@ -377,7 +378,7 @@ def test_deadlines_remind_at_75_percent_then_escalate_level_by_level(tmp_path: P
             r.clock.now = t.due_at + 30 * 24 * 3600  # long overdue: gm, and no further
             await r.desk.run_schedule()
             assert (await r.ticket_of("D-2")).escalation_level == 3
-            assert await r.notifications() == [
+            assert await r.notifications() == [opened] + [
                 f"ticket:{t.id}:{k}" for k in ("reminder", "overdue-1", "overdue-2", "overdue-3")
             ]
             actions = [a for a, _, _ in await r.audit(f"ticket:{t.id}")]

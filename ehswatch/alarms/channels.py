@@ -129,18 +129,28 @@ class Renderer:
     def ticket(self, payload: dict[str, Any]) -> Message:
         """A hazard-ticket reminder, escalation, stop-work or chronic-hazard notice."""
         t, what, to = payload["ticket"], payload["what"], payload["to"]
+        person = payload.get("person") or ""
         zone = self.zone_names.get(t["zone"], t["zone"])
         due = datetime.fromtimestamp(t["due_at"], self.tz).strftime("%m-%d %H:%M")
         heads = {
             "reminder": "整改提醒 rectification due soon",
             "stop_work": "重大事故隐患 MAJOR HAZARD: work stops",
             "chronic": "反复隐患 CHRONIC HAZARD",
+            "assigned": "隐患派发 hazard assigned to you",
         }
-        head = heads.get(what, f"隐患逾期 OVERDUE, escalated to {to}")
+        head = heads.get(what)
+        if head is None and what.startswith("opened"):
+            head = "新隐患 NEW HAZARD"
+        elif head is None and what.startswith("stop-work-unconfirmed"):
+            head = "停工未确认 STOP-WORK NOT CONFIRMED"
+        elif head is None:
+            head = f"隐患逾期 OVERDUE, escalated to {to}"
         title = f"[{self.site.name}] {head}: ticket #{t['id']} grade {t['grade']} @ {zone}"
+        about = t.get("title") or f"sensor {t['sensor']}"
         text = (
-            f"### {title}\n\n- sensor {t['sensor']}, state {t['state']}, owner "
-            f"{t['owner'] or '(not registered)'}, due {due}\n- for: {to}\n"
+            f"### {title}\n\n- {about}, state {t['state']}, owner "
+            f"{t['owner'] or '(not registered)'}, due {due}\n"
+            f"- for: {to}{f' {person}' if person else ''}\n"
         )
         if what == "chronic":
             text += f"- {t['recurrence']} tickets for this sensor within the recurrence window\n"

@@ -39,6 +39,7 @@ from ehswatch.api.routers import (
     health,
     interlocks,
     metrics,
+    owners,
     people,
     sensors,
 )
@@ -99,7 +100,7 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware, database=_desk_database)
     # Outside it: an answer kept for a replay is kept in one form, given in the asked one.
     app.add_middleware(IsoTimesMiddleware, timezone=config.site.timezone)
-    for r in (auth, health, sensors, alarms, interlocks, hazards, people, audit):
+    for r in (auth, health, sensors, alarms, interlocks, hazards, owners, people, audit):
         app.include_router(r.router, dependencies=[Depends(times_format)])  # ?times=iso
     for r in (metrics, events):  # Prometheus text, the event stream: no JSON times
         app.include_router(r.router)

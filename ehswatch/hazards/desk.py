@@ -30,12 +30,15 @@ import httpx
 from ehswatch.component import Backoff, Component, Wakeable, enter_all
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
+from ehswatch.governance.responsibility import Responsibilities
 from ehswatch.hazards.deadlines import TicketDeadlines
+from ehswatch.hazards.dispatch import Dispatch
 from ehswatch.hazards.evidence import EvidenceStore
 from ehswatch.hazards.intake import TicketIntake
-from ehswatch.hazards.ledger import Rooms, TicketLedger
+from ehswatch.hazards.ledger import TicketLedger
 from ehswatch.hazards.outbound import RETRY, TicketWebhook
 from ehswatch.hazards.reports import ticket_report
+from ehswatch.hazards.rooms import Rooms
 from ehswatch.hazards.workflow import RealityOf, TicketWorkflow
 
 
@@ -66,13 +69,25 @@ class HazardDesk:
             else None
         )
         changed: Wakeable = self.outbound.wake if self.outbound else asyncio.Event()
-        rooms = Rooms(config=config, db=db, ledger=self.ledger, changed=changed, clock=clock)
+        self.owners = Responsibilities(config=config, db=db, clock=clock)
+        self.dispatch = Dispatch(config=config, ledger=self.ledger, owners=self.owners, clock=clock)
+        rooms = Rooms(
+            config=config,
+            db=db,
+            ledger=self.ledger,
+            changed=changed,
+            dispatch=self.dispatch,
+            owners=self.owners,
+            clock=clock,
+        )
+        self.rooms = rooms
         self.intake = TicketIntake(rooms)
         self.workflow = TicketWorkflow(rooms, evidence=self.evidence, reality=reality)
         self.deadlines = TicketDeadlines(rooms)
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register
         self.start = self.workflow.start
+        self.confirm_stop_work = self.workflow.confirm_stop_work
         self.assign = self.workflow.assign
         self.add_evidence = self.workflow.add_evidence
         self.evidence_of = self.workflow.evidence_of

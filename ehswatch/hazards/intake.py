@@ -28,8 +28,8 @@ from ehswatch.alarms.store import OutboxRecord
 from ehswatch.audit import record
 from ehswatch.component import Component, Job, woken
 from ehswatch.hazards import model
-from ehswatch.hazards.ledger import Rooms, TicketRoom
 from ehswatch.hazards.model import HazardTicket
+from ehswatch.hazards.rooms import Rooms, TicketRoom
 from ehswatch.hazards.store import CursorRecord, TicketRecord, to_ticket
 from ehswatch.roles import SYSTEM
 
@@ -103,7 +103,8 @@ class TicketIntake(TicketRoom, Component):
             raised = model.raise_grade(t, grade, rule)
             if raised is not None:
                 new, what = raised
-                await self.ledger.save(s, new, SYSTEM, what, {"alarm": alarm["id"]})
+                new = await self.ledger.save(s, new, SYSTEM, what, {"alarm": alarm["id"]})
+                await self.dispatch.regraded(s, t, new)
                 if new.stop_work and not t.stop_work:
                     await self._stop_work(s, new)
             return
@@ -145,6 +146,7 @@ class TicketIntake(TicketRoom, Component):
             t.zone,
             alarm["id"],
         )
+        t = await self.dispatch.opened(s, t)
         if t.stop_work:
             await self._stop_work(s, t)
         if t.chronic:
@@ -160,7 +162,9 @@ class TicketIntake(TicketRoom, Component):
                     "days": self.settings.recurrence_days,
                 },
             )
-            await self.ledger.notify(s, t, "chronic", "safety_director", ts)
+            chain = await self.owners.chain(s, t.zone)
+            director = chain.of("safety_director")
+            await self.ledger.notify(s, t, "chronic", "safety_director", ts, person=director)
             log.error(
                 "CHRONIC HAZARD: %s has had %d tickets in %g days (ticket %d); escalated "
                 "to the safety director",
@@ -180,7 +184,8 @@ class TicketIntake(TicketRoom, Component):
             subject=f"zone:{t.zone}",
             detail={"ticket": t.id, "grade": t.grade},
         )
-        await self.ledger.notify(s, t, "stop_work", "dept_head", now)
+        chain = await self.owners.chain(s, t.zone)
+        await self.ledger.notify(s, t, "stop_work", "dept_head", now, person=chain.of("dept_head"))
         log.error(
             "MAJOR HAZARD (grade A), ticket %d: work in %s stops until it is controlled",
             t.id,

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -111,14 +110,16 @@ class TicketLedger:
         return t
 
     async def notify(
-        self, s: AsyncSession, t: HazardTicket, what: str, to: str, now: float
+        self, s: AsyncSession, t: HazardTicket, what: str, to: str, now: float, person: str = ""
     ) -> None:
-        """Queue a notice about the ticket for `to` (a role, or "owner") to every
-        `hazards.notify` channel, once per ticket and `what`."""
+        """Queue a notice about the ticket for `to` (a role, or "owner") — `person`, when
+        the zone's responsibility map names one — to every `hazards.notify` channel, once
+        per ticket and `what`."""
         if not self.settings.notify:
             return
         payload = json.dumps(
-            {"what": what, "to": to, "ts": now, "ticket": ticket_dict(t)}, ensure_ascii=False
+            {"what": what, "to": to, "person": person, "ts": now, "ticket": ticket_dict(t)},
+            ensure_ascii=False,
         )
         rows = notification_rows(
             key=f"ticket:{t.id}:{what}",
@@ -131,27 +132,3 @@ class TicketLedger:
         await enqueue_notifications(self.db, s, rows)
         if self._notify_wake is not None:
             self._notify_wake.set()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Rooms:
-    """What every room of the hazard desk is given: the plant, the database, the ledger,
-    what to wake after a commit that changed tickets (the webhook's), and the clock."""
-
-    config: PlantConfig
-    db: Database
-    ledger: TicketLedger
-    changed: Wakeable
-    clock: Callable[[], float] = time.time
-
-
-class TicketRoom:
-    """A room of the hazard desk (intake, workflow, deadlines), on what `Rooms` gives."""
-
-    def __init__(self, rooms: Rooms) -> None:
-        self.config = rooms.config
-        self.settings = rooms.config.hazards
-        self.db = rooms.db
-        self.ledger = rooms.ledger
-        self._changed = rooms.changed
-        self._clock = rooms.clock

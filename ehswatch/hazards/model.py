@@ -54,10 +54,15 @@ class Approval:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class HazardTicket:
     id: int | None = None
-    alarm_id: int
+    alarm_id: int | None = None  # None: opened by the governance watch or a patrol
+    source: str = ""  # then what opened it, e.g. "cleaning:polishing-1:1796150000"
+    title: str = ""  # what it is about, when no alarm says it
     sensor: str
     zone: str
-    kind: str  # the alarm's kind: "tier", "fault", "comm" (a device), or a zone condition
+    # The alarm's kind: "tier", "fault", "comm" (a device), or a zone condition; or what
+    # governance found: "cleaning" (not recorded), "residue" (over the limit), "patrol"
+    # (a failed checklist item), "round" (a missed patrol round).
+    kind: str
     grade: str
     state: TicketState = TicketState.DETECTED
     created_at: float
@@ -77,6 +82,8 @@ class HazardTicket:
     related: tuple[int, ...] = ()
     chronic: bool = False
     stop_work: bool = False
+    stop_work_confirmed_at: float | None = None  # an A ticket: work seen stopped, by whom
+    stop_work_confirmed_by: str = ""
 
     @property
     def open(self) -> bool:
@@ -157,6 +164,22 @@ def register(
     return dataclasses.replace(
         t, state=TicketState.REGISTERED, owner=owner, due_at=due, registered_by=actor.name
     ), "registered"
+
+
+def confirm_stop_work(t: HazardTicket, actor: Actor, *, now: float) -> Outcome:
+    """A supervisor or above who has seen work stop in the zone of an A (stop-work)
+    ticket says so: the ticket stops climbing past the GM for it."""
+    if not actor.at_least("supervisor"):
+        raise Forbidden(f"{actor.name} ({actor.role}) may not confirm a stop-work")
+    if not t.stop_work:
+        raise Refused(f"ticket {t.id} (grade {t.grade}) does not stop work")
+    if not t.open:
+        raise Refused(f"ticket {t.id} is archived")
+    if t.stop_work_confirmed_at is not None:
+        raise Refused(f"{t.stop_work_confirmed_by} already confirmed work stopped in {t.zone}")
+    return dataclasses.replace(
+        t, stop_work_confirmed_at=now, stop_work_confirmed_by=actor.name
+    ), "stop-work confirmed"
 
 
 def assign(t: HazardTicket, actor: Actor, *, owner: str, owner_known: bool) -> Outcome:

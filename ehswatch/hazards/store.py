@@ -18,7 +18,11 @@ class TicketRecord(Base):
     __tablename__ = "hazard_ticket"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarm.id"), unique=True)
+    # The alarm episode that raised it; None for a ticket the governance watch or a
+    # patrol opened, which has its `source` instead ("cleaning:<zone>:<shift start>", …).
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarm.id"), unique=True, nullable=True)
+    source: Mapped[str | None] = mapped_column(String(160), unique=True, nullable=True)
+    title: Mapped[str] = mapped_column(Text, default="")
     sensor: Mapped[str] = mapped_column(String(64), index=True)
     zone: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -41,6 +45,8 @@ class TicketRecord(Base):
     related: Mapped[str] = mapped_column(Text, default="[]")
     chronic: Mapped[bool] = mapped_column(Boolean, default=False)
     stop_work: Mapped[bool] = mapped_column(Boolean, default=False)
+    stop_work_confirmed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stop_work_confirmed_by: Mapped[str] = mapped_column(String(128), default="")
 
 
 FIELDS = [c.name for c in TicketRecord.__table__.columns]
@@ -57,6 +63,7 @@ def ticket_from_row(row: Mapping[Any, Any]) -> HazardTicket:
     d["state"] = TicketState(d["state"])
     d["approvals"] = tuple(Approval(**a) for a in json.loads(d["approvals"]))
     d["related"] = tuple(json.loads(d["related"]))
+    d["source"] = d["source"] or ""
     return HazardTicket(**d)
 
 
@@ -64,6 +71,7 @@ def to_record(t: HazardTicket) -> TicketRecord:
     d = ticket_dict(t)
     d["approvals"] = json.dumps(d["approvals"], ensure_ascii=False)
     d["related"] = json.dumps(d["related"])
+    d["source"] = d["source"] or None  # unique when given; alarm tickets have none
     if d["id"] is None:
         del d["id"]
     return TicketRecord(**d)

@@ -19,10 +19,10 @@ from ehswatch.alarms.store import AlarmRecord
 from ehswatch.audit import record
 from ehswatch.hazards import model
 from ehswatch.hazards.evidence import EvidenceStore
-from ehswatch.hazards.ledger import Rooms, TicketRoom
 from ehswatch.hazards.model import HazardTicket, TicketState
+from ehswatch.hazards.rooms import Rooms, TicketRoom
 from ehswatch.hazards.store import EvidenceRecord, TicketRecord, to_ticket
-from ehswatch.people.store import PersonRow
+from ehswatch.people.store import can_act
 from ehswatch.refusals import Refusal, refuse
 from ehswatch.roles import Actor, Forbidden, NotFound, Refused
 
@@ -89,11 +89,19 @@ class TicketWorkflow(TicketRoom):
 
     async def _known(self, name: str) -> bool:
         """Whether `name` can act: a person who may sign in, or a configured user."""
-        if any(u.name == name for u in self.config.users):
-            return True
         async with self.db.new_session() as s:
-            q = select(func.count()).where(PersonRow.name == name, PersonRow.disabled.is_(False))
-            return bool(await s.scalar(q))
+            return await can_act(s, name, {u.name for u in self.config.users})
+
+    async def confirm_stop_work(
+        self, ticket_id: int, actor: Actor, comment: str = ""
+    ) -> HazardTicket:
+        return await self._act(
+            ticket_id,
+            actor,
+            "confirm stop-work",
+            comment,
+            lambda t, now: model.confirm_stop_work(t, actor, now=now),
+        )
 
     async def start(self, ticket_id: int, actor: Actor, comment: str = "") -> HazardTicket:
         return await self._act(

@@ -7,7 +7,10 @@ token, which a page sends back with every change it asks for.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Integer, String
+from collections.abc import Container
+
+from sqlalchemy import Boolean, Float, Integer, String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ehswatch.tables import Base
@@ -38,3 +41,12 @@ class SessionRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+async def can_act(s: AsyncSession, name: str, machines: Container[str]) -> bool:
+    """Whether `name` can act: one of the configured `machines` (users with tokens), or a
+    person who may sign in (known, not disabled)."""
+    if name in machines:
+        return True
+    q = select(func.count()).where(PersonRow.name == name, PersonRow.disabled.is_(False))
+    return bool(await s.scalar(q))

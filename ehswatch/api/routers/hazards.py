@@ -110,6 +110,17 @@ async def assign(
     )
 
 
+@router.post("/{ticket_id}/confirm-stop-work", response_model=HazardTicket, responses=ACT_ERRORS)
+async def confirm_stop_work(
+    ticket_id: Id, hazards: HazardsDep, user: Supervisor, body: Comment | None = None
+) -> dict[str, Any]:
+    """Work has been seen stopped in the zone of an A (stop-work) ticket (supervisor or
+    above): the ticket stops escalating past the GM for it. Audited."""
+    return ticket_dict(
+        await hazards.confirm_stop_work(ticket_id, user, (body or Comment()).comment)
+    )
+
+
 @router.post("/{ticket_id}/start", response_model=HazardTicket, responses=ACT_ERRORS)
 async def start(
     ticket_id: Id, hazards: HazardsDep, user: Operator, body: Comment | None = None
