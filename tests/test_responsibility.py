@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import select
 
 from ehswatch.alarms.store import NotificationRecord
-from ehswatch.config import PlantConfig, parse_config
+from ehswatch.config import PlantConfig, Role, parse_config
 from ehswatch.hazards.model import TicketState
 from ehswatch.people.directory import People
 from ehswatch.roles import Actor, Forbidden, Refused
@@ -26,7 +26,7 @@ CHAINS = {
     "polishing-2": {"team_leader": "wu.gang", "dept_head": "he.ping"},
 }
 DEFAULTS = {"safety_director": "wang.jun", "gm": "chen.gang"}
-PEOPLE = {
+PEOPLE: dict[str, Role] = {
     "zhang.wei": "supervisor",
     "wu.gang": "supervisor",
     "zhao.yun": "supervisor",
