@@ -463,3 +463,36 @@ def test_the_setpoint_tiers_are_the_evaluators_tiers_by_name() -> None:
     from ehswatch.thresholds.tier import Tier
 
     assert tuple(t.name.lower() for t in Tier if t > Tier.NORMAL) == TIER_NAMES
+
+
+def test_governance_references_are_checked_every_error_at_once(plant: dict[str, Any]) -> None:
+    zone(plant, "polishing-1")["cleaning"] = {"items": ["surfaces"], "shifts": ["day"]}
+    zone(plant, "collector-1")["risk"] = "high"
+    plant["governance"] = {
+        "checklists": {"medium": [{"id": "floor", "text": "floor clear"}]},
+        "checkpoints": [
+            {"id": "cp-1", "zone": "nowhere"},
+            {"id": "cp-2", "zone": "collector-1"},  # high risk: no "high" checklist
+            {"id": "cp-3", "zone": "polishing-1", "checklist": "weekly"},
+            {"id": "cp-3", "zone": "polishing-1"},
+        ],
+    }
+    errors = errors_of(plant)
+    assert "zones.polishing-1.cleaning: the site has no shifts (site.shifts) to clean at" in errors
+    assert any(
+        e.startswith("zones.polishing-1.cleaning.shifts: unknown shift 'day'") for e in errors
+    )
+    assert "governance.checkpoints.cp-1.zone: unknown zone 'nowhere'" in errors
+    assert any(e.startswith("governance.checkpoints.cp-2: no checklist 'high'") for e in errors)
+    assert any(e.startswith("governance.checkpoints.cp-3: no checklist 'weekly'") for e in errors)
+    assert "governance.checkpoints.cp-3: duplicate id" in errors
+
+
+def test_shifts_are_clock_times_with_names_of_their_own(plant: dict[str, Any]) -> None:
+    plant["site"]["shifts"] = [
+        {"name": "day", "start": "8:00", "end": "20:00"},
+        {"name": "day", "start": "20:00", "end": "24:00"},
+    ]
+    errors = errors_of(plant)
+    assert any(e.startswith("site.shifts.0.start") for e in errors), errors
+    assert any(e.startswith("site.shifts.1.end") for e in errors), errors

@@ -30,7 +30,9 @@ import httpx
 from ehswatch.component import Backoff, Component, Wakeable, enter_all
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
+from ehswatch.governance.desk import GovernanceDesk
 from ehswatch.governance.responsibility import Responsibilities
+from ehswatch.governance.watch import GovernanceWatch
 from ehswatch.hazards.deadlines import TicketDeadlines
 from ehswatch.hazards.dispatch import Dispatch
 from ehswatch.hazards.evidence import EvidenceStore
@@ -84,6 +86,10 @@ class HazardDesk:
         self.intake = TicketIntake(rooms)
         self.workflow = TicketWorkflow(rooms, evidence=self.evidence, reality=reality)
         self.deadlines = TicketDeadlines(rooms)
+        # Dust governance: records people make, and the watch over what they missed.
+        self.governance = GovernanceDesk(rooms, evidence=self.evidence)
+        self.watch = GovernanceWatch(rooms)
+        self.run_watch = self.watch.run_watch
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register
         self.start = self.workflow.start
@@ -115,7 +121,12 @@ class HazardDesk:
         return ticket_report(await self.ledger.tickets(), self._clock(), self.tz)
 
     def components(self) -> list[Component]:
-        return [self.intake, self.deadlines, *([self.outbound] if self.outbound else [])]
+        return [
+            self.intake,
+            self.deadlines,
+            self.watch,
+            *([self.outbound] if self.outbound else []),
+        ]
 
     async def __aenter__(self) -> Self:
         await enter_all(self._stack, self.components())

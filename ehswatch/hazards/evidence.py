@@ -97,10 +97,11 @@ class EvidenceStore:
         tmp.replace(path)
         return path
 
-    def store(self, ticket_id: int, content: bytes) -> StoredEvidence:
+    def store(self, folder_name: int | str, content: bytes) -> StoredEvidence:
+        """Keep `content` under `folder_name` (a ticket's id, or e.g. "cleaning/z1")."""
         ctype, ext = self.check(content)
         digest = hashlib.sha256(content).hexdigest()
-        folder = self.root / str(ticket_id)
+        folder = self.root / str(folder_name)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{digest}{ext}"
         if not path.exists():

@@ -1,0 +1,130 @@
+"""`GovernanceWatch`: the shifts that ended without their cleaning record, and the
+patrol rounds that were missed, each turned into a ticket.
+
+Every `governance.check_s` (30 s) on the service's clock it looks at what fell due since
+it last looked (its cursor, kept in the database; the first look starts from then: what
+was due before the watch ever ran is not held against anyone). A shift whose grace ended
+with no record opens a ticket "cleaning not recorded" of the rule's grade on the zone; a
+round window whose grace ended with no round opens a ticket "round missed" of the
+checkpoint's grade, and tells the zone's department head at once. Both are then
+registered to the zone's team leader and climb its chain when overdue, like any ticket.
+A ticket's `source` is unique: looking twice, or again after a restart, opens none twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ehswatch.component import Component, Job
+from ehswatch.config import Checkpoint, CleaningRule
+from ehswatch.governance import cleaning, patrols
+from ehswatch.governance.store import CleaningRecord, PatrolRecord, WatchCursor
+from ehswatch.governance.tickets import open_ticket
+from ehswatch.hazards.rooms import Rooms
+
+log = logging.getLogger(__name__)
+
+
+class GovernanceWatch(Component):
+    component_name = "governance-watch"
+
+    def __init__(self, rooms: Rooms) -> None:
+        self.rooms = rooms
+        self.config = rooms.config
+        self.tz = ZoneInfo(self.config.site.timezone)
+
+    def jobs(self) -> Iterable[tuple[str, Job]]:
+        if any(z.cleaning for z in self.config.zones) or self.config.governance.checkpoints:
+            yield "watch", self._loop
+
+    async def _loop(self) -> None:
+        while True:
+            await self.run_watch()
+            await asyncio.sleep(self.config.governance.check_s)
+
+    async def run_watch(self) -> int:
+        """Open the tickets of what was missed since the last look; how many."""
+        now = self.rooms.clock()
+        opened = 0
+        async with self.rooms.db.new_session() as s, s.begin():
+            for zone in self.config.zones:
+                if zone.cleaning is not None:
+                    opened += await self._cleanings(s, zone.id, zone.cleaning, now)
+            for cp in self.config.governance.checkpoints:
+                opened += await self._rounds(s, cp, now)
+        if opened:
+            self.rooms.changed.set()
+        return opened
+
+    async def _since(self, s: AsyncSession, name: str, now: float) -> float:
+        """Where the look of `name` starts; the cursor moves to `now`."""
+        cursor = await s.get(WatchCursor, name)
+        since = cursor.until if cursor is not None else now
+        await s.merge(WatchCursor(name=name, until=max(since, now)))
+        return since
+
+    async def _cleanings(self, s: AsyncSession, zone: str, rule: CleaningRule, now: float) -> int:
+        since = await self._since(s, f"cleaning:{zone}", now)
+        if now <= since:
+            return 0
+        q = select(CleaningRecord.shift_start).where(
+            CleaningRecord.zone == zone, CleaningRecord.shift_start >= since - 3 * 86400
+        )
+        recorded = set((await s.execute(q)).scalars())
+        opened = 0
+        for shift in cleaning.missed(rule, self.config.site.shifts, self.tz, since, now, recorded):
+            t = await open_ticket(
+                s,
+                self.rooms,
+                source=f"cleaning:{zone}:{shift.start:.0f}",
+                kind="cleaning",
+                zone=zone,
+                grade=rule.grade,
+                title=f"清洁未记录 cleaning not recorded: {shift.label(self.tz)}",
+                now=now,
+            )
+            if t is not None:
+                opened += 1
+                log.warning("%s: no cleaning record for %s (ticket %d)", zone, shift.name, t.id)
+        return opened
+
+    async def _rounds(self, s: AsyncSession, cp: Checkpoint, now: float) -> int:
+        since = await self._since(s, f"round:{cp.id}", now)
+        if now <= since:
+            return 0
+        lookback = since - cp.grace_min * 60 - 2 * cp.every_h * 3600
+        q = select(PatrolRecord.window_start).where(
+            PatrolRecord.checkpoint == cp.id, PatrolRecord.window_start >= lookback
+        )
+        done = set((await s.execute(q)).scalars())
+        opened = 0
+        for start, end in patrols.missed_windows(cp, self.tz, since, now, done):
+            label = (
+                f"{datetime.fromtimestamp(start, self.tz):%Y-%m-%d %H:%M}–"
+                f"{datetime.fromtimestamp(end, self.tz):%H:%M}"
+            )
+            t = await open_ticket(
+                s,
+                self.rooms,
+                source=f"round:{cp.id}:{start:.0f}",
+                kind="round",
+                zone=cp.zone,
+                grade=cp.grade,
+                title=f"巡检漏检 round missed at {cp.name or cp.id}: {label}",
+                now=now,
+            )
+            if t is not None:
+                opened += 1
+                chain = await self.rooms.owners.chain(s, cp.zone)
+                await self.rooms.ledger.notify(
+                    s, t, "round-missed", "dept_head", now, person=chain.of("dept_head")
+                )
+                log.warning("%s: round %s missed (ticket %d)", cp.id, label, t.id)
+        return opened
