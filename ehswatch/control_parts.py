@@ -10,6 +10,7 @@ from typing import Protocol
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.clock import ServiceClock
 from ehswatch.component import Component
+from ehswatch.governance.shift_figures import ShiftFigures
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
 from ehswatch.ingest.mqtt import MqttCollector
@@ -32,6 +33,8 @@ class ControlParts(Protocol):
     def mqtt(self) -> MqttCollector | None: ...
     @property
     def modbus(self) -> ModbusCollector | None: ...
+    @property
+    def shift_figures(self) -> ShiftFigures: ...
     @property
     def started_at(self) -> float: ...
     @property

@@ -48,6 +48,7 @@ def control_status(service: ControlParts) -> dict[str, Any]:
         "interlocks": None if il is None else [s.public(now) for s in il.states.values()],
         "metrics": control_metrics(service),
         "desk": None if service.desk_status is None else service.desk_status(),
+        "shift_figures": service.shift_figures.public(),
     }
 
 

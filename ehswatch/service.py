@@ -40,6 +40,7 @@ from ehswatch.config import PlantConfig, SensorNames
 from ehswatch.control_channel import CommandServer, Wake
 from ehswatch.control_state import ControlState, control_status
 from ehswatch.db import Database
+from ehswatch.governance.shift_figures import LiveShiftFigures
 from ehswatch.history import SensorHistory
 from ehswatch.ingest.influx import InfluxSink
 from ehswatch.ingest.modbus import ModbusCollector
@@ -176,10 +177,12 @@ class Service:
         )
         # The interlock hears of an evaluation first: it commands a trip within the
         # evaluator's turn, before storage, alarms and tickets start their work.
+        self.shift_figures = LiveShiftFigures(config, evaluator=evaluator, clock=self.clock)
         listeners = [
             *([self.interlock.on_evaluation] if self.interlock is not None else []),
             *([self.sink.submit] if self.sink is not None else []),
             self.alarms.on_evaluation,
+            self.shift_figures.on_evaluation,  # before the state: a tick's figures go out
             self.state.on_evaluation,
         ]
         self.stage = EvaluatorStage(

@@ -34,6 +34,8 @@ from ehswatch.api.routers import (
     alarms,
     audit,
     auth,
+    checkpoints,
+    cleaning,
     events,
     hazards,
     health,
@@ -100,7 +102,19 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware, database=_desk_database)
     # Outside it: an answer kept for a replay is kept in one form, given in the asked one.
     app.add_middleware(IsoTimesMiddleware, timezone=config.site.timezone)
-    for r in (auth, health, sensors, alarms, interlocks, hazards, owners, people, audit):
+    for r in (
+        auth,
+        health,
+        sensors,
+        alarms,
+        interlocks,
+        hazards,
+        owners,
+        cleaning,
+        checkpoints,
+        people,
+        audit,
+    ):
         app.include_router(r.router, dependencies=[Depends(times_format)])  # ?times=iso
     for r in (metrics, events):  # Prometheus text, the event stream: no JSON times
         app.include_router(r.router)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from ehswatch.audit import record
 from ehswatch.config import ChecklistItem, Checkpoint, CleaningRule
-from ehswatch.governance import cleaning, patrols
+from ehswatch.governance import cleaning, patrols, sheets
 from ehswatch.governance.shifts import ShiftSpan
 from ehswatch.governance.store import CleaningRecord, PatrolRecord
 from ehswatch.governance.tickets import open_ticket
@@ -249,6 +249,35 @@ class GovernanceDesk:
         if cp is None:
             raise NotFound(f"no checkpoint {checkpoint_id!r}")
         return cp
+
+    def checkpoint_url(self, checkpoint_id: str) -> str:
+        """What the checkpoint's QR code holds: its checklist in the workbench."""
+        api = self.config.api
+        base = api.public_url or f"http://{api.host}:{api.port}"
+        return sheets.checkpoint_url(base, checkpoint_id)
+
+    def qr_svg(self, checkpoint_id: str) -> bytes:
+        return sheets.qr_svg(self.checkpoint_url(self.checkpoint(checkpoint_id).id))
+
+    def zone_sheet(self, zone: str) -> bytes:
+        """The A4 PDF of `zone`'s checkpoint codes, to print and post."""
+        found = next((z for z in self.config.zones if z.id == zone), None)
+        if found is None:
+            raise NotFound(f"no zone {zone!r}")
+        name = f"{found.name} {zone}".strip() if found.name else zone
+        codes = [
+            sheets.Code(
+                url=self.checkpoint_url(cp.id),
+                title=cp.name or cp.id,
+                lines=(
+                    f"{name}{f' · {cp.device}' if cp.device else ''}",
+                    f"{cp.id} · 每 {cp.every_h:g} h 巡检 a round every {cp.every_h:g} h",
+                ),
+            )
+            for cp in self.checkpoints.values()
+            if cp.zone == zone
+        ]
+        return sheets.sheet_pdf(f"{self.config.site.name} · {name} · 巡检点 checkpoints", codes)
 
     async def record_patrol(
         self,

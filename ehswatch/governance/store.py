@@ -69,3 +69,23 @@ class WatchCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     until: Mapped[float] = mapped_column(Float)
+
+
+class ShiftFigureRecord(Base):
+    """A closed shift's figures of one zone and sensor type (see `shift_figures`)."""
+
+    __tablename__ = "shift_figure"
+    __table_args__ = (UniqueConstraint("zone", "sensor_type", "shift_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone: Mapped[str] = mapped_column(String(64), index=True)
+    sensor_type: Mapped[str] = mapped_column(String(64))
+    shift: Mapped[str] = mapped_column(String(64))
+    shift_start: Mapped[float] = mapped_column(Float, index=True)
+    shift_end: Mapped[float] = mapped_column(Float)
+    max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    above_warning_s: Mapped[float] = mapped_column(Float)
+    above_alarm_s: Mapped[float] = mapped_column(Float)
+    above_interlock_s: Mapped[float] = mapped_column(Float)
+    covered_s: Mapped[float] = mapped_column(Float)

@@ -1,6 +1,6 @@
 """Dust governance: tickets not raised by an alarm (a missed cleaning, a patrol's
 finding), stop-work confirmations, the responsibility map's edits, cleaning and patrol
-records, and the governance watch's cursor.
+records, closed shifts' figures, and the governance watch's cursor.
 
 Revision ID: 0004
 Revises: 0003
@@ -80,6 +80,25 @@ def upgrade() -> None:
     op.create_index("ix_patrol_record_window_start", "patrol_record", ["window_start"])
     op.create_index("ix_patrol_record_at", "patrol_record", ["at"])
     op.create_table(
+        "shift_figure",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("zone", sa.String(length=64), nullable=False),
+        sa.Column("sensor_type", sa.String(length=64), nullable=False),
+        sa.Column("shift", sa.String(length=64), nullable=False),
+        sa.Column("shift_start", sa.Float(), nullable=False),
+        sa.Column("shift_end", sa.Float(), nullable=False),
+        sa.Column("max", sa.Float(), nullable=True),
+        sa.Column("mean", sa.Float(), nullable=True),
+        sa.Column("above_warning_s", sa.Float(), nullable=False),
+        sa.Column("above_alarm_s", sa.Float(), nullable=False),
+        sa.Column("above_interlock_s", sa.Float(), nullable=False),
+        sa.Column("covered_s", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("zone", "sensor_type", "shift_start"),
+    )
+    op.create_index("ix_shift_figure_zone", "shift_figure", ["zone"])
+    op.create_index("ix_shift_figure_shift_start", "shift_figure", ["shift_start"])
+    op.create_table(
         "governance_cursor",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("until", sa.Float(), nullable=False),
@@ -89,6 +108,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("governance_cursor")
+    op.drop_index("ix_shift_figure_shift_start", table_name="shift_figure")
+    op.drop_index("ix_shift_figure_zone", table_name="shift_figure")
+    op.drop_table("shift_figure")
     for name in ("at", "window_start", "zone", "checkpoint"):
         op.drop_index(f"ix_patrol_record_{name}", table_name="patrol_record")
     op.drop_table("patrol_record")
