@@ -89,6 +89,7 @@ class DeskPart:
             clock=self.clock,
             notify_wake=self.notifier.wake,
             reality=self._reality,
+            published=lambda: self.status()[1],
         )
         self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event, on_answer=self._changed)
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}

@@ -37,6 +37,7 @@ from ehswatch.api.routers import (
     checkpoints,
     cleaning,
     events,
+    governance,
     hazards,
     health,
     interlocks,
@@ -112,6 +113,7 @@ def create_app(
         owners,
         cleaning,
         checkpoints,
+        governance,
         people,
         audit,
     ):
@@ -121,6 +123,7 @@ def create_app(
     # The workbench: its pages, and its script and style from the package (no CDN).
     app.mount("/app/static", StaticFiles(directory=pages.STATIC), name="workbench-static")
     app.include_router(pages.router)
+    app.include_router(pages.board_router)  # /governance
 
     # Every error answer is written through `json_safe`: what it echoes may be anything.
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -10,7 +10,7 @@ refusal is audited where it is decided.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from ehswatch.audit import record
 from ehswatch.config import ChecklistItem, Checkpoint, CleaningRule
-from ehswatch.governance import cleaning, patrols, sheets
+from ehswatch.governance import board, cleaning, exports, patrols, sheets
 from ehswatch.governance.shifts import ShiftSpan
 from ehswatch.governance.store import CleaningRecord, PatrolRecord
 from ehswatch.governance.tickets import open_ticket
@@ -69,8 +69,16 @@ def patrol_dict(r: PatrolRecord) -> dict[str, Any]:
 
 
 class GovernanceDesk:
-    def __init__(self, rooms: Rooms, *, evidence: EvidenceStore) -> None:
+    def __init__(
+        self,
+        rooms: Rooms,
+        *,
+        evidence: EvidenceStore,
+        published: Callable[[], dict[str, Any] | None] = lambda: None,
+    ) -> None:
+        """`published`: the control part's latest status document (its shift figures)."""
         self.rooms = rooms
+        self._published = published
         self.config = rooms.config
         self.db = rooms.db
         self.evidence = evidence
@@ -82,6 +90,32 @@ class GovernanceDesk:
             c.id: c for c in self.config.governance.checkpoints
         }
         self._risk = {z.id: z.risk for z in self.config.zones}
+
+    async def store_figures(self) -> int:
+        """Keep the closed shifts' figures the control part published (once each)."""
+        return await board.store_figures(self.db, self._published())
+
+    async def board(self) -> dict[str, Any]:
+        """The governance board's figures (see `board`), closed shifts stored first."""
+        published = self._published()
+        await board.store_figures(self.db, published)
+        return await board.board(self.config, self.db, published, self._now())
+
+    async def export(
+        self, kind: str, *, since: float, until: float, zone: str | None = None
+    ) -> bytes:
+        if zone is not None and zone not in self._risk:
+            raise NotFound(f"no zone {zone!r}")
+        site = self.config.site
+        return await exports.export(
+            kind,
+            self.db,
+            site=site.name,
+            timezone=site.timezone,
+            since=since,
+            until=until,
+            zone=zone,
+        )
 
     def _now(self) -> float:
         return self.rooms.clock()

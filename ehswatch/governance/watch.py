@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -35,18 +35,23 @@ log = logging.getLogger(__name__)
 class GovernanceWatch(Component):
     component_name = "governance-watch"
 
-    def __init__(self, rooms: Rooms) -> None:
+    def __init__(
+        self, rooms: Rooms, *, store_figures: Callable[[], Awaitable[int]] | None = None
+    ) -> None:
+        """`store_figures`: keeps the closed shifts' figures, at each look."""
         self.rooms = rooms
+        self._store_figures = store_figures
         self.config = rooms.config
         self.tz = ZoneInfo(self.config.site.timezone)
 
     def jobs(self) -> Iterable[tuple[str, Job]]:
-        if any(z.cleaning for z in self.config.zones) or self.config.governance.checkpoints:
-            yield "watch", self._loop
+        yield "watch", self._loop
 
     async def _loop(self) -> None:
         while True:
             await self.run_watch()
+            if self._store_figures is not None:
+                await self._store_figures()
             await asyncio.sleep(self.config.governance.check_s)
 
     async def run_watch(self) -> int:

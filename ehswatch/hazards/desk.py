@@ -55,9 +55,11 @@ class HazardDesk:
         client: httpx.AsyncClient | None = None,
         backoff: Backoff = RETRY,
         reality: RealityOf | None = None,
+        published: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         """`notify_wake`: the notifier's wake-up, set when ticket notices are queued;
-        `client` and `backoff`: the webhook's (tests pass their own)."""
+        `client` and `backoff`: the webhook's (tests pass their own); `published`: the
+        control part's latest status document (its shift figures), or None."""
         settings = config.hazards
         self._clock = clock
         self.tz = ZoneInfo(config.site.timezone)
@@ -87,8 +89,8 @@ class HazardDesk:
         self.workflow = TicketWorkflow(rooms, evidence=self.evidence, reality=reality)
         self.deadlines = TicketDeadlines(rooms)
         # Dust governance: records people make, and the watch over what they missed.
-        self.governance = GovernanceDesk(rooms, evidence=self.evidence)
-        self.watch = GovernanceWatch(rooms)
+        self.governance = GovernanceDesk(rooms, evidence=self.evidence, published=published)
+        self.watch = GovernanceWatch(rooms, store_figures=self.governance.store_figures)
         self.run_watch = self.watch.run_watch
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register

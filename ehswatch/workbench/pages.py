@@ -22,9 +22,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ehswatch.alarms.store import alarm_by_id, recent_alarms
 from ehswatch.api.deps import SESSION_COOKIE, DeskDep, Id
 from ehswatch.audit import recent_entries
-from ehswatch.config import ROLES
+from ehswatch.config import OWNER_ROLES, ROLES
 from ehswatch.control_channel import ControlUnavailable
 from ehswatch.desk_part import DeskPart
+from ehswatch.governance import patrols
 from ehswatch.hazards.model import HazardTicket
 from ehswatch.people.directory import Session
 from ehswatch.roles import Forbidden, NotFound
@@ -177,4 +178,104 @@ async def ticket_page(ticket_id: Id, request: Request, desk: DeskDep) -> Respons
         evidence=evidence,
         trail=list(reversed(trail)),
         people=people,
+    )
+
+
+@router.get("/cleaning/{zone}")
+async def cleaning_page(zone: str, request: Request, desk: DeskDep) -> Response:
+    """A zone's cleaning: record this shift's (its team leader), and the records."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    gov = desk.hazards.governance
+    shift = await gov.shift_to_record(zone)  # NotFound for a zone without a rule
+    found = next(z for z in desk.config.zones if z.id == zone)
+    records = await gov.cleaning_records(zone=zone)
+    return _render(
+        request,
+        desk,
+        "cleaning.html",
+        session,
+        zone=found,
+        rule=gov.rules[zone],
+        shift=shift,
+        records=records[:30],
+    )
+
+
+@router.get("/checkpoints/{checkpoint_id}")
+async def checkpoint_page(checkpoint_id: str, request: Request, desk: DeskDep) -> Response:
+    """What a checkpoint's QR code opens: its checklist, to record a round."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    gov = desk.hazards.governance
+    cp = gov.checkpoint(checkpoint_id)
+    window = patrols.window_at(cp, gov.tz, desk.clock())
+    rounds = await gov.patrol_records(checkpoint=cp.id)
+    done = any(r["window_start"] == window[0] for r in rounds)
+    return _render(
+        request,
+        desk,
+        "checkpoint.html",
+        session,
+        cp=cp,
+        checklist=gov.checklist(cp),
+        window=window,
+        done=done,
+        rounds=rounds[:20],
+    )
+
+
+@router.get("/owners")
+async def owners_page(request: Request, desk: DeskDep) -> Response:
+    """The responsibility map (admin): each zone's people by role."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.actor.at_least("admin"):
+        raise Forbidden(f"{session.actor.name} is {session.actor.role}; the map is an admin's")
+    people = sorted({*await desk.people.names(), *(u.name for u in desk.config.users)})
+    return _render(
+        request,
+        desk,
+        "owners.html",
+        session,
+        chains=await desk.hazards.owners.chains(),
+        roles=OWNER_ROLES,
+        people=people,
+        zone_names={z.id: z.name for z in desk.config.zones},
+        cleaning_zones={z.id for z in desk.config.zones if z.cleaning is not None},
+    )
+
+
+board_router = APIRouter(include_in_schema=False)
+
+
+@board_router.get("/governance")
+async def governance_page(request: Request, desk: DeskDep) -> Response:
+    """The dust governance board: per zone, the shifts' readings, cleaning and patrols
+    done and missed, open tickets and their progress, the month against the last."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    board = await desk.hazards.governance.board()
+    tz = ZoneInfo(desk.config.site.timezone)
+    units = {k: f"{k} ({v.unit})" for k, v in desk.config.sensor_types.items()}
+
+    def minutes(seconds: float) -> str:
+        return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+    def day(ts: float) -> str:
+        return datetime.fromtimestamp(ts, tz).strftime("%m-%d")
+
+    return _render(
+        request,
+        desk,
+        "governance.html",
+        session,
+        board=board,
+        units=units,
+        minutes=minutes,
+        day=day,
     )

@@ -58,8 +58,10 @@ async def _credentials(request: Request) -> Credentials:
 
 
 def _next_page(wanted: str) -> str:
-    """Only a path of the workbench (never another site: an open redirect)."""
-    return wanted if wanted.startswith("/app/") and "//" not in wanted else "/app/"
+    """Only a path of the workbench or the governance board (never another site: an
+    open redirect)."""
+    ours = wanted.startswith("/app/") or wanted == "/governance"
+    return wanted if ours and "//" not in wanted and "\\" not in wanted else "/app/"
 
 
 _CREDENTIALS_SCHEMA = {

@@ -127,6 +127,57 @@
     if (refusal) { refusal.textContent = detail(answer); refusal.hidden = false; }
   }
 
+  // A record with photos (a cleaning, a patrol round): sent as one multipart request,
+  // photos downscaled on the phone. It needs the connection (photos are not kept in the
+  // browser): offline, the page says so and nothing is lost from the form.
+  async function record(form) {
+    const refusal = form.querySelector("[data-refusal]");
+    const button = form.querySelector("button[type=submit]");
+    const data = new FormData();
+    const answers = {};
+    for (const el of form.elements) {
+      if (!el.name) continue;
+      if (el.type === "file") {
+        const file = el.files && el.files[0];
+        if (!file) continue;
+        let blob = file, thumb = null;
+        try { if (file.type.startsWith("image/")) { blob = await shrink(file); thumb = await shrink(file, 240); } }
+        catch { blob = file; thumb = null; }
+        if (el.name.startsWith("photo:")) {
+          data.append("photo_items", el.name.slice(6));
+          data.append("photos", blob, "photo.jpg");
+        } else {
+          data.append(el.name, blob, "photo.jpg");
+          if (thumb) data.append("thumbnail", thumb, "photo.thumb.jpg");
+        }
+      } else if (el.name.startsWith("answer:")) {
+        if ((el.type === "radio" || el.type === "checkbox") && !el.checked) continue;
+        answers[el.name.slice(7)] = el.type === "number" ? Number(el.value) : el.value;
+      } else if (el.type === "checkbox") {
+        if (el.checked) data.append(el.name, el.value);
+      } else {
+        data.append(el.name, el.value);
+      }
+    }
+    if (form.dataset.record === "round") data.append("answers", JSON.stringify(answers));
+    if (refusal) refusal.hidden = true;
+    if (button) button.disabled = true;
+    try {
+      const r = await fetch(form.dataset.api, {
+        method: "POST", credentials: "same-origin", body: data,
+        headers: { "X-CSRF-Token": csrf(), "Idempotency-Key": newKey() },
+      });
+      if (r.ok) { location.reload(); return; }
+      if (r.status === 401) { location.href = `/app/login?next=${encodeURIComponent(location.pathname)}`; return; }
+      const answer = await r.json().catch(() => ({ detail: r.statusText }));
+      if (refusal) { refusal.textContent = detail(answer); refusal.hidden = false; }
+    } catch {
+      if (refusal) { refusal.textContent = body.dataset.noConnection; refusal.hidden = false; }
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
   async function signIn(form) {
     const refusal = form.querySelector("[data-refusal]");
     const given = fields(form);
@@ -134,7 +185,9 @@
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify(given),
     });
-    if (r.ok) { location.href = given.next && given.next.startsWith("/app/") ? given.next : "/app/"; return; }
+    const ours = given.next && (given.next.startsWith("/app/") || given.next === "/governance")
+      && !given.next.includes("//");
+    if (r.ok) { location.href = ours ? given.next : "/app/"; return; }
     const answer = await r.json().catch(() => ({ detail: r.statusText }));
     refusal.textContent = detail(answer);
     refusal.hidden = false;
@@ -154,7 +207,8 @@
 
   document.addEventListener("submit", (e) => {
     const form = e.target;
-    if (form.dataset.api) { e.preventDefault(); act(form); }
+    if (form.dataset.record) { e.preventDefault(); record(form); }
+    else if (form.dataset.api) { e.preventDefault(); act(form); }
     else if (form.dataset.signin !== undefined) { e.preventDefault(); signIn(form); }
   });
   document.addEventListener("change", (e) => {
