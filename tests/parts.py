@@ -29,11 +29,12 @@ async def both_parts(
         yield control, desk
 
 
-def api_server(config: PlantConfig) -> tuple[FastAPI, ApiServer]:
+def api_server(config: PlantConfig, service: Service | None = None) -> tuple[FastAPI, ApiServer]:
     """Both parts in this process behind a real HTTP server on `config.api.port`, not
-    started yet (`server.serve()`): the app, whose lifespan starts the parts, and the
-    server, which closes the event streams before it shuts down."""
-    app = create_app(config)
+    started yet (`server.serve()`): the app, whose lifespan starts the parts (`service`,
+    e.g. one on a clock the test moves, or a new one), and the server, which closes the
+    event streams before it shuts down."""
+    app = create_app(config, service=service)
     server = ApiServer(
         uvicorn.Config(app, host="127.0.0.1", port=config.api.port, log_level="warning")
     )

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ehswatch.clock import ServiceClock
 from ehswatch.readings import ReadingBatch
 from ehswatch.roles import Actor
+from ehswatch.service import Service
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
 from tests.fakes import RobotServer
@@ -66,16 +68,17 @@ def workbench(
     tmp_path: Path,
     flow: Callable[[Bench, Any, Any], T],
     tweak: Callable[[int], dict[str, Any]] | None = None,
+    clock: ServiceClock | None = None,
 ) -> T:
     """Serve the test plant with its people, and run `flow(bench, phone_a, phone_b)` with
     two phones (two browsers, each with its own cookies) in a thread of its own.
-    `tweak(api_port)`: config sections to add or replace."""
+    `tweak(api_port)`: config sections to add or replace; `clock`: the service's."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     config = plant(
         tmp_path, {"api": {"host": "127.0.0.1", "port": port}, **(tweak or (lambda _: {}))(port)}
     )
-    app, server = api_server(config)
+    app, server = api_server(config, Service(config, clock=clock) if clock else None)
     base = f"http://127.0.0.1:{config.api.port}"
 
     def in_chromium(bench: Bench) -> T:
