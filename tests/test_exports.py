@@ -46,7 +46,7 @@ def test_each_export_holds_the_rows_the_database_holds_for_its_period_and_zone(
             note, header, rows = rows_of(await gov.export("ledger", since=since, until=until))
             assert "隐患台账" in note and "Asia/Shanghai" in note
             assert header[0] == "编号 no." and len(header) == len(rows[0])
-            assert sorted(row[0] for row in rows) == sorted(t.id for t in tickets)
+            assert sorted(row[0] for row in rows) == sorted(t.id or 0 for t in tickets)
             by_id = {row[0]: row for row in rows}
             for t in tickets:
                 assert by_id[t.id][1] == t.zone and by_id[t.id][4] == t.grade
