@@ -4,6 +4,7 @@ rows the database holds, for the period and zone asked."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from openpyxl import load_workbook
 from ehswatch.governance.desk import Photo
 from tests.aio import run
 from tests.test_cleaning import ITEMS, LEADER, at, clock_at
-from tests.test_hazards import PNG, rig
+from tests.test_hazards import PNG, Clock, rig
 from tests.test_patrols import PATROLLER, good, patrol_plant
 from tests.test_responsibility import with_people
 
@@ -71,3 +72,42 @@ def test_each_export_holds_the_rows_the_database_holds_for_its_period_and_zone(
             assert empty == []
 
     run(main())
+
+
+def test_the_governance_snapshot_reaches_victoriametrics_through_the_influx_write_api(
+    tmp_path: Path,
+) -> None:
+    """The desk part's `governance` and `shift_figure` lines, written to a real server
+    behind the InfluxDB v2 write API, read back as the series Grafana's queries name."""
+    from ehswatch.config import InfluxSettings
+    from ehswatch.governance.board import store_figures
+    from ehswatch.governance.influx import GovernanceExport
+    from tests.servers import VictoriaMetrics
+
+    async def main(url: str) -> bool:
+        clock = Clock()
+        clock.now = time.time()  # the server keeps points near its own now
+        async with rig(tmp_path, patrol_plant(tmp_path), clock) as r:
+            await with_people(r)
+            await r.read({"D-1": 25.0})
+            closed = {
+                "shift": "day",
+                "start": clock.now - 13 * 3600,
+                "end": clock.now - 3600,
+                "covered_s": 43200.0,
+                "rows": [
+                    {"zone": "polishing-1", "sensor_type": "dust", "max": 25.0, "mean": 3.5,
+                     "above_warning_s": 30.0, "above_alarm_s": 12.0, "above_interlock_s": 0.0}
+                ],
+            }  # fmt: skip
+            assert await store_figures(r.db, {"shift_figures": {"closed": [closed]}}) == 1
+            assert await store_figures(r.db, {"shift_figures": {"closed": [closed]}}) == 0
+            settings = InfluxSettings(url=url, token="t", org="ehs", bucket="telemetry")
+            return await GovernanceExport(r.desk.governance, settings).write_once()
+
+    with VictoriaMetrics(tmp_path) as vm:
+        assert run(main(vm.url))
+        opened = vm.export('governance_open_b{zone="polishing-1"}')
+        peaks = vm.export('shift_figure_max{zone="polishing-1",type="dust",shift="day"}')
+    assert opened and opened[0]["values"] == [1]
+    assert peaks and peaks[0]["values"] == [25.0]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from ehswatch.governance.influx import governance_lines
 from ehswatch.ingest.lineprotocol import LineEncoder, alarm_state_line
 from ehswatch.interlock.controller import influx_fields
 from ehswatch.interlock.state import ZoneState
@@ -43,6 +44,7 @@ def written() -> dict[str, tuple[set[str], set[str]]]:
         "id": 1,
     }
     lines += alarm_state_line("plant-1", alarm, 7, 6.0)
+    lines += governance_lines("plant-1", GOVERNANCE_BOARD)
     schema: dict[str, tuple[set[str], set[str]]] = {}
     for line in lines.decode().splitlines():
         head, fields, _ = re.split(r"(?<!\\) ", line)
@@ -54,18 +56,62 @@ def written() -> dict[str, tuple[set[str], set[str]]]:
 
 
 def queries() -> list[tuple[str, str]]:
-    board = json.loads((GRAFANA / "dashboards" / "ehs-big-screen.json").read_text("utf-8"))
-    out = [
-        (f"panel {p['title']}", t["query"]) for p in board["panels"] for t in p.get("targets", [])
-    ]
-    out += [(f"variable {v['name']}", v["query"]) for v in board["templating"]["list"]]
-    out += [(f"annotation {a['name']}", a["target"]["query"]) for a in board["annotations"]["list"]]
+    out = []
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text("utf-8"))
+        out += [
+            (f"{path.name} panel {p['title']}", t["query"])
+            for p in board["panels"]
+            for t in p.get("targets", [])
+        ]
+        out += [
+            (f"{path.name} variable {v['name']}", v["query"]) for v in board["templating"]["list"]
+        ]
+        out += [
+            (f"{path.name} annotation {a['name']}", a["target"]["query"])
+            for a in board["annotations"]["list"]
+        ]
     return out
 
 
-def test_the_writer_writes_the_three_measurements_of_the_spec() -> None:
+# A governance board as `governance.board.board` answers it: one zone, one closed shift.
+GOVERNANCE_BOARD = {
+    "now": 10.0,
+    "zones": [
+        {
+            "id": "z1",
+            "cleaning": {"done_7d": 3, "failed_7d": 1, "missed_7d": 1},
+            "patrols": {"done_7d": 9, "missed_7d": 2},
+            "tickets": {"by_grade": {"B": 1}, "open": [{"overdue": True}]},
+            "hazards": {"this": 4},
+            "readings": {
+                "past": [
+                    {
+                        "shift": "day",
+                        "start": 1.0,
+                        "rows": [
+                            {
+                                "sensor_type": "dust_al",
+                                "max": 25.0,
+                                "mean": 4.1,
+                                "above_warning_s": 60.0,
+                                "above_alarm_s": 5.0,
+                                "above_interlock_s": 0.0,
+                                "covered_s": 43200.0,
+                            }
+                        ],
+                    }
+                ]
+            },
+        }
+    ],
+}
+
+
+def test_the_writer_writes_the_measurements_of_the_spec_and_of_governance() -> None:
     schema = written()
-    assert set(schema) == {"reading", "alarm_event", "interlock"}
+    assert set(schema) == {"reading", "alarm_event", "interlock", "governance", "shift_figure"}
+    assert schema["shift_figure"][0] == {"site", "zone", "type", "shift"}
     assert schema["reading"] == ({"site", "zone", "sensor", "type"}, {"value", "tier", "quality"})
     assert {"site", "zone"} <= schema["interlock"][0]
 
@@ -105,9 +151,10 @@ def test_the_datasource_and_dashboard_provisioning_point_at_each_other() -> None
         source["jsonData"]["version"] == "Flux"
         and source["jsonData"]["defaultBucket"] == "telemetry"
     )
-    board = json.loads((GRAFANA / "dashboards" / "ehs-big-screen.json").read_text("utf-8"))
-    uids = {p["datasource"]["uid"] for p in board["panels"]}
-    assert uids == {source["uid"]}
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text("utf-8"))
+        uids = {p["datasource"]["uid"] for p in board["panels"]}
+        assert uids == {source["uid"]}, path.name
     for _, flux in queries():
         assert 'bucket: "telemetry"' in flux
     provider = yaml.safe_load(

@@ -31,6 +31,7 @@ from ehswatch.component import Backoff, Component, Wakeable, enter_all
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.governance.desk import GovernanceDesk
+from ehswatch.governance.influx import GovernanceExport
 from ehswatch.governance.responsibility import Responsibilities
 from ehswatch.governance.watch import GovernanceWatch
 from ehswatch.hazards.deadlines import TicketDeadlines
@@ -92,6 +93,9 @@ class HazardDesk:
         self.governance = GovernanceDesk(rooms, evidence=self.evidence, published=published)
         self.watch = GovernanceWatch(rooms, store_figures=self.governance.store_figures)
         self.run_watch = self.watch.run_watch
+        self.governance_export = (
+            GovernanceExport(self.governance, config.influxdb) if config.influxdb else None
+        )
         # The workflow's and the ledger's, for the API and the tests.
         self.register = self.workflow.register
         self.start = self.workflow.start
@@ -128,6 +132,7 @@ class HazardDesk:
             self.deadlines,
             self.watch,
             *([self.outbound] if self.outbound else []),
+            *([self.governance_export] if self.governance_export else []),
         ]
 
     async def __aenter__(self) -> Self:
