@@ -33,6 +33,8 @@ from ehswatch.roles import Actor
 
 # Database ids: positive, and within a 64-bit integer (SQLite and PostgreSQL alike).
 Id = Annotated[int, Path(ge=1, le=2**62)]
+#: the latest time a query may name (year 5138): any calendar holds it
+EPOCH_MAX = 1e11
 
 bearer = HTTPBearer(auto_error=False, description="an ehswatch user token")
 SESSION_COOKIE = "ehs_session"  # HttpOnly: the page's scripts never see it

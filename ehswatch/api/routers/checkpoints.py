@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from ehswatch.api.deps import HazardsDep, Operator, Viewer
+from ehswatch.api.deps import EPOCH_MAX, HazardsDep, Operator, Viewer
 from ehswatch.api.models import ACT_ERRORS, READ_ERRORS, errors
 from ehswatch.api.routers.cleaning import read_photo
 from ehswatch.governance.desk import Photo
@@ -96,8 +96,8 @@ async def rounds(
     _: Viewer,
     zone: Annotated[str | None, Query(max_length=64)] = None,
     checkpoint: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-    until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    since: Annotated[float | None, Query(ge=0, le=EPOCH_MAX)] = None,
+    until: Annotated[float | None, Query(ge=0, le=EPOCH_MAX)] = None,
 ) -> list[dict[str, Any]]:
     """Patrol rounds, newest first, of one `zone` or `checkpoint`, made in [since, until)."""
     return await hazards.governance.patrol_records(

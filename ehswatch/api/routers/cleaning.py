@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
-from ehswatch.api.deps import HazardsDep, Id, Operator, Viewer
+from ehswatch.api.deps import EPOCH_MAX, HazardsDep, Id, Operator, Viewer
 from ehswatch.api.models import ACT_ERRORS, READ_ERRORS, errors
 from ehswatch.governance.desk import Photo
 from ehswatch.hazards.evidence import THUMBNAIL_MAX_BYTES, sniff
@@ -64,8 +64,8 @@ async def cleaning_records(
     hazards: HazardsDep,
     _: Viewer,
     zone: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-    until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    since: Annotated[float | None, Query(ge=0, le=EPOCH_MAX)] = None,
+    until: Annotated[float | None, Query(ge=0, le=EPOCH_MAX)] = None,
 ) -> list[dict[str, Any]]:
     """Cleaning records, newest shift first: of one `zone` or all, shifts starting in
     [`since`, `until`) (epoch seconds)."""

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from ehswatch.api.deps import HazardsDep, Viewer
+from ehswatch.api.deps import EPOCH_MAX, HazardsDep, Viewer
 from ehswatch.api.models import READ_ERRORS, errors
 from ehswatch.governance.board import month_starts
 
@@ -36,8 +36,8 @@ async def export(
     kind: Literal["ledger", "cleaning", "patrols"],
     hazards: HazardsDep,
     _: Viewer,
-    since: Annotated[float | None, Query(allow_inf_nan=False, description="epoch seconds")] = None,
-    until: Annotated[float | None, Query(allow_inf_nan=False, description="epoch seconds")] = None,
+    since: Annotated[float | None, Query(ge=0, le=EPOCH_MAX, description="epoch seconds")] = None,
+    until: Annotated[float | None, Query(ge=0, le=EPOCH_MAX, description="epoch seconds")] = None,
     zone: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """The hazard ledger (隐患台账), cleaning or patrol records of [since, until) — this
