@@ -432,6 +432,8 @@ class CleaningRule(_Model):
     photo_required: bool = True
     residue_limit_mm: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
     grace_min: Annotated[float, Field(ge=0, le=24 * 60, allow_inf_nan=False)] = 30.0
+    # A shift's record is taken from this long before its end (cleaning is at the end).
+    record_from_min: Annotated[float, Field(gt=0, le=24 * 60, allow_inf_nan=False)] = 120.0
     grade: Grade = "C"
     shifts: list[Id] = []
 
@@ -1159,8 +1161,15 @@ def _governance_refers_to_known(sections: Sections) -> Iterator[str]:
             for n in z.cleaning.shifts
             if n not in shifts
         )
+    grades = set(sections.hazards.grades) if sections.hazards is not None else None
+    for z in sections.zones:
+        if z.cleaning is not None and grades is not None and z.cleaning.grade not in grades:
+            yield f"zones.{z.id}.cleaning.grade: no grade {z.cleaning.grade!r} in hazards.grades"
     if gov is None:
         return
+    for c in gov.checkpoints:
+        if grades is not None and c.grade not in grades:
+            yield f"governance.checkpoints.{c.id}.grade: no grade {c.grade!r} in hazards.grades"
     zones = {z.id: z for z in sections.zones}
     known_zones = sections.known("zones")
     seen: set[str] = set()

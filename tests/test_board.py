@@ -231,6 +231,8 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     alarms: list[dict[str, Any]] = []
     board = ""
     signed_in: dict[str, Any] = {}
+    kinds: dict[str, Any] = {}
+    patrol_photos = 0
     try:
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=base, timeout=5) as client:
@@ -243,6 +245,18 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
                     ).json()
                 except httpx.TransportError:
                     continue
+            # The story's dust governance: a shift without its cleaning record and a
+            # patrol's failed item, each a ticket (with the failed item's photos).
+            viewer = {"Authorization": "Bearer demo-viewer"}
+            while time.monotonic() < deadline and not {"cleaning", "patrol"} <= set(kinds):
+                tickets = client.get("/api/hazards", headers=viewer).json()
+                kinds = {t["kind"]: t for t in tickets}
+                time.sleep(0.5)
+            if "patrol" in kinds:
+                photos = client.get(
+                    f"/api/hazards/{kinds['patrol']['id']}/evidence", headers=viewer
+                )
+                patrol_photos = len(photos.json())
             # A demo person, with the password the demo printed.
             signed_in = client.post(
                 "/auth/login", json={"username": "zhang.wei", "password": "demo-zhang-wei"}
@@ -257,6 +271,16 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     assert re.search(r"zhang\.wei\s+demo-zhang-wei\s+supervisor", out), out
     assert (signed_in.get("name"), signed_in.get("role")) == ("zhang.wei", "supervisor")
     assert "Traceback" not in out
+    assert (
+        kinds["cleaning"]["owner"] == "zhang.wei"
+        and "cleaning not recorded" in kinds["cleaning"]["title"]
+    )
+    assert (
+        kinds["patrol"]["owner"] == "zhang.wei"
+        and "3.2 kPa is above 2.5" in kinds["patrol"]["title"]
+    )
+    assert patrol_photos == 2  # the failed items' photos: the dusty stations and the gauge
+    assert "Governance board:" in out
 
 
 def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(

@@ -91,8 +91,16 @@ def test_a_record_made_in_the_grace_is_for_the_shift_that_just_ended(tmp_path: P
                 "polishing-1", LEADER, items_done=ITEMS, residue_mm=0.4, photo=Photo(content=PNG)
             )
             assert (done["shift"], done["passed"], done["ticket_id"]) == ("day", True, None)
-            next_one = await gov.shift_to_record("polishing-1")
-            assert next_one is not None and next_one.name == "night"  # day's is recorded
+            still = await gov.shift_to_record("polishing-1")
+            assert still is not None and still.name == "day"  # in its grace: the day's still
+            with pytest.raises(Refused, match="recorded already"):  # never the night's
+                await gov.record_cleaning(
+                    "polishing-1",
+                    LEADER,
+                    items_done=ITEMS,
+                    residue_mm=0.1,
+                    photo=Photo(content=PNG),
+                )
             clock.now = at("2027-01-16 08:30:01")  # night's grace over, no record
             assert await r.desk.run_watch() == 1
             (t,) = await tickets_of(r, "cleaning")
@@ -160,10 +168,13 @@ def test_a_cleaning_record_is_refused_and_audited_unless_it_meets_the_rule(
             await record()
             with pytest.raises(Refused, match="recorded already"):
                 await record()
-            clock.now = at("2027-01-15 21:00")  # past the grace: the night shift's now
+            clock.now = at("2027-01-15 21:00")  # past the grace, long before the night's end
+            with pytest.raises(Refused, match="at the end of a shift"):
+                await record()
+            clock.now = at("2027-01-16 06:30")  # the night's last two hours
             assert (await record())["shift"] == "night"
             refused = [a for a, _, _ in await r.audit("zone:polishing-1")]
-            assert refused.count("cleaning record refused") == 4
+            assert refused.count("cleaning record refused") == 5
             assert refused.count("cleaning recorded") == 2
             assert len(await gov.cleaning_records()) == 2
 
@@ -183,5 +194,49 @@ def test_the_watch_after_a_long_stop_opens_every_missed_shift_once(tmp_path: Pat
             clock.now = at("2027-01-17 12:00")
             assert await r.desk.run_watch() == 0
             assert len(await tickets_of(r, "cleaning")) == 4
+
+    run(main())
+
+
+def test_two_records_of_one_shift_at_once_keep_one_and_refuse_the_other(tmp_path: Path) -> None:
+    import asyncio
+
+    async def main() -> None:
+        clock = clock_at("2027-01-15 19:50")
+        async with rig(tmp_path, governed_plant(tmp_path), clock) as r:
+            await with_people(r)
+            gov = r.desk.governance
+
+            async def one(residue: float) -> Any:
+                return await gov.record_cleaning(
+                    "polishing-1", LEADER, items_done=ITEMS, residue_mm=residue,
+                    photo=Photo(content=PNG),
+                )  # fmt: skip
+
+            done = await asyncio.gather(one(0.2), one(0.3), return_exceptions=True)
+            assert sorted(type(d).__name__ for d in done) == ["Refused", "dict"]
+            assert len(await gov.cleaning_records()) == 1
+            actions = [a for a, _, _ in await r.audit("zone:polishing-1")]
+            assert actions.count("cleaning record refused") == 1
+
+    run(main())
+
+
+def test_a_watch_cursor_ahead_of_the_clock_starts_again_from_now(tmp_path: Path) -> None:
+    """The desk once ran with its clock days ahead: the watch must not stay silent until
+    real time catches up."""
+    from ehswatch.governance.store import WatchCursor
+
+    async def main() -> None:
+        clock = clock_at("2027-01-15 12:00")
+        async with rig(tmp_path, governed_plant(tmp_path), clock) as r:
+            await with_people(r)
+            async with r.db.new_session() as s, s.begin():
+                await s.merge(
+                    WatchCursor(name="cleaning:polishing-1", until=clock.now + 10 * 86400)
+                )
+            assert await r.desk.run_watch() == 0
+            clock.now = at("2027-01-15 20:31")  # the day shift's grace is over, no record
+            assert await r.desk.run_watch() == 1
 
     run(main())

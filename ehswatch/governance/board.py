@@ -41,38 +41,35 @@ async def store_figures(db: Database, published: dict[str, Any] | None) -> int:
     """Store the closed shifts in the control part's status (`shift_figures.closed`) not
     stored yet; how many rows were added."""
     closed = ((published or {}).get("shift_figures") or {}).get("closed") or []
-    added = 0
+    rows = [
+        {
+            "zone": row["zone"],
+            "sensor_type": row["sensor_type"],
+            "shift": shift["shift"],
+            "shift_start": shift["start"],
+            "shift_end": shift["end"],
+            "max": row["max"],
+            "mean": row["mean"],
+            "above_warning_s": row["above_warning_s"],
+            "above_alarm_s": row["above_alarm_s"],
+            "above_interlock_s": row["above_interlock_s"],
+            "covered_s": shift["covered_s"],
+        }
+        for shift in closed
+        for row in shift["rows"]
+    ]
+    if not rows:
+        return 0
+    # Stored at once by whoever sees them first (the watch, a board read): a shift
+    # already there is left as it is, never a conflict.
+    q = (
+        db.insert(ShiftFigureRecord)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["zone", "sensor_type", "shift_start"])
+    )
     async with db.new_session() as s, s.begin():
-        for shift in closed:
-            have = set(
-                (
-                    await s.execute(
-                        select(ShiftFigureRecord.zone, ShiftFigureRecord.sensor_type).where(
-                            ShiftFigureRecord.shift_start == shift["start"]
-                        )
-                    )
-                ).all()
-            )
-            for row in shift["rows"]:
-                if (row["zone"], row["sensor_type"]) in have:
-                    continue
-                s.add(
-                    ShiftFigureRecord(
-                        zone=row["zone"],
-                        sensor_type=row["sensor_type"],
-                        shift=shift["shift"],
-                        shift_start=shift["start"],
-                        shift_end=shift["end"],
-                        max=row["max"],
-                        mean=row["mean"],
-                        above_warning_s=row["above_warning_s"],
-                        above_alarm_s=row["above_alarm_s"],
-                        above_interlock_s=row["above_interlock_s"],
-                        covered_s=shift["covered_s"],
-                    )
-                )
-                added += 1
-    return added
+        result = await s.execute(q)
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)
 
 
 def month_starts(now: float, zone: ZoneInfo) -> dict[str, tuple[float, float]]:

@@ -4,7 +4,8 @@ without one, and whether a record passes.
 A zone's `cleaning` rule asks, at the end of each of its shifts, for the items done,
 the residue measured on equipment surfaces, and (when `photo_required`) a photo. A
 record made during a shift is that shift's; one made within `grace_min` after a shift
-ended is the ended shift's while it has none (cleaning is done at the end). A shift whose
+ended is the ended shift's (cleaning is done at the end); a record is taken from
+`record_from_min` before a shift's end, not earlier. A shift whose
 end is `grace_min` past with no record is *missed*. A record passes when every item was
 done and the residue is at most `residue_limit_mm`.
 """
@@ -30,15 +31,19 @@ def shift_for_record(
     shifts: Sequence[Shift],
     zone: ZoneInfo,
     now: float,
-    recorded: Container[float],
 ) -> ShiftSpan | None:
-    """The shift a record made at `now` is for, or None (no shift of the rule is on or
-    just ended). `recorded` holds the starts of the shifts that have their record."""
+    """The shift a record made at `now` is for, or None: the shift of the rule that ended
+    within the grace — else the shift on, from `record_from_min` before its end. A
+    second record in the grace is for the ended shift still (and refused as recorded
+    already), never booked to the shift that has just begun."""
     mine = rule_shifts(rule, shifts)
     ended = last_ended(mine, zone, now)
-    if ended is not None and now - ended.end <= rule.grace_min * 60 and ended.start not in recorded:
+    if ended is not None and now - ended.end <= rule.grace_min * 60:
         return ended
-    return on_at(mine, zone, now)
+    on = on_at(mine, zone, now)
+    if on is not None and on.end - now <= rule.record_from_min * 60:
+        return on
+    return None
 
 
 def missed(

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ehswatch.audit import record
 from ehswatch.config import ChecklistItem, Checkpoint, CleaningRule
@@ -68,6 +69,9 @@ def patrol_dict(r: PatrolRecord) -> dict[str, Any]:
     }
 
 
+BOARD_S = 5.0
+
+
 class GovernanceDesk:
     def __init__(
         self,
@@ -79,6 +83,7 @@ class GovernanceDesk:
         """`published`: the control part's latest status document (its shift figures)."""
         self.rooms = rooms
         self._published = published
+        self._board: tuple[float, dict[str, Any]] | None = None
         self.config = rooms.config
         self.db = rooms.db
         self.evidence = evidence
@@ -96,10 +101,17 @@ class GovernanceDesk:
         return await board.store_figures(self.db, self._published())
 
     async def board(self) -> dict[str, Any]:
-        """The governance board's figures (see `board`), closed shifts stored first."""
+        """The governance board's figures (see `board`), closed shifts stored first; kept
+        for `BOARD_S` (ten screens and the Influx snapshot ask for the same figures)."""
+        now = self._now()
+        kept = self._board
+        if kept is not None and 0 <= now - kept[0] < BOARD_S:
+            return kept[1]
         published = self._published()
         await board.store_figures(self.db, published)
-        return await board.board(self.config, self.db, published, self._now())
+        figures = await board.board(self.config, self.db, published, now)
+        self._board = (now, figures)
+        return figures
 
     async def export(
         self, kind: str, *, since: float, until: float, zone: str | None = None
@@ -146,9 +158,7 @@ class GovernanceDesk:
     async def shift_to_record(self, zone: str) -> ShiftSpan | None:
         """The shift a record made now in `zone` would be for (the workbench shows it)."""
         rule = self._rule(zone)
-        now = self._now()
-        recorded = await self._recorded(zone, now - 3 * 86400)
-        return cleaning.shift_for_record(rule, self.config.site.shifts, self.tz, now, recorded)
+        return cleaning.shift_for_record(rule, self.config.site.shifts, self.tz, self._now())
 
     def _rule(self, zone: str) -> CleaningRule:
         if zone not in self._risk:
@@ -194,15 +204,46 @@ class GovernanceDesk:
             if rule.photo_required and photo is None:
                 raise Refused(f"{zone}'s cleaning rule requires a photo of the cleaned surfaces")
             recorded = await self._recorded(zone, now - 3 * 86400)
-            shift = cleaning.shift_for_record(rule, self.config.site.shifts, self.tz, now, recorded)
+            shift = cleaning.shift_for_record(rule, self.config.site.shifts, self.tz, now)
             if shift is None:
-                raise Refused(f"no shift of {zone}'s cleaning rule is on or just ended")
+                raise Refused(
+                    f"{zone}'s cleaning is recorded at the end of a shift: from "
+                    f"{rule.record_from_min:g} min before it ends to {rule.grace_min:g} min after"
+                )
             if shift.start in recorded:
                 raise Refused(f"{zone}'s cleaning for {shift.label(self.tz)} is recorded already")
             stored = self._store(f"cleaning/{zone}", photo) if photo is not None else None
         except (Forbidden, Refused) as exc:
             await self._refuse(actor, "cleaning record", subject, exc)
         verdict = cleaning.judge(rule, items_done=items_done, residue_mm=residue_mm)
+        try:
+            answer = await self._keep_cleaning(
+                zone, actor, rule, shift, stored, verdict, residue_mm, items_done, comment, now
+            )
+        except IntegrityError:  # the same shift recorded at the same moment by another
+            await self._refuse(
+                actor,
+                "cleaning record",
+                subject,
+                Refused(f"{zone}'s cleaning for {shift.label(self.tz)} is recorded already"),
+            )
+        self.rooms.changed.set()
+        return answer
+
+    async def _keep_cleaning(
+        self,
+        zone: str,
+        actor: Actor,
+        rule: CleaningRule,
+        shift: ShiftSpan,
+        stored: StoredEvidence | None,
+        verdict: cleaning.Verdict,
+        residue_mm: float,
+        items_done: Sequence[str],
+        comment: str,
+        now: float,
+    ) -> dict[str, Any]:
+        subject = f"zone:{zone}"
         async with self.db.new_session() as s, s.begin():
             row = CleaningRecord(
                 zone=zone,
@@ -249,9 +290,7 @@ class GovernanceDesk:
                 },
                 comment=comment,
             )
-            answer = cleaning_dict(row)
-        self.rooms.changed.set()
-        return answer
+            return cleaning_dict(row)
 
     async def cleaning_records(
         self, *, zone: str | None = None, since: float | None = None, until: float | None = None
@@ -344,7 +383,7 @@ class GovernanceDesk:
             await self._refuse(actor, "patrol record", subject, exc)
         answers = patrols.judge(items, values, {k: str(v.path) for k, v in stored.items()})
         failed = [a for a in answers if not a.passed]
-        window, _ = patrols.window_at(cp, self.tz, now)
+        window = await self._window_for_round(cp, now)
         async with self.db.new_session() as s, s.begin():
             row = PatrolRecord(
                 checkpoint=cp.id,
@@ -390,6 +429,23 @@ class GovernanceDesk:
         self.rooms.changed.set()
         return answer
 
+    async def _window_for_round(self, cp: Checkpoint, now: float) -> float:
+        """The window a round made now counts for: the one that ended within the grace,
+        while it has no round (a patrol a few minutes late is not a missed round), else
+        the one it falls in."""
+        start, _ = patrols.window_at(cp, self.tz, now)
+        before = start - cp.every_h * 3600
+        if now - start <= cp.grace_min * 60:
+            async with self.db.new_session() as s:
+                done = await s.scalar(
+                    select(PatrolRecord.id).where(
+                        PatrolRecord.checkpoint == cp.id, PatrolRecord.window_start == before
+                    )
+                )
+            if done is None:
+                return before
+        return start
+
     async def patrol_records(
         self,
         *,
@@ -397,6 +453,7 @@ class GovernanceDesk:
         checkpoint: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        limit: int = 10_000,
     ) -> list[dict[str, Any]]:
         q = select(PatrolRecord).order_by(PatrolRecord.at.desc(), PatrolRecord.id.desc())
         if zone is not None:
@@ -408,7 +465,7 @@ class GovernanceDesk:
         if until is not None:
             q = q.where(PatrolRecord.at < until)
         async with self.db.new_session() as s:
-            return [patrol_dict(r) for r in (await s.execute(q.limit(10_000))).scalars()]
+            return [patrol_dict(r) for r in (await s.execute(q.limit(limit))).scalars()]
 
 
 __all__ = ["EvidenceRejected", "GovernanceDesk", "Photo"]

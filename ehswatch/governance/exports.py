@@ -34,6 +34,21 @@ def _local(ts: float | None, tz: ZoneInfo) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz).replace(tzinfo=None)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A value as a cell keeps it: text is text — never a formula (what a person typed
+    in a comment must not run in the EHS office's Excel) — without the control
+    characters a workbook cannot hold."""
+    if not isinstance(value, str):
+        return value
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    text = ILLEGAL_CHARACTERS_RE.sub("", value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def workbook(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]], note: str) -> bytes:
     from openpyxl import Workbook  # imported here: only an export needs it
     from openpyxl.cell import WriteOnlyCell
@@ -50,7 +65,7 @@ def workbook(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]], n
         head.append(cell)
     ws.append(head)
     for row in rows:
-        ws.append(list(row))
+        ws.append([_cell(v) for v in row])
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()

@@ -122,7 +122,7 @@ def _yes_no(raw: Any, item: ChecklistItem) -> bool:
 def _number(raw: Any, item: ChecklistItem) -> float:
     try:
         number = float(raw) if not isinstance(raw, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int of 400 digits
         number = math.nan
     if not math.isfinite(number):
         raise Refused(f"{item.text}: a number is required")

@@ -74,7 +74,9 @@ class Responsibilities:
         async with self.db.new_session() as s:
             return [await self.chain(s, z.id) for z in self.config.zones]
 
-    async def change(self, zone: str, changes: Mapping[str, str], actor: Actor) -> Chain:  # noqa: RET503 (refuse raises)
+    async def change(  # noqa: RET503 (refuse raises)
+        self, zone: str, changes: Mapping[str, str], actor: Actor, *, comment: str = ""
+    ) -> Chain:
         """An admin names people for `zone`'s roles ("" gives the config's back). Every
         name must be able to act; refused (audited) otherwise, and nothing changes."""
         now = self._clock()
@@ -111,6 +113,7 @@ class Responsibilities:
                         "after": dict(after.people),
                         "changed": dict(changes),
                     },
+                    comment=comment,
                 )
                 return after
         await refuse(
@@ -122,6 +125,7 @@ class Responsibilities:
                 why=why,
                 forbidden=not actor.at_least("admin"),
                 detail={"changes": dict(changes)},
+                comment=comment,
             ),
             now,
         )

@@ -17,6 +17,7 @@ the first after a restart) adds at most `MAX_STEP_S`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from ehswatch.thresholds.evaluator import Evaluator
 from ehswatch.thresholds.outcome import Evaluation
 
 KEEP = 6  # closed shifts kept in memory for the desk part to store
+PUBLIC_S = 5.0
+log = logging.getLogger(__name__)
 MAX_STEP_S = 5.0
 TIERS = 3
 
@@ -67,6 +70,8 @@ class ShiftFigures:
         self.shift: ShiftSpan | None = None
         self.closed: list[dict[str, Any]] = []
         self._last: float | None = None
+        self._public: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
+        self._public_at = 0.0
 
     def _reset(self) -> None:
         self._peak[:] = np.nan
@@ -138,11 +143,19 @@ class ShiftFigures:
         }
 
     def public(self) -> dict[str, Any]:
-        """The current shift so far and the shifts closed lately (the status document)."""
-        return {
-            "current": self.figures() if self.shift is not None else None,
-            "closed": self.closed,
-        }
+        """The current shift so far and the shifts closed lately (the status document):
+        the current figures computed at most every `PUBLIC_S` (the status goes out every
+        tick; a large plant's figures need not be rebuilt that often)."""
+        now = self._last or 0.0
+        if (
+            self._public is None
+            or now - self._public_at >= PUBLIC_S
+            or self._public[1] is not self.closed
+        ):
+            current = self.figures() if self.shift is not None else None
+            self._public = ({"current": current, "closed": self.closed}, self.closed)
+            self._public_at = now
+        return self._public[0]
 
 
 def _number(x: float) -> float | None:
@@ -161,10 +174,19 @@ class LiveShiftFigures(ShiftFigures):
         )
         self.evaluator = evaluator
         self._clock = clock
+        self.failures = 0
 
     def on_evaluation(self, batch: ReadingBatch, _: Evaluation) -> None:
-        if len(batch):
-            self.on_batch(batch.sensor, np.where(batch.quality == 0, batch.value, np.nan))
-            return
-        ev = self.evaluator
-        self.on_tick(self._clock(), np.where(ev.faulted, np.nan, ev.last_value), ev.tier)
+        """Never raises into the evaluator: a failure is logged (once) and counted, and
+        the figures go on from the next batch."""
+        try:
+            if len(batch):
+                good = (batch.quality == 0) & np.isfinite(batch.value)
+                self.on_batch(batch.sensor, np.where(good, batch.value, np.nan))
+                return
+            ev = self.evaluator
+            self.on_tick(self._clock(), np.where(ev.faulted, np.nan, ev.last_value), ev.tier)
+        except Exception:
+            self.failures += 1
+            if self.failures == 1:
+                log.exception("shift figures: an evaluation could not be counted")

@@ -67,7 +67,7 @@ class WatchCursor(Base):
 
     __tablename__ = "governance_cursor"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # "cleaning:<zone>"
     until: Mapped[float] = mapped_column(Float)
 
 

@@ -14,6 +14,7 @@ A ticket's `source` is unique: looking twice, or again after a restart, opens no
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -30,6 +31,7 @@ from ehswatch.governance.tickets import open_ticket
 from ehswatch.hazards.rooms import Rooms
 
 log = logging.getLogger(__name__)
+CATCH_UP_S = 7 * 86400  # after a long stop, what fell due in the last week is looked at
 
 
 class GovernanceWatch(Component):
@@ -55,27 +57,54 @@ class GovernanceWatch(Component):
             await asyncio.sleep(self.config.governance.check_s)
 
     async def run_watch(self) -> int:
-        """Open the tickets of what was missed since the last look; how many."""
+        """Open the tickets of what was missed since the last look; how many. Each zone
+        and checkpoint is looked at in a transaction of its own: one that fails is logged
+        and looked at again next time, and holds back none of the others."""
         now = self.rooms.clock()
+        looks: list[tuple[str, Callable[[AsyncSession], Awaitable[int]]]] = [
+            (
+                f"cleaning:{z.id}",
+                functools.partial(self._cleanings, zone=z.id, rule=z.cleaning, now=now),
+            )
+            for z in self.config.zones
+            if z.cleaning is not None
+        ]
+        looks += [
+            (f"round:{cp.id}", functools.partial(self._rounds, cp=cp, now=now))
+            for cp in self.config.governance.checkpoints
+        ]
         opened = 0
-        async with self.rooms.db.new_session() as s, s.begin():
-            for zone in self.config.zones:
-                if zone.cleaning is not None:
-                    opened += await self._cleanings(s, zone.id, zone.cleaning, now)
-            for cp in self.config.governance.checkpoints:
-                opened += await self._rounds(s, cp, now)
+        for name, look in looks:
+            try:
+                async with self.rooms.db.new_session() as s, s.begin():
+                    opened += await look(s)
+            except Exception:
+                log.exception("governance watch: %s could not be looked at", name)
         if opened:
             self.rooms.changed.set()
         return opened
 
     async def _since(self, s: AsyncSession, name: str, now: float) -> float:
-        """Where the look of `name` starts; the cursor moves to `now`."""
+        """Where the look of `name` starts; the cursor moves to `now`. A cursor ahead of
+        now (the clock stepped back since) starts again from now, so nothing is held
+        silent until time catches up; a look never goes back more than `CATCH_UP_S`."""
         cursor = await s.get(WatchCursor, name)
         since = cursor.until if cursor is not None else now
+        if since > now + 60:
+            log.warning("governance watch: %s had looked up to %.0f, ahead of now", name, since)
+            since = now
+        if since < now - CATCH_UP_S:
+            log.warning(
+                "governance watch: %s looks back %d days at most", name, CATCH_UP_S // 86400
+            )
+            since = now - CATCH_UP_S
         await s.merge(WatchCursor(name=name, until=max(since, now)))
         return since
 
-    async def _cleanings(self, s: AsyncSession, zone: str, rule: CleaningRule, now: float) -> int:
+    async def _cleanings(
+        self, s: AsyncSession, *, zone: str, rule: CleaningRule | None, now: float
+    ) -> int:
+        assert rule is not None
         since = await self._since(s, f"cleaning:{zone}", now)
         if now <= since:
             return 0
@@ -100,7 +129,7 @@ class GovernanceWatch(Component):
                 log.warning("%s: no cleaning record for %s (ticket %d)", zone, shift.name, t.id)
         return opened
 
-    async def _rounds(self, s: AsyncSession, cp: Checkpoint, now: float) -> int:
+    async def _rounds(self, s: AsyncSession, *, cp: Checkpoint, now: float) -> int:
         since = await self._since(s, f"round:{cp.id}", now)
         if now <= since:
             return 0

@@ -28,7 +28,8 @@ from ehswatch.desk_part import DeskPart
 from ehswatch.governance import patrols
 from ehswatch.hazards.model import HazardTicket
 from ehswatch.people.directory import Session
-from ehswatch.roles import Forbidden, NotFound
+from ehswatch.refusals import Refusal, refuse
+from ehswatch.roles import NotFound
 from ehswatch.workbench.i18n import TEXT, Lang, language
 from ehswatch.workbench.mywork import SECTIONS, my_work
 
@@ -87,6 +88,21 @@ def _render(
 async def _person(request: Request, desk: DeskPart) -> Session | None:
     token = request.cookies.get(SESSION_COOKIE)
     return await desk.people.session(token) if token else None
+
+
+async def _admin_only(desk: DeskPart, session: Session, page: str, why: str) -> None:
+    """An admin's page: anyone else is refused (403), audited."""
+    if session.actor.at_least("admin"):
+        return
+    a = session.actor
+    refusal = Refusal(
+        actor=a,
+        action=f"GET /app/{page}",
+        subject=f"page:{page}",
+        why=f"{a.name} is {a.role}; {why}",
+        forbidden=True,
+    )
+    await refuse(desk.db, refusal, desk.clock())
 
 
 def _to_sign_in(request: Request) -> RedirectResponse:
@@ -154,8 +170,7 @@ async def people_page(request: Request, desk: DeskDep) -> Response:
     session = await _person(request, desk)
     if session is None:
         return _to_sign_in(request)
-    if not session.actor.at_least("admin"):
-        raise Forbidden(f"{session.actor.name} is {session.actor.role}; people are an admin's")
+    await _admin_only(desk, session, "people", "people are an admin's")
     people = await desk.people.list()
     return _render(request, desk, "people.html", session, people=people, roles=ROLES)
 
@@ -212,7 +227,7 @@ async def checkpoint_page(checkpoint_id: str, request: Request, desk: DeskDep) -
     gov = desk.hazards.governance
     cp = gov.checkpoint(checkpoint_id)
     window = patrols.window_at(cp, gov.tz, desk.clock())
-    rounds = await gov.patrol_records(checkpoint=cp.id)
+    rounds = await gov.patrol_records(checkpoint=cp.id, limit=20)
     done = any(r["window_start"] == window[0] for r in rounds)
     return _render(
         request,
@@ -233,8 +248,7 @@ async def owners_page(request: Request, desk: DeskDep) -> Response:
     session = await _person(request, desk)
     if session is None:
         return _to_sign_in(request)
-    if not session.actor.at_least("admin"):
-        raise Forbidden(f"{session.actor.name} is {session.actor.role}; the map is an admin's")
+    await _admin_only(desk, session, "owners", "the map is an admin's")
     people = sorted({*await desk.people.names(), *(u.name for u in desk.config.users)})
     return _render(
         request,

@@ -163,7 +163,7 @@ async def record_round(
     its photo. Audited."""
     try:
         values = json.loads(answers)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting thousands deep
         raise HTTPException(422, "answers: not JSON") from None
     if not isinstance(values, dict):
         raise HTTPException(422, "answers: a JSON object of item → value")

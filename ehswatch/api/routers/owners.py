@@ -57,4 +57,4 @@ async def change_owners(
     """Name a zone's people (admin): each must be a known person; audited with the map
     before and after."""
     changes = body.model_dump(exclude={"comment"}, exclude_none=True)
-    return _answer(await hazards.owners.change(zone, changes, user))
+    return _answer(await hazards.owners.change(zone, changes, user, comment=body.comment))

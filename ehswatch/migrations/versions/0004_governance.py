@@ -30,6 +30,12 @@ def upgrade() -> None:
             )
         )
         batch_op.create_unique_constraint("uq_hazard_ticket_source", ["source"])
+    # Stop-work tickets from before: their stop-work was handled without this step, so
+    # they are not chased past the GM for a confirmation nobody could give then.
+    op.execute(
+        "UPDATE hazard_ticket SET stop_work_confirmed_at = created_at, "
+        "stop_work_confirmed_by = '(before 0004)' WHERE stop_work"
+    )
     op.create_table(
         "zone_owner",
         sa.Column("zone", sa.String(length=64), nullable=False),
@@ -100,7 +106,7 @@ def upgrade() -> None:
     op.create_index("ix_shift_figure_shift_start", "shift_figure", ["shift_start"])
     op.create_table(
         "governance_cursor",
-        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("until", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
