@@ -496,3 +496,22 @@ def test_shifts_are_clock_times_with_names_of_their_own(plant: dict[str, Any]) -
     errors = errors_of(plant)
     assert any(e.startswith("site.shifts.0.start") for e in errors), errors
     assert any(e.startswith("site.shifts.1.end") for e in errors), errors
+
+
+def test_a_cleaning_or_checkpoint_grade_must_be_one_the_hazards_have(plant: dict[str, Any]) -> None:
+    plant["site"]["shifts"] = [{"name": "day", "start": "08:00", "end": "20:00"}]
+    plant.setdefault("hazards", {})["tier_grade"] = {
+        "interlock": "A", "alarm": "B", "warning": "B", "fault": "B",
+    }  # fmt: skip
+    plant["hazards"]["grades"] = {
+        "A": {"deadline_h": 2, "stop_work": True, "approvers": ["gm", "safety_director"]},
+        "B": {"deadline_h": 24, "approvers": ["dept_head"]},
+    }
+    zone(plant, "polishing-1")["cleaning"] = {"items": ["surfaces"]}  # grade C by default
+    plant["governance"] = {
+        "checklists": {"medium": [{"id": "floor", "text": "floor clear"}]},
+        "checkpoints": [{"id": "cp-1", "zone": "polishing-1"}],
+    }
+    errors = errors_of(plant)
+    assert "zones.polishing-1.cleaning.grade: no grade 'C' in hazards.grades" in errors
+    assert "governance.checkpoints.cp-1.grade: no grade 'C' in hazards.grades" in errors

@@ -64,7 +64,13 @@ def governed(port: int) -> dict[str, Any]:
                 },
                 "owners": {"team_leader": "zhang.wei", "dept_head": "wang.fang"},
                 "risk": "high",
-                "cleaning": {"items": ITEMS, "residue_limit_mm": 1.0, "grace_min": 30},
+                # Taken at any time of the shift: the test runs at any hour of the day.
+                "cleaning": {
+                    "items": ITEMS,
+                    "residue_limit_mm": 1.0,
+                    "grace_min": 30,
+                    "record_from_min": 24 * 60,
+                },
             }
         ],
         "governance": {
