@@ -1,0 +1,1 @@
+"""Analytics ahead of the alarm: predictive warnings (time to threshold)."""

@@ -1,0 +1,135 @@
+"""Predictive warning (time to threshold), the rule (pure numpy).
+
+For each sensor whose type has prediction on, the last `window_s` of tick samples (one
+value per evaluator tick, its reading then) are fitted with a least-squares line. The
+trend counts only when it is clear of the noise: at least `min_points` samples and a
+slope at least `min_t` standard errors from zero (a noisy flat signal, or a single step
+followed by flat readings once the window has moved past it, has none). Projected from
+the fitted value now, the line crosses a setpoint — the alarm or the interlock one, on
+the side the slope is heading (high setpoints upwards, low ones downwards) — at a time;
+when that time is within `horizon_s` and the reading is not already at that tier, the
+sensor has a *predicted crossing*: the tier and the expected time. It is its own class,
+never a tier: it trips nothing and raises no alarm state.
+
+All sensors at once: sums over the sample ring with NaN masks, so the cost per tick is
+a few array passes over (window × sensors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: the setpoint columns of `ThresholdTable.setpoint` a prediction looks at, and their tier
+HIGH_COLUMNS = ((1, 2), (2, 3))  # high.alarm → tier 2, high.interlock → tier 3
+LOW_COLUMNS = ((4, 2), (5, 3))  # low.alarm, low.interlock
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PredictSettings:
+    window_s: float = 120.0
+    horizon_s: float = 600.0
+    min_points: int = 20
+    min_t: float = 5.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Predictions:
+    """Per predicted sensor: the tier it is heading for (0: none) and when it gets there
+    (NaN: none), and the fitted slope (units per second)."""
+
+    tier: NDArray[np.int8]
+    eta: NDArray[np.float64]
+    slope: NDArray[np.float64]
+
+
+class Predictor:
+    """The sample ring and the fit, for the sensors `sensors` (indices into the plant's
+    arrays), each with its settings' window (in samples) and horizon."""
+
+    def __init__(
+        self,
+        *,
+        sensors: NDArray[np.intp],
+        setpoint: NDArray[np.float64],
+        settings: Sequence[PredictSettings],
+        step_s: float,
+    ) -> None:
+        assert len(settings) == sensors.shape[0]
+        self.sensors = sensors
+        self.setpoint = setpoint[sensors]  # (m, 6)
+        self.step_s = step_s
+        windows = np.array([max(2, round(s.window_s / step_s)) for s in settings])
+        self.size = int(windows.max(initial=2))
+        self.window = windows
+        self.horizon = np.array([s.horizon_s for s in settings], dtype=np.float64)
+        self.min_points = np.array([s.min_points for s in settings])
+        self.min_t = np.array([s.min_t for s in settings], dtype=np.float64)
+        m = sensors.shape[0]
+        self.values = np.full((self.size, m), np.nan)
+        self.stamps = np.full(self.size, np.nan)
+        self.next = 0  # the ring's next row
+        self.samples = 0
+
+    def sample(self, now: float, value: NDArray[np.float64]) -> None:
+        """Take each predicted sensor's reading now (`value` over all the plant's
+        sensors; NaN: none or in FAULT)."""
+        self.values[self.next] = value[self.sensors]
+        self.stamps[self.next] = now
+        self.next = (self.next + 1) % self.size
+        self.samples += 1
+
+    def predict(self, now: float, tier: NDArray[np.int8]) -> Predictions:
+        """Each predicted sensor's crossing within its horizon, from the samples so far;
+        `tier` over all the plant's sensors (a crossing of a tier already reached is none)."""
+        m = self.sensors.shape[0]
+        # Age of each ring row, in samples (0: the newest); rows never written are NaN.
+        order = (self.next - 1 - np.arange(self.size)) % self.size
+        age = np.empty(self.size, dtype=np.int64)
+        age[order] = np.arange(self.size)
+        inside = age[:, None] < self.window[None, :]  # (size, m)
+        x = (self.stamps - now)[:, None]  # seconds before now, ≤ 0
+        y = self.values
+        ok = inside & np.isfinite(y) & np.isfinite(x)
+        w = ok.astype(np.float64)
+        xs = np.where(ok, x, 0.0)
+        ys = np.where(ok, y, 0.0)
+        n = w.sum(axis=0)
+        sx, sy = xs.sum(axis=0), ys.sum(axis=0)
+        sxx, sxy, syy = (xs * xs).sum(axis=0), (xs * ys).sum(axis=0), (ys * ys).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vx = sxx - sx * sx / n
+            slope = (sxy - sx * sy / n) / vx
+            level = sy / n - slope * sx / n  # the fitted value at x = 0: now
+            resid = np.maximum(syy - sy * sy / n - slope * (sxy - sx * sy / n), 0.0)
+            se = np.sqrt(resid / (n - 2) / vx)
+            t = np.abs(slope) / se
+        clear = (
+            (n >= self.min_points)
+            & (vx > 0)
+            & np.isfinite(slope)
+            & ((t >= self.min_t) | ((se == 0) & (slope != 0)))
+        )
+        now_tier = tier[self.sensors]
+        best_eta = np.full(m, np.nan)
+        best_tier = np.zeros(m, dtype=np.int8)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for columns, rising in ((HIGH_COLUMNS, True), (LOW_COLUMNS, False)):
+                heading = clear & ((slope > 0) if rising else (slope < 0))
+                for col, to_tier in columns:
+                    sp = self.setpoint[:, col]
+                    before = (level < sp) if rising else (level > sp)
+                    dt = (sp - level) / slope
+                    hit = (
+                        heading & np.isfinite(sp) & before & (dt >= 0) & (dt <= self.horizon)
+                        & (now_tier < to_tier)
+                    )  # fmt: skip
+                    eta = now + dt
+                    # the first crossing ahead (the lower tier comes first on its side)
+                    take = hit & ~(np.isfinite(best_eta) & (best_eta <= eta))
+                    best_eta = np.where(take, eta, best_eta)
+                    best_tier = np.where(take, to_tier, best_tier).astype(np.int8)
+        return Predictions(tier=best_tier, eta=best_eta, slope=np.where(clear, slope, 0.0))

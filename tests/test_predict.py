@@ -1,0 +1,149 @@
+"""Predictive warnings (ehswatch/analytics/predict.py): a crossing is predicted on a
+clear build-up, not on noise or a step, and the vectorized fit equals a plain-Python
+reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ehswatch.analytics.predict import Predictor, PredictSettings
+
+T0 = 1_800_000_000.0
+SETPOINTS = [10.0, 20.0, 40.0, math.nan, math.nan, math.nan]  # high: warning, alarm, interlock
+O2 = [math.nan, math.nan, math.nan, 19.5, 18.0, 16.0]  # low side
+
+
+def predictor(n: int, setpoints: list[float] | None = None, **kw: float) -> Predictor:
+    table = np.array([setpoints or SETPOINTS] * n)
+    return Predictor(
+        sensors=np.arange(n, dtype=np.intp),
+        setpoint=table,
+        settings=[PredictSettings(**kw)] * n,  # type: ignore[arg-type]
+        step_s=1.0,
+    )
+
+
+def feed(p: Predictor, series: list[float], tier: int = 0) -> object:
+    result = None
+    for k, v in enumerate(series):
+        p.sample(T0 + k, np.array([v]))
+        result = p.predict(T0 + k, np.array([tier], dtype=np.int8))
+    return result
+
+
+def test_a_linear_build_up_is_predicted_with_its_time_of_crossing() -> None:
+    # 2 mg/m³ rising 0.05 per second: the alarm setpoint (20) is 360 s after 2.
+    p = predictor(1, window_s=60, horizon_s=600)
+    r = feed(p, [2 + 0.05 * k for k in range(60)])
+    assert r.tier[0] == 2  # type: ignore[attr-defined]
+    assert abs(r.eta[0] - (T0 + 360)) < 1.0  # type: ignore[attr-defined]
+
+
+def test_an_exponential_build_up_is_predicted_before_it_crosses() -> None:
+    p = predictor(1, window_s=60, horizon_s=600)
+    series = [2 * math.exp(k / 60) for k in range(60)]  # 2 → 5.4 in a minute, 20 at 138 s
+    r = feed(p, series)
+    assert r.tier[0] == 2 and r.eta[0] > T0 + 59  # type: ignore[attr-defined]
+
+
+def test_a_noisy_flat_signal_predicts_nothing() -> None:
+    rng = np.random.default_rng(7)
+    p = predictor(1, window_s=120, horizon_s=600)
+    hits = 0
+    for k in range(3000):
+        p.sample(T0 + k, np.array([5 + rng.normal(0, 1.5)]))
+        hits += int(p.predict(T0 + k, np.zeros(1, np.int8)).tier[0] > 0)
+    assert hits == 0
+
+
+def test_a_step_predicts_nothing_once_the_window_is_flat_again() -> None:
+    p = predictor(1, window_s=60, horizon_s=600)
+    r = feed(p, [3.0] * 60 + [12.0] * 70)  # a step, then flat for longer than the window
+    assert r.tier[0] == 0 and math.isnan(r.eta[0])  # type: ignore[attr-defined]
+
+
+def test_a_falling_oxygen_reading_predicts_the_low_alarm() -> None:
+    p = predictor(1, O2, window_s=60, horizon_s=600)
+    r = feed(p, [20.9 - 0.01 * k for k in range(60)])  # 18.0 at 290 s
+    assert r.tier[0] == 2 and abs(r.eta[0] - (T0 + 290)) < 1.0  # type: ignore[attr-defined]
+
+
+def test_a_tier_already_reached_is_not_predicted_but_the_next_is() -> None:
+    p = predictor(1, window_s=60, horizon_s=600)
+    r = feed(p, [22 + 0.05 * k for k in range(60)], tier=2)  # at alarm, rising to 40
+    assert r.tier[0] == 3  # type: ignore[attr-defined]
+
+
+def test_too_few_samples_or_a_sensor_in_fault_predict_nothing() -> None:
+    p = predictor(1, window_s=60, horizon_s=600, min_points=20)
+    r = feed(p, [2 + 0.1 * k for k in range(10)])
+    assert r.tier[0] == 0  # type: ignore[attr-defined]
+    r = feed(predictor(1, window_s=60), [math.nan] * 60)
+    assert r.tier[0] == 0  # type: ignore[attr-defined]
+
+
+def reference(
+    xs: list[float], ys: list[float], sp: list[float], now_tier: int, s: PredictSettings
+) -> tuple[int, float]:
+    pts = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
+    n = len(pts)
+    if n < s.min_points:
+        return 0, math.nan
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    vx = sum((x - mx) ** 2 for x, _ in pts)
+    if vx <= 0:
+        return 0, math.nan
+    b = sum((x - mx) * (y - my) for x, y in pts) / vx
+    a = my - b * mx  # value at x = 0 (now)
+    resid = sum((y - (a + b * x)) ** 2 for x, y in pts)
+    se = math.sqrt(resid / (n - 2) / vx) if n > 2 else math.inf
+    if not ((se > 0 and abs(b) / se >= s.min_t) or (se == 0 and b != 0)):
+        return 0, math.nan
+    best = (0, math.nan)
+    for col, to_tier, rising in ((1, 2, True), (2, 3, True), (4, 2, False), (5, 3, False)):
+        v = sp[col]
+        if not math.isfinite(v) or now_tier >= to_tier:
+            continue
+        if (rising and (b <= 0 or a >= v)) or (not rising and (b >= 0 or a <= v)):
+            continue
+        dt = (v - a) / b
+        if 0 <= dt <= s.horizon_s and (math.isnan(best[1]) or dt < best[1]):
+            best = (to_tier, dt)
+    return best
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-0.2, 0.2), st.floats(0, 2), st.floats(0, 38)), min_size=1, max_size=6
+    ),
+    st.integers(20, 80),
+    st.integers(0, 2),
+)
+def test_the_vectorized_fit_equals_a_plain_python_reference(
+    sensors: list[tuple[float, float, float]], length: int, now_tier: int
+) -> None:
+    s = PredictSettings(window_s=40, horizon_s=900, min_points=10, min_t=3.0)
+    n = len(sensors)
+    p = predictor(n, window_s=40, horizon_s=900, min_points=10, min_t=3.0)
+    rng = np.random.default_rng(length)
+    series = [
+        [start + slope * k + rng.normal(0, noise) for k in range(length)]
+        for slope, noise, start in sensors
+    ]
+    for k in range(length):
+        p.sample(T0 + k, np.array([col[k] for col in series]))
+    now = T0 + length - 1
+    r = p.predict(now, np.full(n, now_tier, np.int8))
+    window = min(40, length)
+    xs = [float(k - (length - 1)) for k in range(length - window, length)]
+    for i in range(n):
+        tier, dt = reference(xs, series[i][length - window :], SETPOINTS, now_tier, s)
+        assert r.tier[i] == tier, (i, sensors[i])
+        if tier:
+            assert math.isclose(r.eta[i] - now, dt, rel_tol=1e-6, abs_tol=1e-3)
