@@ -182,6 +182,24 @@ def _users(args: argparse.Namespace) -> int:
     return commands.run(config, args)
 
 
+def _backtest(config_path: str, csv_path: str, step_s: float) -> int:
+    """Print, per sensor type, the predictions' lead times and misses (one JSON object)."""
+    import json
+
+    from ehswatch.analytics.backtest import BadCsv, backtest, read_csv
+
+    config = _load_or_report(config_path)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        report = backtest(config, read_csv(Path(csv_path)), step_s=step_s)
+    except (BadCsv, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ehswatch",
@@ -217,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="go on with the last demo's story (default: a fresh one)",
     )
     dem.add_argument("-v", "--verbose", action="store_true")
+    back = sub.add_parser(
+        "backtest", help="replay recorded readings through the evaluator and the predictor"
+    )
+    back.add_argument("--config", required=True, help="the plant's YAML config")
+    back.add_argument("--csv", required=True, help="readings: columns ts, sensor, value")
+    back.add_argument("--step", type=float, default=1.0, help="seconds per tick (1)")
     from ehswatch.people import commands as people_commands
 
     people_commands.add_parser(sub)
@@ -239,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args.config, args.scenario, args.verbose, args.keep)
     if args.command == "users":
         return _users(args)
+    if args.command == "backtest":
+        return _backtest(args.config, args.csv, args.step)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 

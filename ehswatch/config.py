@@ -309,8 +309,22 @@ class _ThresholdFields(_Model):
     clock_skew_after_s: Seconds | None = None
 
 
+class Prediction(_Model):
+    """Predictive warning for a sensor type (docs/analytics.md): off unless `enabled`.
+    A least-squares trend over the last `window_s`, counted when at least `min_points`
+    samples show a slope `min_t` standard errors from zero; a crossing of the alarm or
+    interlock setpoint projected within `horizon_s` is a predicted event."""
+
+    enabled: bool = False
+    window_s: Annotated[float, Field(ge=5, le=3600, allow_inf_nan=False)] = 120.0
+    horizon_s: Annotated[float, Field(gt=0, le=24 * 3600, allow_inf_nan=False)] = 600.0
+    min_points: Annotated[int, Field(ge=3, le=3600)] = 20
+    min_t: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 5.0
+
+
 class SensorType(_ThresholdFields):
     unit: str
+    prediction: Prediction = Prediction()
     deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     on_delay_s: Seconds = 0.0
     off_delay_s: Seconds = 0.0

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ehswatch.alarms.manager import AlarmManager
+from ehswatch.analytics.predict import LivePredictor
 from ehswatch.clock import ServiceClock
 from ehswatch.component import Component
 from ehswatch.governance.shift_figures import ShiftFigures
@@ -35,6 +36,8 @@ class ControlParts(Protocol):
     def modbus(self) -> ModbusCollector | None: ...
     @property
     def shift_figures(self) -> ShiftFigures: ...
+    @property
+    def predictions(self) -> LivePredictor: ...
     @property
     def started_at(self) -> float: ...
     @property

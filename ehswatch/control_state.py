@@ -49,6 +49,7 @@ def control_status(service: ControlParts) -> dict[str, Any]:
         "metrics": control_metrics(service),
         "desk": None if service.desk_status is None else service.desk_status(),
         "shift_figures": service.shift_figures.public(),
+        "predictions": service.predictions.public(),
     }
 
 

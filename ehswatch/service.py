@@ -33,6 +33,7 @@ from typing import Any, Self
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.relay import AlarmRelay
+from ehswatch.analytics.predict import LivePredictor
 from ehswatch.clock import WALL_OFFSET_TOLERANCE_S, ServiceClock, wall_offset_problem
 from ehswatch.commands import control_handlers
 from ehswatch.component import Component, Job, enter_all
@@ -178,11 +179,15 @@ class Service:
         # The interlock hears of an evaluation first: it commands a trip within the
         # evaluator's turn, before storage, alarms and tickets start their work.
         self.shift_figures = LiveShiftFigures(config, evaluator=evaluator, clock=self.clock)
+        self.predictions = LivePredictor(
+            config, evaluator=evaluator, clock=self.clock, step_s=tick_s
+        )
         listeners = [
             *([self.interlock.on_evaluation] if self.interlock is not None else []),
             *([self.sink.submit] if self.sink is not None else []),
             self.alarms.on_evaluation,
             self.shift_figures.on_evaluation,  # before the state: a tick's figures go out
+            self.predictions.on_evaluation,
             self.state.on_evaluation,
         ]
         self.stage = EvaluatorStage(

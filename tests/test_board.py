@@ -233,6 +233,7 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     signed_in: dict[str, Any] = {}
     kinds: dict[str, Any] = {}
     patrol_photos = 0
+    predicted: Any = None
     try:
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=base, timeout=5) as client:
@@ -245,6 +246,9 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
                     ).json()
                 except httpx.TransportError:
                     continue
+            predicted = client.get(
+                "/api/predictions", headers={"Authorization": "Bearer demo-viewer"}
+            )
             # The story's dust governance: a shift without its cleaning record and a
             # patrol's failed item, each a ticket (with the failed item's photos).
             viewer = {"Authorization": "Bearer demo-viewer"}
@@ -281,6 +285,10 @@ def test_make_demo_serves_the_board_and_a_zone_starts_alarming(tmp_path: Path) -
     )
     assert patrol_photos == 2  # the failed items' photos: the dusty stations and the gauge
     assert "Governance board:" in out
+    # The build-up was predicted before its alarm (a prediction trips nothing).
+    first = [e for e in predicted.json()["events"] if e["sensor"] == "D-101"]
+    assert first and first[0]["event"] == "predicted", predicted.text
+    assert first[0]["at"] < alarms[0]["first_at"]
 
 
 def test_a_large_plant_board_shows_zone_summaries_and_opens_only_what_it_shows(

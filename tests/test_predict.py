@@ -5,6 +5,7 @@ reference."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
@@ -147,3 +148,103 @@ def test_the_vectorized_fit_equals_a_plain_python_reference(
         assert r.tier[i] == tier, (i, sensors[i])
         if tier:
             assert math.isclose(r.eta[i] - now, dt, rel_tol=1e-6, abs_tol=1e-3)
+
+
+def test_the_live_predictor_tells_a_predicted_crossing_before_the_alarm_then_its_end() -> None:
+    """On the real evaluator, ticked by hand: the demo's kind of build-up is predicted
+    while the reading is still below the alarm setpoint; when the reading comes back
+    down the prediction is cleared."""
+    from pathlib import Path
+
+    import yaml
+
+    from ehswatch.analytics.predict import LivePredictor
+    from ehswatch.config import parse_config
+    from ehswatch.readings import ReadingBatch
+    from ehswatch.thresholds import Evaluator, ThresholdTable
+    from tests.test_responsibility import mapped_plant
+
+    doc = mapped_plant(Path("/nonexistent")).model_dump(mode="json")
+    doc["sensor_types"]["dust"]["prediction"] = {
+        "enabled": True, "window_s": 20, "horizon_s": 300, "min_points": 8, "min_t": 4,
+    }  # fmt: skip
+    config = parse_config(yaml.safe_dump(doc), env={})
+    now = [T0]
+    evaluator = Evaluator(ThresholdTable.from_config(config), T0)
+    live = LivePredictor(config, evaluator=evaluator, clock=lambda: now[0], step_s=1.0)
+    tick = ReadingBatch.of([], [], [])
+    first_alarm = first_predicted = None
+    rng = np.random.default_rng(8)
+    for k in range(120):
+        now[0] = T0 + k
+        value = 3.5 + max(0, k - 10) * 0.74 if k < 70 else 3.5
+        batch = ReadingBatch.of([1], [value + rng.normal(0, 0.3)], [now[0]])
+        evaluator.process(batch)
+        live.on_evaluation(batch, None)  # type: ignore[arg-type]
+        evaluator.tick(now[0])
+        live.on_evaluation(tick, None)  # type: ignore[arg-type]
+        if first_alarm is None and evaluator.tier[1] >= 2:
+            first_alarm = k
+        if first_predicted is None and live.active:
+            first_predicted = k
+    assert first_predicted is not None and first_alarm is not None
+    assert first_predicted < first_alarm  # warned ahead of the alarm
+    kinds = [(e["sensor"], e["event"], e["tier"]) for e in live.events]
+    assert kinds[0] == ("D-1", "predicted", 2)
+    assert kinds[-1][1] == "cleared" and not live.active
+    assert live.failures == 0
+
+
+def test_the_backtest_prints_lead_times_unfollowed_and_unpredicted_per_sensor_type(
+    tmp_path: Path,
+) -> None:
+    """A recorded CSV the test makes: a build-up that crosses (predicted ahead), a
+    noisy flat sensor (nothing), a step (crossed, never predicted) and a rise that
+    turns back before its setpoint (predicted, never followed)."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.test_responsibility import mapped_plant
+
+    doc = mapped_plant(tmp_path).model_dump(mode="json")
+    doc["sensor_types"]["dust"]["prediction"] = {
+        "enabled": True, "window_s": 20, "horizon_s": 300, "min_points": 8, "min_t": 4,
+    }  # fmt: skip
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    rng = np.random.default_rng(3)
+    lines = ["ts,sensor,value"]
+    for k in range(300):
+        ts = T0 + k
+        rise = 3 + max(0, k - 20) * 0.5  # crosses 20 at k = 54
+        turn = 3 + (0.5 * (k - 100) if 100 <= k < 120 else 10 if k >= 120 else 0)  # up to 13
+        lines += [
+            f"{ts},D-1,{min(rise, 30) + rng.normal(0, 0.2):.3f}",
+            f"{ts},D-2,{5 + rng.normal(0, 1.5):.3f}",
+            f"{datetime_iso(ts)},D-3,{3.0 if k < 150 else 25.0}",
+            f"{ts},D-4,{turn + rng.normal(0, 0.2):.3f}",
+        ]
+    readings = tmp_path / "readings.csv"
+    readings.write_text("\n".join(reversed(lines[1:])).join([lines[0] + "\n", "\n"]))
+    command = ["backtest", "--config", str(plant), "--csv", str(readings)]
+    out = subprocess.run(
+        [sys.executable, "-m", "ehswatch", *command],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)["dust"]
+    (lead,) = report["leads_s"]
+    assert 5 <= lead <= 40  # D-1: predicted ahead of its crossing
+    assert report["unpredicted"] == 1  # D-3's step
+    # D-4 turned back below the alarm setpoint; D-1, past its alarm, was heading for the
+    # interlock setpoint until it levelled off at 30.
+    assert report["unfollowed"] == 2, report
+
+
+def datetime_iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat()

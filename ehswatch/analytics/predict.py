@@ -17,11 +17,20 @@ a few array passes over (window × sensors).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from ehswatch.config import PlantConfig
+from ehswatch.readings import ReadingBatch
+from ehswatch.thresholds.evaluator import Evaluator
+from ehswatch.thresholds.outcome import Evaluation
+
+log = logging.getLogger(__name__)
 
 #: the setpoint columns of `ThresholdTable.setpoint` a prediction looks at, and their tier
 HIGH_COLUMNS = ((1, 2), (2, 3))  # high.alarm → tier 2, high.interlock → tier 3
@@ -133,3 +142,101 @@ class Predictor:
                     best_eta = np.where(take, eta, best_eta)
                     best_tier = np.where(take, to_tier, best_tier).astype(np.int8)
         return Predictions(tier=best_tier, eta=best_eta, slope=np.where(clear, slope, 0.0))
+
+
+class LivePredictor:
+    """The predictor as an evaluator-stage listener, on ticks: each tick samples the
+    sensors' readings (NaN in FAULT) and refreshes `active`, the crossings predicted now
+    (sensor index → (tier, eta)), and `events`, what started or ended since (the newest
+    last, at most `EVENTS_KEPT`). Never raises into the evaluator: a failure is logged
+    once and counted."""
+
+    EVENTS_KEPT = 200
+
+    def __init__(
+        self,
+        config: PlantConfig,
+        *,
+        evaluator: Evaluator,
+        clock: Callable[[], float],
+        step_s: float,
+    ) -> None:
+        chosen = [
+            (k, config.sensor_types[s.type].prediction)
+            for k, s in enumerate(config.sensors)
+            if config.sensor_types[s.type].prediction.enabled
+        ]
+        self.config = config
+        self.evaluator = evaluator
+        self._clock = clock
+        self.ids = [config.sensors[k].id for k, _ in chosen]
+        self.zones = [config.sensors[k].zone for k, _ in chosen]
+        self.predictor = (
+            Predictor(
+                sensors=np.array([k for k, _ in chosen], dtype=np.intp),
+                setpoint=evaluator.table.setpoint,
+                settings=[
+                    PredictSettings(
+                        window_s=p.window_s,
+                        horizon_s=p.horizon_s,
+                        min_points=p.min_points,
+                        min_t=p.min_t,
+                    )
+                    for _, p in chosen
+                ],
+                step_s=step_s,
+            )
+            if chosen
+            else None
+        )
+        self.active: dict[int, tuple[int, float]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.failures = 0
+        self.seq = 0
+
+    def on_evaluation(self, batch: ReadingBatch, _: Evaluation) -> None:
+        if len(batch) or self.predictor is None:
+            return
+        try:
+            self._tick(self._clock())
+        except Exception:
+            self.failures += 1
+            if self.failures == 1:
+                log.exception("predictive warning: a tick could not be counted")
+
+    def _tick(self, now: float) -> None:
+        assert self.predictor is not None
+        ev = self.evaluator
+        self.predictor.sample(now, np.where(ev.faulted, np.nan, ev.last_value))
+        found = self.predictor.predict(now, ev.tier)
+        hits = np.flatnonzero(found.tier)
+        active = {int(i): (int(found.tier[i]), float(found.eta[i])) for i in hits}
+        for i in sorted(set(active) | set(self.active)):
+            before, after = self.active.get(i), active.get(i)
+            same_tier = before is not None and after is not None and before[0] == after[0]
+            if same_tier or (before is None and after is None):
+                continue
+            self.seq += 1
+            self.events.append(
+                {
+                    "seq": self.seq,
+                    "sensor": self.ids[i],
+                    "zone": self.zones[i],
+                    "event": "predicted" if after is not None else "cleared",
+                    "tier": after[0] if after is not None else 0,
+                    "eta_at": after[1] if after is not None else None,
+                    "at": now,
+                }
+            )
+        self.events = self.events[-self.EVENTS_KEPT :]
+        self.active = active
+
+    def public(self) -> dict[str, Any]:
+        """What the status document carries: the crossings predicted now, and the events."""
+        return {
+            "active": [
+                {"sensor": self.ids[i], "zone": self.zones[i], "tier": tier, "eta_at": eta}
+                for i, (tier, eta) in sorted(self.active.items(), key=lambda kv: kv[1][1])
+            ],
+            "events": self.events[-50:],
+        }

@@ -44,6 +44,7 @@ from ehswatch.api.routers import (
     metrics,
     owners,
     people,
+    predictions,
     sensors,
 )
 from ehswatch.config import PlantConfig
@@ -114,6 +115,7 @@ def create_app(
         cleaning,
         checkpoints,
         governance,
+        predictions,
         people,
         audit,
     ):
