@@ -26,6 +26,7 @@ from functools import partial
 
 import numpy as np
 
+from ehswatch.analytics.predict import Predictor, PredictSettings
 from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds import Evaluation, Evaluator, SensorThresholds, ThresholdTable
 from ehswatch.thresholds.reference import ReferenceEvaluator
@@ -162,6 +163,25 @@ def main() -> None:
     b = ReadingBatch.of(np.zeros(loud_n), np.full(loud_n, 5.0), 1000.0 + np.arange(loud_n) * 1e-5)
     calm_ms = timed(partial(calm.process, b))[0]
 
+    # Prediction on for every sensor (a 120 s window, one sample per tick): the same
+    # ticks with the predictor sampling and projecting after each evaluation.
+    predictor = Predictor(
+        sensors=np.arange(n, dtype=np.intp),
+        setpoint=table.setpoint,
+        settings=[PredictSettings(window_s=120.0)] * n,
+        step_s=1.0,
+    )
+    with_prediction = Evaluator(table, start_ts=999.0)
+    plain = Evaluator(table, start_ts=999.0)
+    pred_ms, plain_ms = [], []
+    for b in batches:
+        plain_ms.append(timed(partial(plain.process, b))[0])
+        t0 = time.perf_counter()
+        with_prediction.process(b)
+        predictor.sample(float(b.ts.max()), with_prediction.last_value)
+        predictor.predict(float(b.ts.max()), with_prediction.tier)
+        pred_ms.append((time.perf_counter() - t0) * 1e3)
+
     tick = statistics.median(vec_ms)
     ref_tick = statistics.median(ref_ms)
     print(
@@ -169,6 +189,10 @@ def main() -> None:
             {
                 "sensors": n,
                 "tick_ms_median": round(tick, 3),
+                "predictive_tick_ms": round(statistics.median(pred_ms), 3),
+                "predictive_overhead": round(
+                    statistics.median(pred_ms) / statistics.median(plain_ms), 2
+                ),
                 "tick_ms_p95": round(float(np.percentile(vec_ms, 95)), 3),
                 "evals_per_s": round(n / (tick / 1e3)),
                 "reference_tick_ms": round(ref_tick, 1),

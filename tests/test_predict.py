@@ -248,3 +248,32 @@ def datetime_iso(ts: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def test_sums_kept_over_a_long_run_give_what_a_fresh_window_gives(monkeypatch: object) -> None:
+    """The window's sums, added to and taken from for thousands of ticks (and moved to a
+    new time origin on the way), predict what a predictor fed only the window predicts."""
+    import ehswatch.analytics.predict as predict
+
+    monkeypatch.setattr(predict, "REANCHOR_S", 500.0)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(11)
+    n, length, window = 50, 3000, 40
+    slopes = rng.uniform(-0.3, 0.3, n)
+    series = (
+        np.cumsum(rng.normal(0, 0.5, (length, n)), axis=0) * 0.1
+        + 5
+        + np.outer(np.arange(length) % 200, slopes)
+    )
+    series[rng.random((length, n)) < 0.05] = np.nan  # readings missing now and then
+    long_run = predictor(n, window_s=window, horizon_s=900, min_points=10, min_t=3.0)
+    for k in range(length):
+        long_run.sample(T0 + k, series[k])
+    fresh = predictor(n, window_s=window, horizon_s=900, min_points=10, min_t=3.0)
+    for k in range(length - window, length):
+        fresh.sample(T0 + k, series[k])
+    now, tiers = T0 + length - 1, np.zeros(n, np.int8)
+    a, b = long_run.predict(now, tiers), fresh.predict(now, tiers)
+    assert (a.tier == b.tier).all()
+    both = np.isfinite(a.eta) & np.isfinite(b.eta)
+    assert np.allclose(a.eta[both], b.eta[both], atol=1e-3)
+    assert np.allclose(a.slope, b.slope, atol=1e-6)

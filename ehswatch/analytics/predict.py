@@ -11,8 +11,9 @@ when that time is within `horizon_s` and the reading is not already at that tier
 sensor has a *predicted crossing*: the tier and the expected time. It is its own class,
 never a tier: it trips nothing and raises no alarm state.
 
-All sensors at once: sums over the sample ring with NaN masks, so the cost per tick is
-a few array passes over (window × sensors).
+All sensors at once: each sensor's window sums (count, Σx, Σy, Σx², Σxy, Σy²) are kept
+as the ring turns — the new sample in, the one leaving the window out — so a tick costs a
+few passes over the sensors, whatever the window's length.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ehswatch.thresholds.outcome import Evaluation
 
 log = logging.getLogger(__name__)
 
+REANCHOR_S = 86400.0  # the sums' time origin moves on daily (their times stay small)
 #: the setpoint columns of `ThresholdTable.setpoint` a prediction looks at, and their tier
 HIGH_COLUMNS = ((1, 2), (2, 3))  # high.alarm → tier 2, high.interlock → tier 3
 LOW_COLUMNS = ((4, 2), (5, 3))  # low.alarm, low.interlock
@@ -82,40 +84,69 @@ class Predictor:
         self.stamps = np.full(self.size, np.nan)
         self.next = 0  # the ring's next row
         self.samples = 0
+        self.anchor: float | None = None  # the origin of the times in the sums
+        self.n, self.sx, self.sy = np.zeros(m), np.zeros(m), np.zeros(m)
+        self.sxx, self.sxy, self.syy = np.zeros(m), np.zeros(m), np.zeros(m)
 
     def sample(self, now: float, value: NDArray[np.float64]) -> None:
         """Take each predicted sensor's reading now (`value` over all the plant's
-        sensors; NaN: none or in FAULT)."""
-        self.values[self.next] = value[self.sensors]
-        self.stamps[self.next] = now
-        self.next = (self.next + 1) % self.size
+        sensors; NaN: none or in FAULT). The window's sums are kept up to date: the
+        sample that leaves each sensor's window is taken out, the new one put in — a
+        few passes over the sensors, however long the window."""
+        if self.anchor is None:
+            self.anchor = now
+        elif now - self.anchor > REANCHOR_S:
+            self._reanchor(now)
+        row = self.next
+        cols = np.arange(self.sensors.shape[0])
+        leaving = (row - self.window) % self.size  # per sensor: its oldest sample
+        old_v = self.values[leaving, cols]
+        old_x = self.stamps[leaving] - self.anchor
+        self._add(old_x, old_v, -1.0)
+        new_v = value[self.sensors]
+        self.values[row] = new_v
+        self.stamps[row] = now
+        self._add(np.full(cols.shape[0], now - self.anchor), new_v, 1.0)
+        self.next = (row + 1) % self.size
         self.samples += 1
 
+    def _add(self, x: NDArray[np.float64], y: NDArray[np.float64], sign: float) -> None:
+        ok = np.isfinite(y) & np.isfinite(x)
+        xs, ys = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
+        self.n += sign * ok
+        self.sx += sign * xs
+        self.sy += sign * ys
+        self.sxx += sign * xs * xs
+        self.sxy += sign * xs * ys
+        self.syy += sign * ys * ys
+
+    def _reanchor(self, now: float) -> None:
+        """Move the sums' origin to `now` (exact: the sums of x − d in terms of those of
+        x), so that the times in them stay small."""
+        d = now - (self.anchor or now)
+        self.sxx += -2 * d * self.sx + self.n * d * d
+        self.sxy += -d * self.sy
+        self.sx += -self.n * d
+        self.anchor = now
+
     def predict(self, now: float, tier: NDArray[np.int8]) -> Predictions:
-        """Each predicted sensor's crossing within its horizon, from the samples so far;
+        """Each predicted sensor's crossing within its horizon, from the window's sums;
         `tier` over all the plant's sensors (a crossing of a tier already reached is none)."""
         m = self.sensors.shape[0]
-        # Age of each ring row, in samples (0: the newest); rows never written are NaN.
-        order = (self.next - 1 - np.arange(self.size)) % self.size
-        age = np.empty(self.size, dtype=np.int64)
-        age[order] = np.arange(self.size)
-        inside = age[:, None] < self.window[None, :]  # (size, m)
-        x = (self.stamps - now)[:, None]  # seconds before now, ≤ 0
-        y = self.values
-        ok = inside & np.isfinite(y) & np.isfinite(x)
-        w = ok.astype(np.float64)
-        xs = np.where(ok, x, 0.0)
-        ys = np.where(ok, y, 0.0)
-        n = w.sum(axis=0)
-        sx, sy = xs.sum(axis=0), ys.sum(axis=0)
-        sxx, sxy, syy = (xs * xs).sum(axis=0), (xs * ys).sum(axis=0), (ys * ys).sum(axis=0)
+        n, sx, sy, sxx, sxy, syy = self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy
+        x_now = now - (self.anchor if self.anchor is not None else now)
         with np.errstate(divide="ignore", invalid="ignore"):
             vx = sxx - sx * sx / n
-            slope = (sxy - sx * sy / n) / vx
-            level = sy / n - slope * sx / n  # the fitted value at x = 0: now
-            resid = np.maximum(syy - sy * sy / n - slope * (sxy - sx * sy / n), 0.0)
+            cov = sxy - sx * sy / n
+            slope = cov / vx
+            level = sy / n + slope * (x_now - sx / n)  # the fitted value now
+            resid = np.maximum(syy - sy * sy / n - slope * cov, 0.0)
             se = np.sqrt(resid / (n - 2) / vx)
             t = np.abs(slope) / se
+            # Sums kept by adding and taking out lose a little to rounding: a variance
+            # below that is none (a window of one time, or of one value).
+            vx = np.where(vx > 1e-9 * np.maximum(sxx, 1.0), vx, 0.0)
+            se = np.where(resid > 1e-12 * np.maximum(syy, 1.0), se, 0.0)
         clear = (
             (n >= self.min_points)
             & (vx > 0)
