@@ -325,6 +325,9 @@ class Prediction(_Model):
 class SensorType(_ThresholdFields):
     unit: str
     prediction: Prediction = Prediction()
+    # The occupational exposure limit, as a shift's time-weighted average in `unit` (the
+    # site takes it from GBZ 2.1 or its own rules): a shift above it opens a ticket.
+    exposure_limit: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     deadband: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     on_delay_s: Seconds = 0.0
     off_delay_s: Seconds = 0.0
@@ -686,6 +689,8 @@ class Governance(_Model):
     checkpoints: list[Checkpoint] = []
     # How often the desk looks for shifts without a cleaning record and missed rounds.
     check_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
+    # The grade of the ticket a shift's exposure over its limit opens.
+    exposure_grade: Grade = "B"
 
 
 class PlantConfig(_Model):

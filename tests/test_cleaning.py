@@ -240,3 +240,38 @@ def test_a_watch_cursor_ahead_of_the_clock_starts_again_from_now(tmp_path: Path)
             assert await r.desk.run_watch() == 1
 
     run(main())
+
+
+def test_a_shift_exposure_over_its_limit_opens_one_ticket_to_the_team_leader(
+    tmp_path: Path,
+) -> None:
+    from ehswatch.governance.store import ExposureRecord
+
+    async def main() -> None:
+        doc = governed_plant(tmp_path).model_dump(mode="json")
+        doc["sensor_types"]["dust"]["exposure_limit"] = 4.0
+        config = parse_config(yaml.safe_dump(doc, allow_unicode=True), env={})
+        clock = clock_at("2027-01-15 20:05")
+        async with rig(tmp_path, config, clock) as r:
+            await with_people(r)
+            shift = {
+                "shift": "day", "start": at("2027-01-15 08:00"), "end": at("2027-01-15 20:00"),
+                "covered_s": 43200.0, "rows": [],
+                "exposure": [
+                    {"sensor": "D-1", "zone": "polishing-1", "sensor_type": "dust",
+                     "twa": 5.2, "peak": 18.0, "limit": 4.0, "measured_s": 43000.0},
+                    {"sensor": "D-2", "zone": "polishing-1", "sensor_type": "dust",
+                     "twa": 3.1, "peak": 9.0, "limit": 4.0, "measured_s": 43000.0},
+                ],
+            }  # fmt: skip
+            r.desk.governance._published = lambda: {"shift_figures": {"closed": [shift]}}
+            await r.desk.governance.store_figures()
+            await r.desk.governance.store_figures()  # seen again: nothing twice
+            (t,) = await tickets_of(r, "exposure")
+            assert (t.sensor, t.owner, t.grade) == ("D-1", "zhang.wei", "B")
+            assert "TWA 5.2 mg/m3 > 4 mg/m3" in t.title
+            async with r.db.new_session() as s:
+                rows = (await s.execute(select(ExposureRecord))).scalars().all()
+            assert sorted((e.sensor, e.ticket_id) for e in rows) == [("D-1", t.id), ("D-2", None)]
+
+    run(main())

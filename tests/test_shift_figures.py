@@ -148,3 +148,29 @@ def test_a_failure_inside_the_figures_never_reaches_the_evaluator() -> None:
     assert figures.failures == 2
     figures.on_evaluation(ReadingBatch.of([0], [5.0], [T0]), None)  # type: ignore[arg-type]
     assert figures.failures == 2  # batches still counted
+
+
+def test_a_shifts_exposure_twa_equals_the_hand_computed_value_across_the_shift_change() -> None:
+    from ehswatch.governance.shift_figures import Exposed
+
+    exposed = Exposed(
+        sensors=np.array([0], np.intp), ids=("D-1",), zones=("a",), types=("dust",), limits=(4.0,)
+    )
+    f = ShiftFigures(
+        groups=groups_of(["a"]), shifts=SHIFTS, timezone="Asia/Shanghai", exposed=exposed
+    )
+    end = datetime(2027, 1, 15, 20, tzinfo=SHANGHAI).timestamp()
+    f.on_tick(end - 4, np.array([1.0]), np.zeros(1, np.int8))  # the day's first look
+    # 2 s at 3.0, 1 s at 9.0, 1 s unread (a fault): the day's TWA is (2·3 + 9) / 3 = 5.
+    for t, v in ((end - 3, 3.0), (end - 2, 3.0), (end - 1, 9.0), (end - 0.5, np.nan)):
+        f.on_tick(t, np.array([v]), np.zeros(1, np.int8))
+    f.on_batch(np.array([0], np.int32), np.array([12.0]))  # a peak between ticks
+    f.on_tick(end, np.array([2.0]), np.zeros(1, np.int8))  # the night begins
+    for t in (end + 1, end + 2):
+        f.on_tick(t, np.array([2.0]), np.zeros(1, np.int8))
+    (day,) = f.public()["closed"]
+    (e,) = day["exposure"]
+    assert (e["sensor"], e["twa"], e["peak"], e["limit"]) == ("D-1", 5.0, 12.0, 4.0)
+    assert e["measured_s"] == 3.0
+    (night,) = f.figures()["exposure"]
+    assert night["twa"] == 2.0 and night["measured_s"] == 2.0

@@ -21,7 +21,12 @@ from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.governance import patrols
 from ehswatch.governance.shifts import on_at
-from ehswatch.governance.store import CleaningRecord, PatrolRecord, ShiftFigureRecord
+from ehswatch.governance.store import (
+    CleaningRecord,
+    ExposureRecord,
+    PatrolRecord,
+    ShiftFigureRecord,
+)
 from ehswatch.hazards.model import TicketState
 from ehswatch.hazards.store import TicketRecord
 
@@ -120,7 +125,7 @@ async def board(
                 ).scalars()
             )
             starts = sorted({r.shift_start for r in past}, reverse=True)[:PAST_SHIFTS]
-            readings = {
+            readings: dict[str, Any] = {
                 "current": None
                 if current is None
                 else {
@@ -136,6 +141,32 @@ async def board(
                         "rows": [_figure(r) for r in past if r.shift_start == st],
                     }
                     for st in starts
+                ],
+            }
+            exposed = list(
+                (
+                    await s.execute(
+                        select(ExposureRecord)
+                        .where(ExposureRecord.zone == z)
+                        .order_by(ExposureRecord.shift_start.desc())
+                        .limit(PAST_SHIFTS * 16)
+                    )
+                ).scalars()
+            )
+            readings["exposure"] = {
+                "current": [e for e in (current or {}).get("exposure") or [] if e["zone"] == z],
+                "past": [
+                    {
+                        "sensor": e.sensor,
+                        "shift": e.shift,
+                        "start": e.shift_start,
+                        "twa": e.twa,
+                        "peak": e.peak,
+                        "limit": e.limit,
+                        "ticket_id": e.ticket_id,
+                    }
+                    for e in exposed
+                    if e.shift_start in starts or not starts
                 ],
             }
             since = now - WEEK

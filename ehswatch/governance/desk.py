@@ -22,7 +22,7 @@ from ehswatch.audit import record
 from ehswatch.config import ChecklistItem, Checkpoint, CleaningRule
 from ehswatch.governance import board, cleaning, exports, patrols, sheets
 from ehswatch.governance.shifts import ShiftSpan
-from ehswatch.governance.store import CleaningRecord, PatrolRecord
+from ehswatch.governance.store import CleaningRecord, ExposureRecord, PatrolRecord
 from ehswatch.governance.tickets import open_ticket
 from ehswatch.hazards.evidence import EvidenceRejected, EvidenceStore, StoredEvidence
 from ehswatch.hazards.rooms import Rooms
@@ -97,8 +97,60 @@ class GovernanceDesk:
         self._risk = {z.id: z.risk for z in self.config.zones}
 
     async def store_figures(self) -> int:
-        """Keep the closed shifts' figures the control part published (once each)."""
-        return await board.store_figures(self.db, self._published())
+        """Keep the closed shifts' figures the control part published (once each), and
+        their exposures: a sensor's shift TWA above its type's limit opens a ticket."""
+        published = self._published()
+        added = await board.store_figures(self.db, published)
+        await self._store_exposures(published)
+        return added
+
+    async def _store_exposures(self, published: dict[str, Any] | None) -> None:
+        closed = ((published or {}).get("shift_figures") or {}).get("closed") or []
+        now = self._now()
+        opened = False
+        async with self.db.new_session() as s, s.begin():
+            for shift in closed:
+                span = ShiftSpan(name=shift["shift"], start=shift["start"], end=shift["end"])
+                for e in shift.get("exposure") or []:
+                    have = await s.scalar(
+                        select(ExposureRecord.id).where(
+                            ExposureRecord.sensor == e["sensor"],
+                            ExposureRecord.shift_start == shift["start"],
+                        )
+                    )
+                    if have is not None:
+                        continue
+                    row = ExposureRecord(
+                        sensor=e["sensor"],
+                        zone=e["zone"],
+                        sensor_type=e["sensor_type"],
+                        shift=shift["shift"],
+                        shift_start=shift["start"],
+                        shift_end=shift["end"],
+                        twa=e["twa"],
+                        peak=e["peak"],
+                        limit=e["limit"],
+                        measured_s=e["measured_s"],
+                    )
+                    s.add(row)
+                    if e["twa"] is not None and e["twa"] > e["limit"]:
+                        unit = self.config.sensor_types[e["sensor_type"]].unit
+                        t = await open_ticket(
+                            s,
+                            self.rooms,
+                            source=f"exposure:{e['sensor']}:{shift['start']:.0f}",
+                            kind="exposure",
+                            zone=e["zone"],
+                            sensor=e["sensor"],
+                            grade=self.config.governance.exposure_grade,
+                            title=f"接触超限 exposure over its limit: {e['sensor']} shift TWA "
+                            f"{e['twa']:g} {unit} > {e['limit']:g} {unit}, {span.label(self.tz)}",
+                            now=now,
+                        )
+                        row.ticket_id = t.id if t else None
+                        opened = True
+        if opened:
+            self.rooms.changed.set()
 
     async def board(self) -> dict[str, Any]:
         """The governance board's figures (see `board`), closed shifts stored first; kept
@@ -109,6 +161,7 @@ class GovernanceDesk:
             return kept[1]
         published = self._published()
         await board.store_figures(self.db, published)
+        await self._store_exposures(published)
         figures = await board.board(self.config, self.db, published, now)
         self._board = (now, figures)
         return figures

@@ -11,6 +11,9 @@ the mean). A group is "at a tier" while any of its sensors is. At a shift's end 
 figures are closed and kept (the last `KEEP` shifts) for the desk part to store; time
 the control part was not running is not counted (`covered_s` says how much was).
 
+Exposure: for each sensor whose type has an `exposure_limit`, the shift's time-weighted
+average (TWA: Σ value·dt over the time it had a value) and its peak, against the limit.
+
 Decisions use the service clock (monotonic); a tick long after the last (a stall, or
 the first after a restart) adds at most `MAX_STEP_S`.
 """
@@ -58,9 +61,47 @@ class Groups:
         return cls(keys=tuple(keys), order=order, starts=starts, of_sensor=of_sensor)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Exposed:
+    """The sensors whose type has an exposure limit: their indices and what names them."""
+
+    sensors: NDArray[np.intp]
+    ids: tuple[str, ...]
+    zones: tuple[str, ...]
+    types: tuple[str, ...]
+    limits: tuple[float, ...]
+
+    @classmethod
+    def of(cls, config: PlantConfig) -> Exposed:
+        chosen = [
+            (k, s, config.sensor_types[s.type].exposure_limit)
+            for k, s in enumerate(config.sensors)
+            if config.sensor_types[s.type].exposure_limit is not None
+        ]
+        return cls(
+            sensors=np.array([k for k, _, _ in chosen], dtype=np.intp),
+            ids=tuple(s.id for _, s, _ in chosen),
+            zones=tuple(s.zone for _, s, _ in chosen),
+            types=tuple(s.type for _, s, _ in chosen),
+            limits=tuple(float(limit or 0) for _, _, limit in chosen),
+        )
+
+    @classmethod
+    def none(cls) -> Exposed:
+        return cls(sensors=np.zeros(0, np.intp), ids=(), zones=(), types=(), limits=())
+
+
 class ShiftFigures:
-    def __init__(self, *, groups: Groups, shifts: Sequence[Shift], timezone: str) -> None:
+    def __init__(
+        self,
+        *,
+        groups: Groups,
+        shifts: Sequence[Shift],
+        timezone: str,
+        exposed: Exposed | None = None,
+    ) -> None:
         self.groups = groups
+        self.exposed = exposed if exposed is not None else Exposed.none()
         self.shifts = list(shifts)
         self.tz = ZoneInfo(timezone)
         n = groups.of_sensor.shape[0]
@@ -79,6 +120,8 @@ class ShiftFigures:
         self._wtime = np.zeros(self._g)
         self._above = np.zeros((TIERS, self._g))
         self._covered = 0.0
+        m = self.exposed.sensors.shape[0]
+        self._e_sum, self._e_time = np.zeros(m), np.zeros(m)
 
     def on_batch(self, sensor: NDArray[np.int32], value: NDArray[np.float64]) -> None:
         """Raise the peaks of the batch's sensors (NaN, a fault, raises nothing)."""
@@ -112,6 +155,11 @@ class ShiftFigures:
         for k in range(TIERS):
             self._above[k] += dt * (worst >= k + 1)
         self._covered += dt
+        if self.exposed.sensors.shape[0]:
+            e = value[self.exposed.sensors]
+            ok = np.isfinite(e)
+            self._e_sum += dt * np.where(ok, e, 0.0)
+            self._e_time += dt * ok
 
     def figures(self) -> dict[str, Any]:
         """The shift so far: one row per (zone, sensor type)."""
@@ -133,6 +181,25 @@ class ShiftFigures:
             }
             for i, (zone, kind) in enumerate(g.keys)
         ]
+        ex = self.exposed
+        twa = np.divide(
+            self._e_sum,
+            self._e_time,
+            out=np.full(self._e_sum.shape, np.nan),
+            where=self._e_time > 0,
+        )
+        exposure = [
+            {
+                "sensor": ex.ids[i],
+                "zone": ex.zones[i],
+                "sensor_type": ex.types[i],
+                "twa": _number(twa[i]),
+                "peak": _number(self._peak[ex.sensors[i]]),
+                "limit": ex.limits[i],
+                "measured_s": round(float(self._e_time[i]), 1),
+            }
+            for i in range(len(ex.ids))
+        ]
         s = self.shift
         return {
             "shift": s.name,
@@ -140,6 +207,7 @@ class ShiftFigures:
             "end": s.end,
             "covered_s": round(self._covered, 1),
             "rows": rows,
+            "exposure": exposure,
         }
 
     def public(self) -> dict[str, Any]:
@@ -170,7 +238,10 @@ class LiveShiftFigures(ShiftFigures):
         self, config: PlantConfig, *, evaluator: Evaluator, clock: Callable[[], float]
     ) -> None:
         super().__init__(
-            groups=Groups.of(config), shifts=config.site.shifts, timezone=config.site.timezone
+            groups=Groups.of(config),
+            shifts=config.site.shifts,
+            timezone=config.site.timezone,
+            exposed=Exposed.of(config),
         )
         self.evaluator = evaluator
         self._clock = clock

@@ -89,3 +89,23 @@ class ShiftFigureRecord(Base):
     above_alarm_s: Mapped[float] = mapped_column(Float)
     above_interlock_s: Mapped[float] = mapped_column(Float)
     covered_s: Mapped[float] = mapped_column(Float)
+
+
+class ExposureRecord(Base):
+    """A closed shift's exposure of one sensor whose type has a limit: its TWA and peak."""
+
+    __tablename__ = "exposure_figure"
+    __table_args__ = (UniqueConstraint("sensor", "shift_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sensor: Mapped[str] = mapped_column(String(64), index=True)
+    zone: Mapped[str] = mapped_column(String(64), index=True)
+    sensor_type: Mapped[str] = mapped_column(String(64))
+    shift: Mapped[str] = mapped_column(String(64))
+    shift_start: Mapped[float] = mapped_column(Float, index=True)
+    shift_end: Mapped[float] = mapped_column(Float)
+    twa: Mapped[float | None] = mapped_column(Float, nullable=True)
+    peak: Mapped[float | None] = mapped_column(Float, nullable=True)
+    limit: Mapped[float] = mapped_column(Float)
+    measured_s: Mapped[float] = mapped_column(Float)
+    ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -137,6 +137,7 @@ TEXT: dict[Lang, dict[str, str]] = {
         "confirm_stop_work": "确认已停工",
         "stop_work_confirmed": "已确认停工",
         "needs_connection": "带照片的记录需要网络连接",
+        "exposure": "接触 (班次 TWA)",
     },
     "en": {
         "app": "EHS workbench",
@@ -262,6 +263,7 @@ TEXT: dict[Lang, dict[str, str]] = {
         "confirm_stop_work": "Confirm work has stopped",
         "stop_work_confirmed": "Stop-work confirmed",
         "needs_connection": "A record with photos needs the connection",
+        "exposure": "Exposure (shift TWA)",
     },
 }
 

@@ -1,6 +1,6 @@
 """Dust governance: tickets not raised by an alarm (a missed cleaning, a patrol's
 finding), stop-work confirmations, the responsibility map's edits, cleaning and patrol
-records, closed shifts' figures, and the governance watch's cursor.
+records, closed shifts' figures and exposures, and the governance watch's cursor.
 
 Revision ID: 0004
 Revises: 0003
@@ -105,6 +105,26 @@ def upgrade() -> None:
     op.create_index("ix_shift_figure_zone", "shift_figure", ["zone"])
     op.create_index("ix_shift_figure_shift_start", "shift_figure", ["shift_start"])
     op.create_table(
+        "exposure_figure",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("sensor", sa.String(length=64), nullable=False),
+        sa.Column("zone", sa.String(length=64), nullable=False),
+        sa.Column("sensor_type", sa.String(length=64), nullable=False),
+        sa.Column("shift", sa.String(length=64), nullable=False),
+        sa.Column("shift_start", sa.Float(), nullable=False),
+        sa.Column("shift_end", sa.Float(), nullable=False),
+        sa.Column("twa", sa.Float(), nullable=True),
+        sa.Column("peak", sa.Float(), nullable=True),
+        sa.Column("limit", sa.Float(), nullable=False),
+        sa.Column("measured_s", sa.Float(), nullable=False),
+        sa.Column("ticket_id", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("sensor", "shift_start"),
+    )
+    op.create_index("ix_exposure_figure_sensor", "exposure_figure", ["sensor"])
+    op.create_index("ix_exposure_figure_zone", "exposure_figure", ["zone"])
+    op.create_index("ix_exposure_figure_shift_start", "exposure_figure", ["shift_start"])
+    op.create_table(
         "governance_cursor",
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("until", sa.Float(), nullable=False),
@@ -114,6 +134,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("governance_cursor")
+    for name in ("shift_start", "zone", "sensor"):
+        op.drop_index(f"ix_exposure_figure_{name}", table_name="exposure_figure")
+    op.drop_table("exposure_figure")
     op.drop_index("ix_shift_figure_shift_start", table_name="shift_figure")
     op.drop_index("ix_shift_figure_zone", table_name="shift_figure")
     op.drop_table("shift_figure")
