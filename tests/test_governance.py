@@ -202,6 +202,18 @@ def test_qr_codes_open_checklists_and_the_board_shows_what_was_recorded_and_miss
                     ),
                 }
                 leader.save_screenshot(str(ARTIFACTS / f"governance-{width}.png"))
+            for width, height in ((1920, 1080), PHONE):
+                screen(leader, width, height)
+                leader.get(f"{bench.base}/app/heatmap")
+                zone = wait(leader, "[data-heat-zone=z1]")
+                seen[f"heat{width}"] = {
+                    "hot": len(zone.find_elements("css selector", ".cell[data-score]")),
+                    "top": leader.find_element("css selector", "[data-top-periods]").text,
+                    "overflow": leader.execute_script(
+                        "return document.documentElement.scrollWidth > window.innerWidth"
+                    ),
+                }
+                leader.save_screenshot(str(ARTIFACTS / f"heatmap-{width}.png"))
             export = api.get("/api/exports/ledger.xlsx", params={"since": 0})
             assert export.status_code == 200
             from openpyxl import load_workbook
@@ -232,6 +244,9 @@ def test_qr_codes_open_checklists_and_the_board_shows_what_was_recorded_and_miss
             "missed" in board["cleaning"] or "漏" in board["cleaning"]
         )
         assert board["tickets"] and not board["overflow"]
+    for width in ("heat1920", "heat390"):  # the alarm's hour and the tickets' hours
+        assert seen[width]["hot"] >= 1 and "打磨车间1" in seen[width]["top"]
+        assert not seen[width]["overflow"]
     before = {t[0] for t in seen["tickets"]}
     after = {t[0] for t in seen["tickets_after"]}
     assert before <= set(seen["ledger_ids"]) <= after  # the ledger holds what the db held

@@ -40,6 +40,7 @@ from ehswatch.api.routers import (
     governance,
     hazards,
     health,
+    heatmap,
     interlocks,
     metrics,
     owners,
@@ -116,6 +117,7 @@ def create_app(
         checkpoints,
         governance,
         predictions,
+        heatmap,
         people,
         audit,
     ):

@@ -138,6 +138,11 @@ TEXT: dict[Lang, dict[str, str]] = {
         "stop_work_confirmed": "已确认停工",
         "needs_connection": "带照片的记录需要网络连接",
         "exposure": "接触 (班次 TWA)",
+        "heatmap": "风险热力图",
+        "riskiest_periods": "风险最高的时段",
+        "riskiest_zones": "风险最高的区域",
+        "score": "风险分",
+        "weekdays": "一 二 三 四 五 六 日",
     },
     "en": {
         "app": "EHS workbench",
@@ -264,6 +269,11 @@ TEXT: dict[Lang, dict[str, str]] = {
         "stop_work_confirmed": "Stop-work confirmed",
         "needs_connection": "A record with photos needs the connection",
         "exposure": "Exposure (shift TWA)",
+        "heatmap": "Risk heatmap",
+        "riskiest_periods": "The riskiest periods",
+        "riskiest_zones": "The riskiest zones",
+        "score": "score",
+        "weekdays": "Mon Tue Wed Thu Fri Sat Sun",
     },
 }
 

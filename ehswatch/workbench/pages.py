@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ehswatch.alarms.store import alarm_by_id, recent_alarms
+from ehswatch.analytics.heatmap import heatmap
 from ehswatch.api.deps import SESSION_COOKIE, DeskDep, Id
 from ehswatch.audit import recent_entries
 from ehswatch.config import OWNER_ROLES, ROLES
@@ -260,6 +261,33 @@ async def owners_page(request: Request, desk: DeskDep) -> Response:
         people=people,
         zone_names={z.id: z.name for z in desk.config.zones},
         cleaning_zones={z.id for z in desk.config.zones if z.cleaning is not None},
+    )
+
+
+@router.get("/heatmap")
+async def heatmap_page(request: Request, desk: DeskDep) -> Response:
+    """The risk heatmap: each zone by hour of the week, the riskiest periods and zones
+    (`?days=`, 90 by default)."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    try:
+        days = min(max(float(request.query_params.get("days", "90")), 1.0), 3660.0)
+    except ValueError:
+        days = 90.0
+    now = desk.clock()
+    zones = [z.id for z in desk.config.zones]
+    found = await heatmap(desk.db, zones, desk.config.site.timezone, now - days * 86400, now)
+    top = max((max(row) for row in found["score"]), default=0.0)
+    return _render(
+        request,
+        desk,
+        "heatmap.html",
+        session,
+        map=found,
+        top_score=top,
+        weekdays=TEXT[_lang(request)]["weekdays"].split(),
+        zone_names={z.id: z.name for z in desk.config.zones},
     )
 
 
