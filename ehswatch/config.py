@@ -691,6 +691,10 @@ class Governance(_Model):
     check_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
     # The grade of the ticket a shift's exposure over its limit opens.
     exposure_grade: Grade = "B"
+    # Hazard and near-miss reports: whether someone not signed in may send one (from
+    # the zone's public code), and how many a client address may send an hour.
+    anonymous_reports: bool = False
+    reports_per_hour: Annotated[int, Field(ge=1, le=1000)] = 10
 
 
 class PlantConfig(_Model):

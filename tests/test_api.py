@@ -139,6 +139,8 @@ MUTATING: list[tuple[str, str, dict[str, Any] | None, str, set[str] | None]] = [
     ("POST", "/api/hazards/1/start", None, "operator", None),
     ("POST", "/api/hazards/1/confirm-stop-work", None, "supervisor", None),
     ("POST", "/api/owners/z1", {"team_leader": "supervisor.user"}, "admin", None),
+    ("POST", "/api/hazards/1/accept-report", {"grade": "C"}, "supervisor", None),
+    ("POST", "/api/hazards/1/dismiss-report", {"reason": "seen"}, "supervisor", None),
     ("POST", "/api/hazards/1/submit", {"measure": "fixed"}, "operator", None),
     ("POST", "/api/hazards/1/verify", {"passed": True}, "supervisor", None),
     ("POST", "/api/hazards/1/approve", None, "supervisor", None),
@@ -373,7 +375,7 @@ def test_every_action_answers_a_model_and_documents_its_refusals(tmp_path: Path)
         if "post" in op and path.startswith("/api/")
     }
     multipart = {"/api/hazards/{ticket_id}/evidence", "/api/cleaning/{zone}"}
-    multipart.add("/api/checkpoints/{checkpoint_id}/rounds")
+    multipart |= {"/api/checkpoints/{checkpoint_id}/rounds", "/api/reports/{zone}"}
     assert set(actions) >= multipart
     assert len(actions) == len(MUTATING) + len(multipart)  # the uploads are multipart
     for path, op in actions.items():

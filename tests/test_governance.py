@@ -76,6 +76,7 @@ def governed(port: int) -> dict[str, Any]:
         "governance": {
             "owners": {"gm": "chen.gang"},
             "check_s": 0.2,
+            "anonymous_reports": True,
             "checklists": {
                 "high": [
                     {"id": "duct", "text": "除尘管道无积尘 duct clear of dust"},
@@ -169,6 +170,26 @@ def test_qr_codes_open_checklists_and_the_board_shows_what_was_recorded_and_miss
                 f"SELECT content_type, size FROM hazard_evidence WHERE ticket_id = {ticket}"
             )
 
+            # A worker who does not sign in scans the zone's public code (the sheet's last)
+            # and reports what they saw, with a photo: a ticket *reported*.
+            report_url = next(u for u in seen["decoded"] if "/app/report/" in u)
+            patroller.delete_all_cookies()
+            patroller.get(report_url)
+            form = wait(patroller, "form[data-record=report]")
+            form.find_element("css selector", "textarea[name=text]").send_keys(
+                "吸尘口堵塞 hood blocked"
+            )
+            hood = camera_photo(patroller, tmp_path / "hood.jpg")
+            form.find_element("css selector", "input[name=photo]").send_keys(str(hood))
+            form.find_element("css selector", "button[data-action=send-report]").click()
+            wait(patroller, "[data-report-sent]:not([hidden])")
+            shot(patroller, "14-anonymous-report")
+            seen["reported"] = bench.rows(
+                "SELECT t.state, t.kind, n.anonymous, (SELECT count(*) FROM hazard_evidence e"
+                " WHERE e.ticket_id = t.id) FROM near_miss n"
+                " JOIN hazard_ticket t ON t.id = n.ticket_id"
+            )
+
             # A day passes on the service's clock: both shifts end, the night's unrecorded.
             jump.ahead += 24 * 3600
             bench.until(
@@ -228,7 +249,12 @@ def test_qr_codes_open_checklists_and_the_board_shows_what_was_recorded_and_miss
 
     seen = workbench(tmp_path, flow, governed, clock=clock)
     base = seen["decoded"][0].rsplit("/app/", 1)[0]
-    assert seen["decoded"] == [f"{base}/app/checkpoints/cp-duct", f"{base}/app/checkpoints/cp-mill"]
+    assert seen["decoded"] == [
+        f"{base}/app/checkpoints/cp-duct",
+        f"{base}/app/checkpoints/cp-mill",
+        f"{base}/app/report/z1",
+    ]
+    assert seen["reported"] == [("reported", "report", 1, 1)]  # anonymous, with its photo
     ((_, by, residue, photo),) = seen["cleaning_rows"]
     assert by == "zhang.wei" and residue == 0.4 and photo
     assert seen["round"][0][0] == 0 and seen["round"][0][1]  # failed, with its ticket

@@ -37,6 +37,9 @@ TIMES = {
     "shift_start",
     "shift_end",
     "window_start",
+    "eta_at",
+    "since",
+    "until",
 }
 
 keys = st.sampled_from([*TIMES, "value", "threshold", "id", "hours", "seq", "state", "x_at_y"])

@@ -46,12 +46,14 @@ from ehswatch.api.routers import (
     owners,
     people,
     predictions,
+    reports,
     sensors,
 )
 from ehswatch.config import PlantConfig
 from ehswatch.control_channel import ControlUnavailable, RemoteError
 from ehswatch.db import Database
 from ehswatch.desk_part import DeskPart
+from ehswatch.governance.near_miss import TooMany
 from ehswatch.hazards.evidence import EvidenceRejected
 from ehswatch.roles import Forbidden, NotFound, Refused
 from ehswatch.workbench import pages
@@ -118,6 +120,7 @@ def create_app(
         governance,
         predictions,
         heatmap,
+        reports,
         people,
         audit,
     ):
@@ -140,6 +143,12 @@ def create_app(
     @app.exception_handler(EvidenceRejected)
     async def rejected(_: Request, exc: EvidenceRejected) -> JSONResponse:
         return error_response(exc.status, str(exc))
+
+    @app.exception_handler(TooMany)
+    async def too_many(_: Request, exc: TooMany) -> JSONResponse:
+        answer = error_response(429, str(exc))
+        answer.headers["Retry-After"] = "3600"
+        return answer
 
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:

@@ -131,6 +131,21 @@ def _template(request: Request) -> str:
 Caller = Annotated[Actor, Depends(current_user)]
 
 
+async def maybe_user(
+    request: Request,
+    desk: DeskDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Actor | None:
+    """The caller, or None for one who sends neither a token nor a session (where a
+    route takes anonymous requests); an unknown token or an ended session is still 401."""
+    if credentials is None and not request.cookies.get(SESSION_COOKIE):
+        return None
+    return await current_user(request, desk, credentials)
+
+
+MaybeCaller = Annotated[Actor | None, Depends(maybe_user)]
+
+
 def require(role: Role) -> Callable[..., Coroutine[Any, Any, Actor]]:
     """A token of `role` or above; a lower one is refused (403), and the refusal audited
     like every other: action "<METHOD> <route> refused", subject the path asked for."""

@@ -5,7 +5,8 @@ clients read). With `times=iso` on any `/api` (or `/auth/me`) request, the same 
 comes with each time as ISO 8601 with its offset, to the millisecond, e.g.
 ``"2026-12-02T05:24:56.120+08:00"`` for a site in Asia/Shanghai; `null` stays `null`.
 
-A time is a number under a key named `at`, `ts`, `now`, `start`, `end` or `ends`, or
+A time is a number under a key named `at`, `ts`, `now`, `start`, `end`, `ends`, `since`
+or `until`, or
 ending in `_at`, `_until`, `_start` or `_end`: every
 time field of every answer is named so (a test holds the OpenAPI schema to it), and no
 other number is. The conversion is one pure walk over the answer (`times_as_iso`),
@@ -30,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ehswatch.api.encoding import encode_json
 
-TIME_KEY = re.compile(r"^(?:at|ts|now|start|end|ends)$|_at$|_until$|_start$|_end$")
+TIME_KEY = re.compile(r"^(?:at|ts|now|start|end|ends|since|until)$|_at$|_until$|_start$|_end$")
 
 
 async def times_format(

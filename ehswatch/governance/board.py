@@ -33,6 +33,7 @@ from ehswatch.hazards.store import TicketRecord
 PAST_SHIFTS = 3
 WEEK = 7 * 86400.0
 PROGRESS = {  # how far along a ticket is, of its lifecycle, for the board's bars
+    TicketState.REPORTED: 0.0,
     TicketState.DETECTED: 0.0,
     TicketState.REGISTERED: 0.2,
     TicketState.RECTIFYING: 0.4,

@@ -403,6 +403,15 @@ class GovernanceDesk:
             for cp in self.checkpoints.values()
             if cp.zone == zone
         ]
+        api = self.config.api
+        base = (api.public_url or f"http://{api.host}:{api.port}").rstrip("/")
+        codes.append(  # the zone's public code: anyone reports what they saw
+            sheets.Code(
+                url=f"{base}/app/report/{zone}",
+                title="隐患上报 report a hazard",
+                lines=(name, "扫码上报隐患或未遂事件 scan to report a near miss"),
+            )
+        )
         return sheets.sheet_pdf(f"{self.config.site.name} · {name} · 巡检点 checkpoints", codes)
 
     async def record_patrol(

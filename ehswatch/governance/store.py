@@ -109,3 +109,17 @@ class ExposureRecord(Base):
     limit: Mapped[float] = mapped_column(Float)
     measured_s: Mapped[float] = mapped_column(Float)
     ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class NearMissRecord(Base):
+    """A report by anyone — a hazard seen, a near miss — and the ticket it entered as."""
+
+    __tablename__ = "near_miss"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    zone: Mapped[str] = mapped_column(String(64), index=True)
+    by: Mapped[str] = mapped_column(String(128), index=True)  # "" when anonymous
+    anonymous: Mapped[bool] = mapped_column(Boolean)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

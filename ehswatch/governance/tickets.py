@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ehswatch.hazards.evidence import StoredEvidence
-from ehswatch.hazards.model import HazardTicket
+from ehswatch.hazards.model import HazardTicket, TicketState
 from ehswatch.hazards.rooms import Rooms
 from ehswatch.hazards.store import EvidenceRecord, TicketRecord
 from ehswatch.roles import SYSTEM, Actor
@@ -34,9 +34,11 @@ async def open_ticket(
     sensor: str = "",
     evidence: Sequence[tuple[StoredEvidence, str]] = (),
     by: Actor = SYSTEM,
+    state: TicketState = TicketState.DETECTED,
 ) -> HazardTicket | None:
     """Open, save and dispatch the ticket of `source` (None: it has one already).
-    `evidence`: stored photos and their uploaders, attached to the ticket."""
+    `evidence`: stored photos and their uploaders, attached to the ticket. A ticket
+    opened *reported* is not dispatched: it waits to be graded."""
     if await s.scalar(select(TicketRecord.id).where(TicketRecord.source == source)):
         return None
     rule = rooms.config.hazards.grades[grade]  # type: ignore[index]
@@ -49,7 +51,8 @@ async def open_ticket(
         grade=grade,
         created_at=now,
         due_at=now + rule.deadline_h * 3600,
-        stop_work=rule.stop_work,
+        stop_work=rule.stop_work and state != TicketState.REPORTED,
+        state=state,
     )
     t = await rooms.ledger.save(s, t, by, "opened", {"source": source, "grade": grade})
     assert t.id is not None
@@ -66,4 +69,6 @@ async def open_ticket(
                 at=now,
             )
         )
+    if state == TicketState.REPORTED:
+        return t
     return await rooms.dispatch.opened(s, t)

@@ -32,6 +32,7 @@ from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.governance.desk import GovernanceDesk
 from ehswatch.governance.influx import GovernanceExport
+from ehswatch.governance.near_miss import NearMisses
 from ehswatch.governance.responsibility import Responsibilities
 from ehswatch.governance.watch import GovernanceWatch
 from ehswatch.hazards.deadlines import TicketDeadlines
@@ -92,6 +93,7 @@ class HazardDesk:
         # Dust governance: records people make, and the watch over what they missed.
         self.governance = GovernanceDesk(rooms, evidence=self.evidence, published=published)
         self.watch = GovernanceWatch(rooms, store_figures=self.governance.store_figures)
+        self.near_misses = NearMisses(self.governance)
         self.run_watch = self.watch.run_watch
         self.governance_export = (
             GovernanceExport(self.governance, config.influxdb) if config.influxdb else None
@@ -100,6 +102,8 @@ class HazardDesk:
         self.register = self.workflow.register
         self.start = self.workflow.start
         self.confirm_stop_work = self.workflow.confirm_stop_work
+        self.accept_report = self.workflow.accept_report
+        self.dismiss_report = self.workflow.dismiss_report
         self.assign = self.workflow.assign
         self.add_evidence = self.workflow.add_evidence
         self.evidence_of = self.workflow.evidence_of

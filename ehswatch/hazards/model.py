@@ -31,6 +31,7 @@ from ehswatch.roles import RANK, Actor, Forbidden, Refused
 
 
 class TicketState(StrEnum):
+    REPORTED = "reported"  # a near-miss or hazard report by anyone, for grading
     DETECTED = "detected"
     REGISTERED = "registered"
     RECTIFYING = "rectifying"
@@ -164,6 +165,37 @@ def register(
     return dataclasses.replace(
         t, state=TicketState.REGISTERED, owner=owner, due_at=due, registered_by=actor.name
     ), "registered"
+
+
+def accept_report(
+    t: HazardTicket, actor: Actor, *, grade: str, rule: GradeRule, now: float
+) -> Outcome:
+    """A supervisor or above grades a report: it becomes a detected ticket of `grade`,
+    due the grade's deadline after it was reported (then registered like any new
+    ticket): grading late does not buy time."""
+    if not actor.at_least("supervisor"):
+        raise Forbidden(f"{actor.name} ({actor.role}) may not grade reports")
+    _expect(t, TicketState.REPORTED, "grade the report")
+    return dataclasses.replace(
+        t,
+        state=TicketState.DETECTED,
+        grade=grade,
+        due_at=t.created_at + rule.deadline_h * 3600,
+        stop_work=rule.stop_work,
+        registered_by=actor.name,
+    ), f"report graded {grade}"
+
+
+def dismiss_report(t: HazardTicket, actor: Actor, *, reason: str, now: float) -> Outcome:
+    """A supervisor or above dismisses a report, with the reason: it is archived."""
+    if not actor.at_least("supervisor"):
+        raise Forbidden(f"{actor.name} ({actor.role}) may not dismiss reports")
+    _expect(t, TicketState.REPORTED, "dismiss the report")
+    if not reason.strip():
+        raise Refused("dismissing a report says why")
+    return dataclasses.replace(
+        t, state=TicketState.ARCHIVED, archived_at=now, measure=f"dismissed: {reason}"
+    ), "report dismissed"
 
 
 def confirm_stop_work(t: HazardTicket, actor: Actor, *, now: float) -> Outcome:

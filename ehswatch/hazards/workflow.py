@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ehswatch.alarms.store import AlarmRecord
 from ehswatch.audit import record
@@ -92,6 +93,43 @@ class TicketWorkflow(TicketRoom):
         async with self.db.new_session() as s:
             return await can_act(s, name, {u.name for u in self.config.users})
 
+    async def _grade_exists(
+        self, ticket_id: int, actor: Actor, grade: str, action: str, comment: str
+    ) -> None:
+        """Refused (audited) unless `grade` is one of the configured grades."""
+        if grade not in self.settings.grades:
+            refusal = Refusal(
+                actor=actor,
+                action=action,
+                subject=f"ticket:{ticket_id}",
+                why=f"no grade {grade!r}",
+                comment=comment,
+            )
+            await refuse(self.db, refusal, self._clock())
+
+    async def accept_report(
+        self, ticket_id: int, actor: Actor, *, grade: str, comment: str = ""
+    ) -> HazardTicket:
+        await self._grade_exists(ticket_id, actor, grade, "grade report", comment)
+        rule = self.settings.grades[grade]  # type: ignore[index]
+        return await self._act(
+            ticket_id,
+            actor,
+            "grade report",
+            comment,
+            lambda t, now: model.accept_report(t, actor, grade=grade, rule=rule, now=now),
+            after=self.dispatch.opened,
+        )
+
+    async def dismiss_report(self, ticket_id: int, actor: Actor, *, reason: str) -> HazardTicket:
+        return await self._act(
+            ticket_id,
+            actor,
+            "dismiss report",
+            reason,
+            lambda t, now: model.dismiss_report(t, actor, reason=reason, now=now),
+        )
+
     async def confirm_stop_work(
         self, ticket_id: int, actor: Actor, comment: str = ""
     ) -> HazardTicket:
@@ -153,15 +191,7 @@ class TicketWorkflow(TicketRoom):
     async def lower_grade(
         self, ticket_id: int, actor: Actor, *, grade: str, reason: str
     ) -> HazardTicket:
-        if grade not in self.settings.grades:
-            refusal = Refusal(
-                actor=actor,
-                action="lower grade",
-                subject=f"ticket:{ticket_id}",
-                why=f"no grade {grade!r}",
-                comment=reason,
-            )
-            await refuse(self.db, refusal, self._clock())
+        await self._grade_exists(ticket_id, actor, grade, "lower grade", reason)
         unsafe = await self._unsafe(ticket_id, actor)
         return await self._act(
             ticket_id,
@@ -174,7 +204,7 @@ class TicketWorkflow(TicketRoom):
                 grade,
                 reason,
                 current=self._rule(t),
-                new=self.settings.grades[grade],
+                new=self.settings.grades[grade],  # type: ignore[index]
                 unsafe=unsafe,
             ),
         )
@@ -261,6 +291,7 @@ class TicketWorkflow(TicketRoom):
         action: str,
         comment: str,
         step: Callable[[HazardTicket, float], model.Outcome],
+        after: Callable[[AsyncSession, HazardTicket], Awaitable[HazardTicket]] | None = None,
     ) -> HazardTicket:
         now = self._clock()
         async with self.db.new_session() as s, s.begin():
@@ -282,6 +313,8 @@ class TicketWorkflow(TicketRoom):
                 )
             else:
                 new = await self.ledger.save(s, new, actor, what, {"from": str(t.state)}, comment)
+                if after is not None:  # in the same transaction (a graded report's dispatch)
+                    new = await after(s, new)
         if refusal is not None:
             await refuse(self.db, refusal, now)
         self._changed.set()

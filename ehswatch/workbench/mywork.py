@@ -37,6 +37,7 @@ class WorkItem:
 
 SECTIONS = (
     "alarms_to_ack",
+    "reports_to_grade",
     "to_register",
     "tickets_i_own",
     "to_verify",
@@ -107,6 +108,8 @@ def my_work(
 
 
 def _ticket_section(actor: Actor, t: HazardTicket, grades: Mapping[Any, GradeRule]) -> str | None:
+    if t.state == TicketState.REPORTED:
+        return "reports_to_grade" if actor.at_least("supervisor") else None
     if t.state == TicketState.DETECTED:
         return "to_register" if actor.at_least("supervisor") else None
     if t.state in (TicketState.REGISTERED, TicketState.RECTIFYING):

@@ -264,6 +264,20 @@ async def owners_page(request: Request, desk: DeskDep) -> Response:
     )
 
 
+@router.get("/report/{zone}")
+async def report_page(zone: str, request: Request, desk: DeskDep) -> Response:
+    """What a zone's public code opens: a report of a hazard or a near miss, by anyone
+    signed in — or by anyone at all where the site allows anonymous reports."""
+    found = next((z for z in desk.config.zones if z.id == zone), None)
+    if found is None:
+        raise NotFound(f"no zone {zone!r}")
+    session = await _person(request, desk)
+    anonymous = desk.config.governance.anonymous_reports
+    if session is None and not anonymous:
+        return _to_sign_in(request)
+    return _render(request, desk, "report.html", session, zone=found, anonymous_allowed=anonymous)
+
+
 @router.get("/heatmap")
 async def heatmap_page(request: Request, desk: DeskDep) -> Response:
     """The risk heatmap: each zone by hour of the week, the riskiest periods and zones

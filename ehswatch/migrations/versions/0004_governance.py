@@ -125,6 +125,20 @@ def upgrade() -> None:
     op.create_index("ix_exposure_figure_zone", "exposure_figure", ["zone"])
     op.create_index("ix_exposure_figure_shift_start", "exposure_figure", ["shift_start"])
     op.create_table(
+        "near_miss",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("zone", sa.String(length=64), nullable=False),
+        sa.Column("by", sa.String(length=128), nullable=False),
+        sa.Column("anonymous", sa.Boolean(), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.Column("ticket_id", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_near_miss_zone", "near_miss", ["zone"])
+    op.create_index("ix_near_miss_by", "near_miss", ["by"])
+    op.create_index("ix_near_miss_at", "near_miss", ["at"])
+    op.create_table(
         "governance_cursor",
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("until", sa.Float(), nullable=False),
@@ -134,6 +148,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("governance_cursor")
+    for name in ("at", "by", "zone"):
+        op.drop_index(f"ix_near_miss_{name}", table_name="near_miss")
+    op.drop_table("near_miss")
     for name in ("shift_start", "zone", "sensor"):
         op.drop_index(f"ix_exposure_figure_{name}", table_name="exposure_figure")
     op.drop_table("exposure_figure")

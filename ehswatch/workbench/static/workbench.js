@@ -167,6 +167,12 @@
         method: "POST", credentials: "same-origin", body: data,
         headers: { "X-CSRF-Token": csrf(), "Idempotency-Key": newKey() },
       });
+      if (r.ok && form.dataset.done) {  // a report: said thank you, the form emptied
+        form.reset();
+        const sent = form.querySelector("[data-report-sent]");
+        if (sent) sent.hidden = false;
+        return;
+      }
       if (r.ok) { location.reload(); return; }
       if (r.status === 401) { location.href = `/app/login?next=${encodeURIComponent(location.pathname)}`; return; }
       const answer = await r.json().catch(() => ({ detail: r.statusText }));
