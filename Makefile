@@ -46,6 +46,7 @@ bench: deps
 	$(BIN)/python benchmarks/storm.py
 	$(BIN)/python benchmarks/trip_cost.py
 	$(BIN)/python benchmarks/shift_figures.py
+	$(BIN)/python benchmarks/predictive.py
 	$(BIN)/python benchmarks/workbench.py
 	$(BIN)/python benchmarks/plant_soak.py
 
