@@ -235,6 +235,14 @@ def test_qr_codes_open_checklists_and_the_board_shows_what_was_recorded_and_miss
                     ),
                 }
                 leader.save_screenshot(str(ARTIFACTS / f"heatmap-{width}.png"))
+            # The safety director's monthly review: a radar chart per person.
+            sign_in(patroller, bench.base, "wang.fang", then="/app/review")
+            card = wait(patroller, "[data-review='zhang.wei']")
+            seen["review"] = {
+                "radar": len(card.find_elements("css selector", ".radar svg polygon")),
+                "text": card.text,
+            }
+            shot(patroller, "15-review")
             export = api.get("/api/exports/ledger.xlsx", params={"since": 0})
             assert export.status_code == 200
             from openpyxl import load_workbook
@@ -273,6 +281,8 @@ def test_qr_codes_open_checklists_and_the_board_shows_what_was_recorded_and_miss
     for width in ("heat1920", "heat390"):  # the alarm's hour and the tickets' hours
         assert seen[width]["hot"] >= 1 and "打磨车间1" in seen[width]["top"]
         assert not seen[width]["overflow"]
+    assert seen["review"]["radar"] == 5  # four rings and the person's shape
+    assert "/ " in seen["review"]["text"]  # done against planned
     before = {t[0] for t in seen["tickets"]}
     after = {t[0] for t in seen["tickets_after"]}
     assert before <= set(seen["ledger_ids"]) <= after  # the ledger holds what the db held

@@ -47,6 +47,7 @@ from ehswatch.api.routers import (
     people,
     predictions,
     reports,
+    reviews,
     sensors,
 )
 from ehswatch.config import PlantConfig
@@ -121,6 +122,7 @@ def create_app(
         predictions,
         heatmap,
         reports,
+        reviews,
         people,
         audit,
     ):

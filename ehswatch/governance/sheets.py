@@ -51,7 +51,7 @@ def qr_svg(url: str) -> bytes:
     return out.getvalue()
 
 
-def _font() -> Path:
+def font_file() -> Path:
     for folder in FONT_DIRS:
         if folder.is_dir():
             found = next(folder.rglob(FONT_FILE), None)
@@ -69,7 +69,7 @@ def sheet_pdf(title: str, codes: Sequence[Code]) -> bytes:
 
     pdf = FPDF(format="A4", unit="mm")
     pdf.set_auto_page_break(auto=False)
-    pdf.add_font("noto", fname=str(_font()), collection_font_number=FONT_FACE_SC)
+    pdf.add_font("noto", fname=str(font_file()), collection_font_number=FONT_FACE_SC)
     pdf.set_title(title)
     size, cols, rows = 70.0, 2, 3
     x0, y0, dx, dy = 25.0, 28.0, 90.0, 88.0

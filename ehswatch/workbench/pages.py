@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ehswatch.alarms.store import alarm_by_id, recent_alarms
 from ehswatch.analytics.heatmap import heatmap
+from ehswatch.analytics.review import monthly, radar_svg
 from ehswatch.api.deps import SESSION_COOKIE, DeskDep, Id
 from ehswatch.audit import recent_entries
 from ehswatch.config import OWNER_ROLES, ROLES
@@ -276,6 +277,45 @@ async def report_page(zone: str, request: Request, desk: DeskDep) -> Response:
     if session is None and not anonymous:
         return _to_sign_in(request)
     return _render(request, desk, "report.html", session, zone=found, anonymous_allowed=anonymous)
+
+
+@router.get("/review")
+async def review_page(request: Request, desk: DeskDep) -> Response:
+    """The monthly safety performance review (department head or above): a radar chart
+    and the figures per person, and last month's (`?month=YYYY-MM`, this month by default)."""
+    session = await _person(request, desk)
+    if session is None:
+        return _to_sign_in(request)
+    if not session.actor.at_least("dept_head"):
+        a = session.actor
+        refusal = Refusal(
+            actor=a,
+            action="GET /app/review",
+            subject="page:review",
+            why=f"{a.name} is {a.role}; reviews are a department head's and above",
+            forbidden=True,
+        )
+        await refuse(desk.db, refusal, desk.clock())
+    tz = ZoneInfo(desk.config.site.timezone)
+    today = datetime.fromtimestamp(desk.clock(), tz)
+    year, month = today.year, today.month
+    asked = request.query_params.get("month", "")
+    if len(asked) == 7 and asked[4] == "-" and asked[:4].isdigit() and asked[5:].isdigit():
+        year, month = min(max(int(asked[:4]), 2000), 2999), min(max(int(asked[5:]), 1), 12)
+    chains = await desk.hazards.owners.chains()
+    this, last, label = await monthly(desk.config, desk.db, chains, year, month)
+    prev = f"{year - 1:04d}-12" if month == 1 else f"{year:04d}-{month - 1:02d}"
+    return _render(
+        request,
+        desk,
+        "review.html",
+        session,
+        this=this,
+        last=last,
+        label=label,
+        prev=prev,
+        radar=radar_svg,
+    )
 
 
 @router.get("/heatmap")
