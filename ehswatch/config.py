@@ -573,6 +573,8 @@ class Route(_Model):
     notify: Annotated[list[str], Field(min_length=1)]
     escalate_after_s: PositiveSeconds | None = None
     escalate_to: list[str] = []
+    # Also predicted crossings (docs/analytics.md) that match: a route asks for them.
+    predicted: bool = False
 
 
 class Flood(_Model):

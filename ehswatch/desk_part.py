@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.notifier import Notifier
+from ehswatch.analytics.relay import PredictionRelay
 from ehswatch.clock import ServiceClock
 from ehswatch.component import Component, enter_all
 from ehswatch.config import PlantConfig, SensorsById
@@ -90,6 +91,12 @@ class DeskPart:
             notify_wake=self.notifier.wake,
             reality=self._reality,
             published=lambda: self.status()[1],
+        )
+        self.prediction_relay = PredictionRelay(
+            config=config,
+            db=self.db,
+            published=lambda: self.status()[1],
+            notify_wake=self.notifier.wake,
         )
         self.link = ControlClient(run_dir / COMMAND_SOCKET, self._on_event, on_answer=self._changed)
         self.users = {u.token_sha256: Actor(name=u.name, role=u.role) for u in config.users}
@@ -192,7 +199,7 @@ class DeskPart:
         return value
 
     def components(self) -> list[Component]:
-        return [self.link, self.notifier, *self.hazards.components()]
+        return [self.link, self.notifier, self.prediction_relay, *self.hazards.components()]
 
     async def _reality(self, t: HazardTicket, actor: Actor) -> Reality:
         """The plant now where `t` was raised, as the control part holds it (it does not
@@ -209,7 +216,9 @@ class DeskPart:
         )
 
     async def __aenter__(self) -> Self:
-        await enter_all(self._stack, [self.db, self.link, self.notifier, self.hazards])
+        await enter_all(
+            self._stack, [self.db, self.link, self.notifier, self.prediction_relay, self.hazards]
+        )
         return self
 
     async def __aexit__(

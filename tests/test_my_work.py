@@ -131,3 +131,20 @@ def test_each_list_is_soonest_deadline_first() -> None:
         "/app/hazards/3",
         "/app/hazards/1",
     ]
+
+
+def test_a_predicted_crossing_is_in_my_work_with_its_time_as_the_countdown() -> None:
+    from ehswatch.workbench.mywork import my_work
+
+    predicted = [{"sensor": "D-1", "zone": "z1", "tier": 2, "eta_at": 1_800_000_300.0}]
+    for role, shown in (("operator", 1), ("viewer", 0)):
+        work = my_work(
+            Actor(name="x", role=role),  # type: ignore[arg-type]
+            alarms=[], tickets=[], interlocks=[], grades={}, now=1_800_000_000.0,
+            predicted=predicted,
+        )  # fmt: skip
+        assert len(work["predicted"]) == shown
+    assert work["predicted"] == [] and my_work(
+        Actor(name="y", role="supervisor"), alarms=[], tickets=[], interlocks=[], grades={},
+        now=0.0, predicted=predicted,
+    )["predicted"][0].deadline == 1_800_000_300.0  # fmt: skip

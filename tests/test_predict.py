@@ -277,3 +277,48 @@ def test_sums_kept_over_a_long_run_give_what_a_fresh_window_gives(monkeypatch: o
     both = np.isfinite(a.eta) & np.isfinite(b.eta)
     assert np.allclose(a.eta[both], b.eta[both], atol=1e-3)
     assert np.allclose(a.slope, b.slope, atol=1e-6)
+
+
+def test_predicted_crossings_go_to_the_routes_that_ask_for_them_once(tmp_path: Path) -> None:
+    """A route with `predicted: true` gets the predicted events it matches, delivered in
+    the real formats to the local fake robots; reading the same events again sends
+    nothing twice, and a route that does not ask gets none."""
+    from ehswatch.analytics.relay import PredictionRelay
+    from tests.aio import run
+    from tests.fakes import RobotServer
+    from tests.test_alarms import plant as alarm_plant
+    from tests.test_alarms import rig as alarm_rig
+
+    with RobotServer() as robots:
+        routes = [
+            {"match": {"tiers": ["alarm", "interlock"]}, "notify": ["hook"], "predicted": True},
+            {"match": {"tiers": ["alarm"]}, "notify": ["ding"]},  # alarms only
+        ]
+        config = alarm_plant(tmp_path / "db.sqlite", robots, routes=routes)
+        sensor = config.sensors[0]
+        events = {
+            "predictions": {
+                "active": [],
+                "events": [
+                    {"seq": 1, "sensor": sensor.id, "zone": sensor.zone, "event": "predicted",
+                     "tier": 2, "eta_at": T0 + 300, "at": T0},
+                    {"seq": 2, "sensor": sensor.id, "zone": sensor.zone, "event": "cleared",
+                     "tier": 0, "eta_at": None, "at": T0 + 60},
+                ],
+            }
+        }  # fmt: skip
+
+        async def main() -> None:
+            async with alarm_rig(tmp_path, config) as r:
+                relay = PredictionRelay(config=config, db=r.db, published=lambda: events)
+                assert await relay.relay_once() == 1  # the hook only; "cleared" is not sent
+                assert await relay.relay_once() == 0
+                again = PredictionRelay(config=config, db=r.db, published=lambda: events)
+                await again.relay_once()  # a restarted desk: queued once all the same
+                r.clock.now = T0 + 1
+                await r.deliver("hook", "ding")
+
+        run(main())
+    (sent,) = robots.delivered("/hook")
+    assert sent["kind"] == "predicted" and "PREDICTED" in sent["title"]
+    assert robots.delivered("/dingtalk") == []

@@ -126,6 +126,20 @@ class Renderer:
             kind=kind, title=title, text=text, alarms=[a], link=self._link(f"/app/alarms/{a['id']}")
         )
 
+    def predicted(self, payload: dict[str, Any]) -> Message:
+        """A predicted crossing: the sensor heading for its alarm or interlock setpoint."""
+        zone = self.zone_names.get(payload["zone"], payload["zone"])
+        when = datetime.fromtimestamp(payload["eta_at"], self.tz).strftime("%H:%M:%S")
+        known = self._sensor(payload["sensor"])
+        sensor = f"{payload['sensor']} {known.name if known is not None else ''}".strip()
+        tier = TIER_LABEL.get(payload["tier"], str(payload["tier"]))
+        title = f"[{self.site.name}] 预测 PREDICTED {tier} ~{when}: {sensor} @ {zone}"
+        text = (
+            f"### {title}\n\n- if the trend holds, {sensor} reaches its {tier} setpoint at "
+            f"about {when}\n- a prediction trips nothing: look before it does\n"
+        )
+        return Message(kind="predicted", title=title, text=text, link=self._link("/app/"))
+
     def ticket(self, payload: dict[str, Any]) -> Message:
         """A hazard-ticket reminder, escalation, stop-work or chronic-hazard notice."""
         t, what, to = payload["ticket"], payload["what"], payload["to"]

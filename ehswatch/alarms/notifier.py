@@ -111,7 +111,7 @@ class Notifier(Component):
             )
             by_zone: dict[str, list[NotificationRecord]] = defaultdict(list)
             for row in due:
-                if row.kind == "ticket":  # ticket reminders and escalations: never grouped
+                if row.kind in ("ticket", "predicted"):  # never grouped with alarm floods
                     await self._send(session, channel, [row], self._single(row), now)
                 else:
                     by_zone[row.zone].append(row)
@@ -151,6 +151,8 @@ class Notifier(Component):
         payload = json.loads(row.payload)
         if row.kind == "ticket":
             return self.renderer.ticket(payload)
+        if row.kind == "predicted":
+            return self.renderer.predicted(payload)
         return self.renderer.single(row.kind, payload)
 
     async def _send(

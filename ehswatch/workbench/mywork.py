@@ -37,6 +37,7 @@ class WorkItem:
 
 SECTIONS = (
     "alarms_to_ack",
+    "predicted",
     "reports_to_grade",
     "to_register",
     "tickets_i_own",
@@ -58,8 +59,20 @@ def my_work(
     interlocks: Iterable[Mapping[str, Any]],
     grades: Mapping[Any, GradeRule],
     now: float,
+    predicted: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, list[WorkItem]]:
     work: dict[str, list[WorkItem]] = {section: [] for section in SECTIONS}
+    if actor.at_least("operator"):  # a reading heading for its setpoint: look before
+        for p in predicted:
+            work["predicted"].append(
+                WorkItem(
+                    kind="predicted",
+                    link=f"/app/interlocks/{p['zone']}",
+                    title=f"{p['sensor']} · {p['zone']}",
+                    detail=f"tier {p['tier']}",
+                    deadline=float(p["eta_at"]),
+                )
+            )
     if actor.at_least("operator"):
         for a in alarms:
             if a.open and a.unacked:

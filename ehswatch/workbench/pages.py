@@ -142,6 +142,7 @@ async def my_work_page(request: Request, desk: DeskDep) -> Response:
         interlocks=await _interlocks(desk, session),
         grades=desk.config.hazards.grades,
         now=desk.clock(),
+        predicted=((desk.status()[1] or {}).get("predictions") or {}).get("active") or [],
     )
     return _render(request, desk, "mywork.html", session, work=work, sections=SECTIONS)
 
