@@ -8,9 +8,10 @@ from pathlib import Path
 
 from openpyxl import load_workbook
 
-from ehswatch.analytics.review import Rows, month_span, review
+from ehswatch.analytics.review import Rows, review
 from ehswatch.analytics.review_files import review_pdf, review_xlsx
 from ehswatch.governance.responsibility import Chain
+from ehswatch.governance.shifts import month_span
 from tests.test_cleaning import SHANGHAI, at
 from tests.test_patrols import patrol_plant
 

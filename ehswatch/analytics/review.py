@@ -23,7 +23,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,7 +34,7 @@ from ehswatch.db import Database
 from ehswatch.governance import patrols
 from ehswatch.governance.cleaning import rule_shifts
 from ehswatch.governance.responsibility import Chain
-from ehswatch.governance.shifts import spans
+from ehswatch.governance.shifts import month_span, spans
 from ehswatch.governance.store import CleaningRecord, NearMissRecord, PatrolRecord
 from ehswatch.hazards.store import TicketRecord
 
@@ -100,12 +99,6 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
-
-
-def month_span(year: int, month: int, tz: ZoneInfo) -> tuple[float, float]:
-    start = datetime(year, month, 1, tzinfo=tz)
-    ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
-    return start.timestamp(), datetime(ny, nm, 1, tzinfo=tz).timestamp()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

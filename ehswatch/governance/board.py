@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ehswatch.config import PlantConfig
 from ehswatch.db import Database
 from ehswatch.governance import patrols
-from ehswatch.governance.shifts import on_at
+from ehswatch.governance.shifts import month_span, on_at
 from ehswatch.governance.store import (
     CleaningRecord,
     ExposureRecord,
@@ -81,15 +81,13 @@ async def store_figures(db: Database, published: dict[str, Any] | None) -> int:
 def month_starts(now: float, zone: ZoneInfo) -> dict[str, tuple[float, float]]:
     """This month, last month and the same month last year, as [start, end) in epoch."""
     today = datetime.fromtimestamp(now, zone)
-
-    def month(y: int, m: int) -> tuple[float, float]:
-        start = datetime(y, m, 1, tzinfo=zone)
-        ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
-        return start.timestamp(), datetime(ny, nm, 1, tzinfo=zone).timestamp()
-
     y, m = today.year, today.month
     last = (y - 1, 12) if m == 1 else (y, m - 1)
-    return {"this": month(y, m), "last": month(*last), "year_ago": month(y - 1, m)}
+    return {
+        "this": month_span(y, m, zone),
+        "last": month_span(*last, zone),
+        "year_ago": month_span(y - 1, m, zone),
+    }
 
 
 def change(now_n: int, before: int) -> float | None:

@@ -99,7 +99,9 @@ class GovernanceDesk:
     async def store_figures(self) -> int:
         """Keep the closed shifts' figures the control part published (once each), and
         their exposures: a sensor's shift TWA above its type's limit opens a ticket."""
-        published = self._published()
+        return await self._keep_closed(self._published())
+
+    async def _keep_closed(self, published: dict[str, Any] | None) -> int:
         added = await board.store_figures(self.db, published)
         await self._store_exposures(published)
         return added
@@ -160,8 +162,7 @@ class GovernanceDesk:
         if kept is not None and 0 <= now - kept[0] < BOARD_S:
             return kept[1]
         published = self._published()
-        await board.store_figures(self.db, published)
-        await self._store_exposures(published)
+        await self._keep_closed(published)
         figures = await board.board(self.config, self.db, published, now)
         self._board = (now, figures)
         return figures
@@ -199,7 +200,7 @@ class GovernanceDesk:
         )
         await refuse(self.db, refusal, self._now(), error=exc)
 
-    def _store(self, folder: str, photo: Photo) -> StoredEvidence:
+    def store_photo(self, folder: str, photo: Photo) -> StoredEvidence:
         stored = self.evidence.store(folder, photo.content)
         if photo.thumbnail:
             ext = self.evidence.check_thumbnail(photo.thumbnail)
@@ -265,7 +266,7 @@ class GovernanceDesk:
                 )
             if shift.start in recorded:
                 raise Refused(f"{zone}'s cleaning for {shift.label(self.tz)} is recorded already")
-            stored = self._store(f"cleaning/{zone}", photo) if photo is not None else None
+            stored = self.store_photo(f"cleaning/{zone}", photo) if photo is not None else None
         except (Forbidden, Refused) as exc:
             await self._refuse(actor, "cleaning record", subject, exc)
         verdict = cleaning.judge(rule, items_done=items_done, residue_mm=residue_mm)
@@ -440,7 +441,7 @@ class GovernanceDesk:
             texts = {i.id: i.text for i in items}
             if bare := [a.item for a in answers if not a.passed and a.item not in photos]:
                 raise Refused("a failed item needs its photo: " + ", ".join(texts[i] for i in bare))
-            stored = {k: self._store(f"patrol/{cp.id}", p) for k, p in photos.items()}
+            stored = {k: self.store_photo(f"patrol/{cp.id}", p) for k, p in photos.items()}
         except (Forbidden, Refused) as exc:
             await self._refuse(actor, "patrol record", subject, exc)
         answers = patrols.judge(items, values, {k: str(v.path) for k, v in stored.items()})

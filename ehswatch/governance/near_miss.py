@@ -79,7 +79,7 @@ class NearMisses:
                 self._limit(address)
             if not text.strip():
                 raise Refused("a report says what was seen")
-            stored = gov._store(f"reports/{zone}", photo) if photo is not None else None
+            stored = gov.store_photo(f"reports/{zone}", photo) if photo is not None else None
         except (Forbidden, Refused) as exc:
             await refuse(
                 self.db,

@@ -76,3 +76,10 @@ def last_ended(shifts: Sequence[Shift], zone: ZoneInfo, now: float) -> ShiftSpan
     """The shift that ended last at or before `now` (within two days), or None."""
     ended = list(spans(shifts, zone, now - 2 * 86400, now))
     return ended[-1] if ended else None
+
+
+def month_span(year: int, month: int, zone: ZoneInfo) -> tuple[float, float]:
+    """A calendar month on the site's clock, as [start, end) in epoch seconds."""
+    start = datetime(year, month, 1, tzinfo=zone)
+    ny, nm = (year + 1, 1) if month == 12 else (year, month + 1)
+    return start.timestamp(), datetime(ny, nm, 1, tzinfo=zone).timestamp()

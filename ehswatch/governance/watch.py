@@ -61,23 +61,20 @@ class GovernanceWatch(Component):
         and checkpoint is looked at in a transaction of its own: one that fails is logged
         and looked at again next time, and holds back none of the others."""
         now = self.rooms.clock()
-        looks: list[tuple[str, Callable[[AsyncSession], Awaitable[int]]]] = [
-            (
-                f"cleaning:{z.id}",
-                functools.partial(self._cleanings, zone=z.id, rule=z.cleaning, now=now),
-            )
-            for z in self.config.zones
-            if z.cleaning is not None
-        ]
+        looks: list[tuple[str, Callable[[AsyncSession], Awaitable[int]]]] = []
+        for z in self.config.zones:
+            if z.cleaning is not None:
+                look = functools.partial(self._cleanings, zone=z.id, rule=z.cleaning, now=now)
+                looks.append((f"cleaning:{z.id}", look))
         looks += [
             (f"round:{cp.id}", functools.partial(self._rounds, cp=cp, now=now))
             for cp in self.config.governance.checkpoints
         ]
         opened = 0
-        for name, look in looks:
+        for name, looked_at in looks:
             try:
                 async with self.rooms.db.new_session() as s, s.begin():
-                    opened += await look(s)
+                    opened += await looked_at(s)
             except Exception:
                 log.exception("governance watch: %s could not be looked at", name)
         if opened:
@@ -102,9 +99,8 @@ class GovernanceWatch(Component):
         return since
 
     async def _cleanings(
-        self, s: AsyncSession, *, zone: str, rule: CleaningRule | None, now: float
+        self, s: AsyncSession, *, zone: str, rule: CleaningRule, now: float
     ) -> int:
-        assert rule is not None
         since = await self._since(s, f"cleaning:{zone}", now)
         if now <= since:
             return 0

@@ -24,7 +24,7 @@ from ehswatch.analytics.heatmap import heatmap
 from ehswatch.analytics.review import monthly, radar_svg
 from ehswatch.api.deps import SESSION_COOKIE, DeskDep, Id
 from ehswatch.audit import recent_entries
-from ehswatch.config import OWNER_ROLES, ROLES
+from ehswatch.config import OWNER_ROLES, ROLES, Role
 from ehswatch.control_channel import ControlUnavailable
 from ehswatch.desk_part import DeskPart
 from ehswatch.governance import patrols
@@ -94,7 +94,12 @@ async def _person(request: Request, desk: DeskPart) -> Session | None:
 
 async def _admin_only(desk: DeskPart, session: Session, page: str, why: str) -> None:
     """An admin's page: anyone else is refused (403), audited."""
-    if session.actor.at_least("admin"):
+    await _at_least(desk, session, "admin", page, why)
+
+
+async def _at_least(desk: DeskPart, session: Session, role: Role, page: str, why: str) -> None:
+    """A page for `role` and above: anyone else is refused (403), audited."""
+    if session.actor.at_least(role):
         return
     a = session.actor
     refusal = Refusal(
@@ -287,16 +292,9 @@ async def review_page(request: Request, desk: DeskDep) -> Response:
     session = await _person(request, desk)
     if session is None:
         return _to_sign_in(request)
-    if not session.actor.at_least("dept_head"):
-        a = session.actor
-        refusal = Refusal(
-            actor=a,
-            action="GET /app/review",
-            subject="page:review",
-            why=f"{a.name} is {a.role}; reviews are a department head's and above",
-            forbidden=True,
-        )
-        await refuse(desk.db, refusal, desk.clock())
+    await _at_least(
+        desk, session, "dept_head", "review", "reviews are a department head's and above"
+    )
     tz = ZoneInfo(desk.config.site.timezone)
     today = datetime.fromtimestamp(desk.clock(), tz)
     year, month = today.year, today.month

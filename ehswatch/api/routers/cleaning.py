@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from ehswatch.api.deps import EPOCH_MAX, HazardsDep, Id, Operator, Viewer
+from ehswatch.api.files import kept_file
 from ehswatch.api.models import ACT_ERRORS, READ_ERRORS, errors
 from ehswatch.governance.desk import Photo
 from ehswatch.hazards.evidence import THUMBNAIL_MAX_BYTES, sniff
@@ -123,11 +124,7 @@ async def cleaning_photo(record_id: Id, hazards: HazardsDep, _: Viewer) -> FileR
     path = Path(await hazards.governance.cleaning_photo(record_id))
     head = await asyncio.to_thread(_head, path)
     kind = sniff(head)
-    return FileResponse(
-        path,
-        media_type=kind[0] if kind else "application/octet-stream",
-        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
-    )
+    return kept_file(path, kind[0] if kind else "application/octet-stream")
 
 
 def _head(path: Path) -> bytes:

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from ehswatch.api.deps import DeskDep, HazardsDep, Id, Operator, Supervisor, Viewer
 from ehswatch.api.encoding import encode_json
+from ehswatch.api.files import kept_file
 from ehswatch.api.models import (
     ACT_ERRORS,
     READ_ERRORS,
@@ -178,16 +179,7 @@ async def evidence_file(
 ) -> FileResponse:
     """One photo or document of a ticket, as it was uploaded (its type sniffed then)."""
     ev = await hazards.evidence_file(ticket_id, evidence_id)
-    return _kept_file(Path(ev.path), ev.content_type)
-
-
-def _kept_file(path: Path, content_type: str) -> FileResponse:
-    """A kept file as its sniffed type, never as what a browser would guess."""
-    return FileResponse(
-        path,
-        media_type=content_type,
-        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
-    )
+    return kept_file(Path(ev.path), ev.content_type)
 
 
 @router.get(
@@ -203,8 +195,8 @@ async def evidence_thumbnail(
     thumb = thumbnail_for(Path(ev.path))
     kind = sniff(thumb.read_bytes()[:16]) if thumb is not None else None
     if thumb is None or kind is None:
-        return _kept_file(Path(ev.path), ev.content_type)
-    return _kept_file(thumb, kind[0])
+        return kept_file(Path(ev.path), ev.content_type)
+    return kept_file(thumb, kind[0])
 
 
 @router.post("/{ticket_id}/submit", response_model=HazardTicket, responses=ACT_ERRORS)
