@@ -27,6 +27,7 @@ from functools import partial
 import numpy as np
 
 from ehswatch.analytics.predict import Predictor, PredictSettings
+from ehswatch.config import Prediction
 from ehswatch.readings import ReadingBatch
 from ehswatch.thresholds import Evaluation, Evaluator, SensorThresholds, ThresholdTable
 from ehswatch.thresholds.reference import ReferenceEvaluator
@@ -163,12 +164,13 @@ def main() -> None:
     b = ReadingBatch.of(np.zeros(loud_n), np.full(loud_n, 5.0), 1000.0 + np.arange(loud_n) * 1e-5)
     calm_ms = timed(partial(calm.process, b))[0]
 
-    # Prediction on for every sensor (a 120 s window, one sample per tick): the same
-    # ticks with the predictor sampling and projecting after each evaluation.
+    # Prediction on for every sensor with the shipped settings (a 120 s window sampled
+    # every 5 s: each tick samples and refits a fifth of the sensors): the same ticks
+    # with the predictor sampling and projecting after each evaluation.
     predictor = Predictor(
         sensors=np.arange(n, dtype=np.intp),
         setpoint=table.setpoint,
-        settings=[PredictSettings(window_s=120.0)] * n,
+        settings=PredictSettings.of(Prediction()),
         step_s=1.0,
     )
     with_prediction = Evaluator(table, start_ts=999.0)

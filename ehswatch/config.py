@@ -313,13 +313,25 @@ class Prediction(_Model):
     """Predictive warning for a sensor type (docs/analytics.md): off unless `enabled`.
     A least-squares trend over the last `window_s`, counted when at least `min_points`
     samples show a slope `min_t` standard errors from zero; a crossing of the alarm or
-    interlock setpoint projected within `horizon_s` is a predicted event."""
+    interlock setpoint projected within `horizon_s` is a predicted event. Readings are
+    sampled every `sample_s` (at least once per evaluator tick), so the window holds
+    `window_s / sample_s` samples: at least `min_points`."""
 
     enabled: bool = False
     window_s: Annotated[float, Field(ge=5, le=3600, allow_inf_nan=False)] = 120.0
     horizon_s: Annotated[float, Field(gt=0, le=24 * 3600, allow_inf_nan=False)] = 600.0
     min_points: Annotated[int, Field(ge=3, le=3600)] = 20
     min_t: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 5.0
+    sample_s: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 5.0
+
+    @model_validator(mode="after")
+    def _window_holds_enough_samples(self) -> Prediction:
+        if self.window_s / self.sample_s < self.min_points:
+            raise ValueError(
+                f"window_s / sample_s = {self.window_s / self.sample_s:g} samples, fewer "
+                f"than min_points ({self.min_points}): a trend could never count"
+            )
+        return self
 
 
 class SensorType(_ThresholdFields):

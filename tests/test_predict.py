@@ -23,7 +23,7 @@ def predictor(n: int, setpoints: list[float] | None = None, **kw: float) -> Pred
     return Predictor(
         sensors=np.arange(n, dtype=np.intp),
         setpoint=table,
-        settings=[PredictSettings(**kw)] * n,  # type: ignore[arg-type]
+        settings=PredictSettings(**kw),  # type: ignore[arg-type]
         step_s=1.0,
     )
 
@@ -150,6 +150,56 @@ def test_the_vectorized_fit_equals_a_plain_python_reference(
             assert math.isclose(r.eta[i] - now, dt, rel_tol=1e-6, abs_tol=1e-3)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(1, 4),
+    st.integers(30, 160),
+    st.floats(0, 0.2),
+    st.integers(0, 2**16),
+)
+def test_each_block_of_a_strided_predictor_is_fitted_on_its_own_turns(
+    sensors: int, stride: int, length: int, missing: float, seed: int
+) -> None:
+    """Sampled every `stride` ticks, the sensors split into blocks that take turns: each
+    sensor's standing prediction is the reference fit of the samples its block took in
+    the window, readings missing now and then included."""
+    s = PredictSettings(window_s=20.0 * stride, horizon_s=900, min_points=8, min_t=3.0,
+                        sample_s=float(stride))  # fmt: skip
+    p = Predictor(
+        sensors=np.arange(sensors, dtype=np.intp) * 3,  # not a run: read by index
+        setpoint=np.array([SETPOINTS] * (3 * sensors)),
+        settings=s,
+        step_s=1.0,
+    )
+    rng = np.random.default_rng(seed)
+    slopes, starts = rng.uniform(-0.3, 0.3, sensors), rng.uniform(0, 30, sensors)
+    taken: dict[int, list[tuple[float, float]]] = {i: [] for i in range(sensors)}
+    turn_at: dict[int, float] = {}
+    for k in range(length):
+        values = np.full(3 * sensors, np.nan)
+        row = starts + slopes * k + rng.normal(0, 0.5, sensors)
+        row[rng.random(sensors) < missing] = np.nan
+        values[::3] = row
+        block = p.block
+        lo, hi = p.bounds[block], p.bounds[block + 1]
+        p.sample(T0 + k, values)
+        r = p.predict(T0 + k, np.zeros(3 * sensors, np.int8))
+        for i in range(lo, hi):
+            taken[i].append((T0 + k, float(row[i])))
+            turn_at[i] = T0 + k
+    for i in range(sensors):
+        if i not in turn_at:
+            continue
+        now = turn_at[i]
+        window = taken[i][-20:]
+        xs = [t - now for t, _ in window]
+        tier, dt = reference(xs, [v for _, v in window], SETPOINTS, 0, s)
+        assert r.tier[i] == tier, (i, stride)
+        if tier:
+            assert math.isclose(r.eta[i] - now, dt, rel_tol=1e-6, abs_tol=1e-3)
+
+
 def test_the_live_predictor_tells_a_predicted_crossing_before_the_alarm_then_its_end() -> None:
     """On the real evaluator, ticked by hand: the demo's kind of build-up is predicted
     while the reading is still below the alarm setpoint; when the reading comes back
@@ -167,6 +217,7 @@ def test_the_live_predictor_tells_a_predicted_crossing_before_the_alarm_then_its
     doc = mapped_plant(Path("/nonexistent")).model_dump(mode="json")
     doc["sensor_types"]["dust"]["prediction"] = {
         "enabled": True, "window_s": 20, "horizon_s": 300, "min_points": 8, "min_t": 4,
+        "sample_s": 1,
     }  # fmt: skip
     config = parse_config(yaml.safe_dump(doc), env={})
     now = [T0]
@@ -212,6 +263,7 @@ def test_the_backtest_prints_lead_times_unfollowed_and_unpredicted_per_sensor_ty
     doc = mapped_plant(tmp_path).model_dump(mode="json")
     doc["sensor_types"]["dust"]["prediction"] = {
         "enabled": True, "window_s": 20, "horizon_s": 300, "min_points": 8, "min_t": 4,
+        "sample_s": 1,
     }  # fmt: skip
     plant = tmp_path / "plant.yaml"
     plant.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
