@@ -148,3 +148,18 @@ def test_a_predicted_crossing_is_in_my_work_with_its_time_as_the_countdown() -> 
         Actor(name="y", role="supervisor"), alarms=[], tickets=[], interlocks=[], grades={},
         now=0.0, predicted=predicted,
     )["predicted"][0].deadline == 1_800_000_300.0  # fmt: skip
+
+
+def test_a_predicted_crossing_links_to_its_zones_interlock_or_else_the_board() -> None:
+    from ehswatch.workbench.mywork import my_work
+
+    predicted = [
+        {"sensor": "D-1", "zone": "guarded", "tier": 3, "eta_at": 1_800_000_300.0},
+        {"sensor": "G-1", "zone": "open-floor", "tier": 2, "eta_at": 1_800_000_200.0},
+    ]
+    work = my_work(
+        Actor(name="x", role="operator"), alarms=[], tickets=[], grades={},
+        interlocks=[{"zone": "guarded", "pending": None}], now=1_800_000_000.0,
+        predicted=predicted,
+    )  # fmt: skip
+    assert [i.link for i in work["predicted"]] == ["/", "/app/interlocks/guarded"]

@@ -62,12 +62,16 @@ def my_work(
     predicted: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, list[WorkItem]]:
     work: dict[str, list[WorkItem]] = {section: [] for section in SECTIONS}
+    interlocks = list(interlocks)
+    guarded = {il["zone"] for il in interlocks}
     if actor.at_least("operator"):  # a reading heading for its setpoint: look before
         for p in predicted:
             work["predicted"].append(
                 WorkItem(
                     kind="predicted",
-                    link=f"/app/interlocks/{p['zone']}",
+                    # the zone's interlock where it has one, else the board (it lists
+                    # every predicted crossing with its countdown)
+                    link=f"/app/interlocks/{p['zone']}" if p["zone"] in guarded else "/",
                     title=f"{p['sensor']} · {p['zone']}",
                     detail=f"tier {p['tier']}",
                     deadline=float(p["eta_at"]),
