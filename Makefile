@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 # behind the InfluxDB write API; chromium and its driver: the board and workbench tests;
 # fonts-noto-cjk and fonts-dejavu-core: every glyph the pages use, Chinese and symbols, on
 # the plant's own screens as in the screenshots; faketime: the real service with its wall
-# clock stepped).
-APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk fonts-dejavu-core faketime
+# clock stepped; postgresql: the throw-away cluster the database tests run on, beside
+# SQLite).
+APT_PACKAGES := mosquitto mosquitto-clients openssl victoria-metrics chromium chromium-driver fonts-noto-cjk fonts-dejavu-core faketime postgresql
 
 .PHONY: test demo lint deps apt bench clean
 
@@ -35,8 +36,11 @@ lint: deps
 	$(BIN)/ruff format --check ehswatch tests benchmarks
 	$(BIN)/mypy
 
+# Everything on SQLite, then the database tests again on PostgreSQL (a throw-away cluster
+# the tests create: tests/postgres.py).
 test: lint
 	$(BIN)/pytest
+	EHSWATCH_TEST_DB=postgresql $(BIN)/pytest -m database
 
 bench: deps
 	$(BIN)/python benchmarks/evaluator.py

@@ -3,13 +3,15 @@
 `Database` is an async context manager. Entering migrates the schema to the newest
 revision (alembic, `ehswatch/migrations/`) and, on SQLite, turns on write-ahead logging
 (a committed row survives `kill -9`) and makes the audit log append-only with triggers.
-PostgreSQL works by URL (``postgresql+asyncpg://…``, driver installed separately); there
-the audit log's append-only rule is the application's.
+PostgreSQL by URL (``postgresql+asyncpg://…``; the driver is the `postgresql` extra):
+the same migrations, and the audit log append-only by a trigger there too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -33,6 +35,19 @@ APPEND_ONLY_TRIGGERS = [
 ]
 
 
+# PostgreSQL: the same rule as a trigger function.
+PG_APPEND_ONLY = [
+    """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""",
+    "DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log",
+    """CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+]
+#: the advisory lock that takes instances starting at once through the migrations in turn
+MIGRATION_LOCK = 0x45485357  # "EHSW"
+
+
 class Database:
     """`migrate=False` for a process that uses a schema another one owns (the desk part:
     the control part, started first, has brought it up to date)."""
@@ -50,6 +65,10 @@ class Database:
         self.engine = create_async_engine(url)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(
+                self.engine.sync_engine, "before_cursor_execute", _no_nul_in_text, retval=True
+            )
         sessions: type[Session] = type("DatabaseSession", (Session,), {})  # events: this one's
         if on_commit is not None:
             event.listen(sessions, "after_commit", lambda _session: on_commit())
@@ -60,12 +79,47 @@ class Database:
     async def __aenter__(self) -> Self:
         if not self.migrate:
             return self
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade)
-            if self.is_sqlite:
-                for ddl in APPEND_ONLY_TRIGGERS:
-                    await conn.execute(text(ddl))
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.engine.dispose()  # no __aexit__ comes: nothing is left open
+            raise
         return self
+
+    async def _migrate(self) -> None:
+        if self.is_sqlite:
+            await self._migrate_sqlite()
+            return
+        async with self.engine.begin() as conn:
+            # Instances starting at once: one migrates, the others wait for it here.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            await conn.run_sync(upgrade)
+            for ddl in PG_APPEND_ONLY:
+                await conn.execute(text(ddl))
+
+    async def _migrate_sqlite(self) -> None:
+        """The migrations in one write transaction taken up front (BEGIN IMMEDIATE), on a
+        connection where Python's sqlite3 starts no transaction of its own: its default
+        commits before each CREATE, so a process killed mid-migration would leave half a
+        schema, and two processes starting at once would both migrate. Here the second
+        waits for the first (busy_timeout) and then finds the schema up to date."""
+        engine = create_async_engine(self.engine.url, isolation_level="AUTOCOMMIT")
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        try:
+            async with engine.connect() as conn:
+                # another process's migration may take longer than a write's usual wait
+                await conn.exec_driver_sql("PRAGMA busy_timeout=120000")
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    await conn.run_sync(upgrade)
+                    for ddl in APPEND_ONLY_TRIGGERS:
+                        await conn.exec_driver_sql(ddl)
+                except BaseException:
+                    await conn.exec_driver_sql("ROLLBACK")
+                    raise
+                await conn.exec_driver_sql("COMMIT")
+        finally:
+            await engine.dispose()
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -74,6 +128,23 @@ class Database:
 
     def new_session(self) -> AsyncSession:
         return self.session()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, job: str) -> AsyncIterator[bool]:
+        """Whether this process has `job` to itself for the block: the work one process
+        at a time must do (relay the outbox, take tickets in, send a channel's
+        notifications, escalate deadlines) when several share the database. On
+        PostgreSQL a transaction-level advisory lock on a connection of its own, held
+        for the block and never waited for: False — another process is at it now and
+        does this round's work. On SQLite, True: its writers take turns on the file."""
+        if self.is_sqlite:
+            yield True
+            return
+        async with self.engine.connect() as conn, conn.begin():
+            got = await conn.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": job_lock_key(job)}
+            )
+            yield bool(got)
 
     def insert(self, table: Any) -> Any:
         """An INSERT for this database's dialect, with its `on_conflict_do_…` (SQLite and
@@ -85,6 +156,12 @@ class Database:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert(table)
+
+
+def job_lock_key(job: str) -> int:
+    """A job's advisory lock key: a stable signed 64-bit number from its name."""
+    digest = hashlib.blake2b(f"ehswatch:{job}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -102,6 +179,30 @@ def upgrade(connection: Connection) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(connection), "head")
+
+
+NUL_STANDS_IN = "\ufffd"  # the replacement character, where a text held a NUL
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_STANDS_IN) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_clean(v) for v in value)
+    return value
+
+
+def _no_nul_in_text(
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+) -> tuple[str, Any]:
+    """PostgreSQL refuses a text holding the NUL character (SQLite keeps it): whatever
+    reached a statement with one — a comment, an MQTT payload's name — is kept with the
+    replacement character in its place, rather than fail the write (a 500 on a page, or
+    an alarm writer retrying a row it can never store). The API refuses such text first
+    where it can."""
+    return statement, _clean(parameters)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

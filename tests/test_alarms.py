@@ -36,6 +36,7 @@ from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 from tests.aio import eventually, run
 from tests.fakes import RobotServer, SmtpServer
+from tests.postgres import database_url
 from tests.servers import Mosquitto
 
 VIEWER = Actor(name="wang.fang", role="viewer")
@@ -177,7 +178,7 @@ def plant(
     url = robots.url if robots else "http://127.0.0.1:9"
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "华东机加工厂", "timezone": "Asia/Shanghai"},
-        "database": {"url": f"sqlite+aiosqlite:///{db}"},
+        "database": {"url": database_url(db.parent, db.name)},
         "sensor_types": {
             "dust": {
                 "unit": "mg/m3",

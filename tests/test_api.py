@@ -20,6 +20,7 @@ from ehswatch.service import Service
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
 from tests.parts import api_server, open_tickets
+from tests.postgres import database_url
 from tests.servers import free_port
 
 TOKENS: dict[str, str] = {role: f"{role}-token" for role in ROLES}
@@ -30,7 +31,7 @@ def plant(tmp_path: Path, extra: dict[str, Any] | None = None) -> PlantConfig:
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "华东机加工厂", "timezone": "Asia/Shanghai"},
         "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},  # no broker: the collector retries
-        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"},
+        "database": {"url": database_url(tmp_path, "db.sqlite")},
         "api": {"host": "127.0.0.1", "port": free_port()},
         "users": [
             {

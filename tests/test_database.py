@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
@@ -12,14 +14,14 @@ from sqlalchemy import Connection, text
 from ehswatch.db import Database
 from ehswatch.schema import all_tables
 from tests.aio import run
+from tests.postgres import database_url, engine, query
 
 
 def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path) -> None:
+    url = database_url(tmp_path, empty=True)
+
     async def main() -> list[object]:
-        async with (
-            Database(f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db") as db,
-            db.engine.connect() as conn,
-        ):
+        async with Database(url) as db, db.engine.connect() as conn:
 
             def diff(sync: Connection) -> list[object]:
                 metadata = all_tables()
@@ -28,9 +30,13 @@ def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path)
             return await conn.run_sync(diff)
 
     assert run(main()) == []  # the migrations create exactly what the models describe
-    con = sqlite3.connect(tmp_path / "ehswatch.db")
-    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
-    tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    listing = (
+        "SELECT name FROM sqlite_master WHERE type='table'"
+        if engine() == "sqlite"
+        else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    tables = {t for (t,) in query(url, listing)}
     assert {
         "audit_log",
         "interlock_zone",
@@ -42,7 +48,7 @@ def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path)
 
 
 def test_a_second_start_finds_nothing_to_migrate(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/ehswatch.db"
+    url = database_url(tmp_path, empty=True)
 
     async def twice() -> None:
         async with Database(url):
@@ -51,8 +57,49 @@ def test_a_second_start_finds_nothing_to_migrate(tmp_path: Path) -> None:
             pass
 
     run(twice())
-    con = sqlite3.connect(tmp_path / "ehswatch.db")
-    assert con.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+    assert query(url, "SELECT count(*) FROM alembic_version") == [(1,)]
+
+
+def test_instances_starting_at_once_migrate_one_after_the_other(tmp_path: Path) -> None:
+    """Several instances on one shared database start together: each waits for the one
+    migrating (an advisory lock on PostgreSQL; on SQLite, the migration's write
+    transaction taken up front); all come up,
+    on one schema, with one version row and the audit log still append-only."""
+    url = database_url(tmp_path, empty=True)
+
+    async def together() -> None:
+        async def start() -> None:
+            async with Database(url):
+                pass
+
+        await asyncio.gather(*(start() for _ in range(4)))
+
+    run(together())
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    query(url, "INSERT INTO audit_log (ts, actor, role, action, subject, detail, comment)"
+               " VALUES (1, 'a', 'gm', 'x', 'y', '{}', '')")  # fmt: skip
+    with pytest.raises(Exception, match="append-only"):
+        query(url, "DELETE FROM audit_log")
+
+
+def test_a_text_holding_nul_is_kept_with_the_replacement_character(tmp_path: Path) -> None:
+    """PostgreSQL refuses the NUL character in text: a comment holding one is stored
+    with U+FFFD in its place rather than fail the write; SQLite keeps it as it is."""
+    url = database_url(tmp_path, empty=True)
+
+    async def main() -> None:
+        async with Database(url) as db, db.new_session() as s, s.begin():
+            await s.execute(
+                text(
+                    "INSERT INTO audit_log (ts, actor, role, action, subject, detail, comment)"
+                    " VALUES (1, 'a', 'gm', 'x', 'y', '{}', :c)"
+                ),
+                {"c": "dust\x00here"},
+            )
+
+    run(main())
+    expected = "dust\x00here" if engine() == "sqlite" else "dust\ufffdhere"
+    assert query(url, "SELECT comment FROM audit_log") == [(expected,)]
 
 
 def test_on_commit_runs_once_the_commit_is_there_for_every_other_reader(tmp_path: Path) -> None:
@@ -76,3 +123,36 @@ def test_on_commit_runs_once_the_commit_is_there_for_every_other_reader(tmp_path
 
     run(main())
     assert seen == [1]
+
+
+def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All of the migrations are one transaction (on SQLite too, where Python's sqlite3
+    would commit before each CREATE): a start that fails after them — or a `kill -9`
+    in the middle — leaves no half schema behind, and the next start migrates."""
+    import ehswatch.db as db_module
+
+    url = database_url(tmp_path, empty=True)
+    real = db_module.upgrade
+
+    def upgrade_then_fail(connection: Connection) -> None:
+        real(connection)
+        raise RuntimeError("the power went")
+
+    async def start() -> None:
+        async with Database(url):
+            pass
+
+    monkeypatch.setattr(db_module, "upgrade", upgrade_then_fail)
+    with pytest.raises(RuntimeError, match="the power went"):
+        run(start())
+    listing = (
+        "SELECT name FROM sqlite_master WHERE type='table'"
+        if engine() == "sqlite"
+        else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    assert query(url, listing) == []
+    monkeypatch.setattr(db_module, "upgrade", real)
+    run(start())
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0004",)]

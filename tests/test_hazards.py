@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import math
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from ehswatch.alarms.manager import AlarmManager
 from ehswatch.alarms.store import NotificationRecord
@@ -34,6 +33,7 @@ from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 from tests.aio import eventually, run
 from tests.fakes import RobotServer
+from tests.postgres import database_url
 
 T0 = 1_800_000_000.0
 LI = Actor(name="li.wei", role="operator")
@@ -49,7 +49,7 @@ def plant(tmp_path: Path, robots: RobotServer | None = None) -> PlantConfig:
     url = robots.url if robots else "http://127.0.0.1:9"
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "华东机加工厂", "timezone": "Asia/Shanghai"},
-        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"},
+        "database": {"url": database_url(tmp_path, "db.sqlite")},
         "mqtt": {"url": "mqtt://127.0.0.1:1"},
         "sensor_types": {
             "dust": {
@@ -111,15 +111,13 @@ class Rig:
         """The sensor's newest open ticket."""
         return [t for t in await self.desk.tickets() if t.sensor == sensor and t.open][-1]
 
-    async def audit(self, subject: str) -> list[tuple[str, str, str]]:
-        con = sqlite3.connect(self.db.engine.url.database or "")
-        try:
-            return con.execute(
-                "SELECT action, actor, comment FROM audit_log WHERE subject = ? ORDER BY id",
-                (subject,),
-            ).fetchall()
-        finally:
-            con.close()
+    async def audit(self, subject: str) -> list[tuple[Any, ...]]:
+        async with self.db.engine.connect() as con:
+            rows = await con.execute(
+                text("SELECT action, actor, comment FROM audit_log WHERE subject = :s ORDER BY id"),
+                {"s": subject},
+            )
+            return [tuple(r) for r in rows]
 
     async def notifications(self) -> list[str]:
         async with self.db.new_session() as s:

@@ -3,7 +3,6 @@ against the database, on the site's clock."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from ehswatch.analytics.heatmap import HOURS, hour_of_week, ranking, risk_grid
 from tests.aio import run
+from tests.postgres import database_url, query
 from tests.test_cleaning import at, clock_at
 from tests.test_hazards import rig
 from tests.test_responsibility import mapped_plant
@@ -48,9 +48,9 @@ def test_the_heatmap_counts_what_the_database_holds_at_the_hour_of_the_site(
     assert found["score"][0][friday_9] == 3 + 3  # an alarm at tier 2, a B ticket
     assert found["score"][1][friday_9] == 9 + 9  # interlock tier, an A ticket
     assert found["alarms"][0][monday_22] == 1
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        alarms = con.execute("SELECT count(*) FROM alarm").fetchone()[0]
-        tickets = con.execute("SELECT count(*) FROM hazard_ticket").fetchone()[0]
+    url = database_url(tmp_path, "db.sqlite")
+    ((alarms,),) = query(url, "SELECT count(*) FROM alarm")
+    ((tickets,),) = query(url, "SELECT count(*) FROM hazard_ticket")
     assert sum(map(sum, found["alarms"])) == alarms
     assert sum(map(sum, found["tickets"])) == tickets
     top = found["top"]["periods"][0]

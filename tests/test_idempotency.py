@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.aio import eventually, run
+from tests.postgres import database_url, query
 from tests.test_api import TOKENS, auth, plant, raise_alarm, serve
 
 
 def audited(tmp_path: Path, action: str) -> int:
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        (n,) = con.execute("SELECT count(*) FROM audit_log WHERE action = ?", (action,)).fetchone()
+    url = database_url(tmp_path, "db.sqlite")
+    ((n,),) = query(url, "SELECT count(*) FROM audit_log WHERE action = ?", (action,))
     return int(n)
 
 
@@ -135,19 +135,18 @@ def test_nobody_keeps_anything_and_an_abandoned_key_is_given_up(tmp_path: Path) 
                 assert r.status_code == 401
             # A request whose process died while doing it: given up after a minute.
             headers = {**auth("supervisor"), "Idempotency-Key": "died"}
-            with sqlite3.connect(tmp_path / "db.sqlite") as con:
-                caller = b"bearer:Bearer " + TOKENS["supervisor"].encode()
-                digest = hashlib.sha256(caller + b"\0died").hexdigest()
-                con.execute(
-                    "INSERT INTO idempotent_request (digest, path, request_sha256, at, status,"
-                    " content_type, body) VALUES (?, '/api/interlocks/z1/reset', '', ?, NULL,"
-                    " '', x'')",
-                    (digest, time.time() - 120),
-                )
+            caller = b"bearer:Bearer " + TOKENS["supervisor"].encode()
+            digest = hashlib.sha256(caller + b"\0died").hexdigest()
+            query(
+                database_url(tmp_path, "db.sqlite"),
+                "INSERT INTO idempotent_request (digest, path, request_sha256, at, status,"
+                " content_type, body) VALUES (?, '/api/interlocks/z1/reset', '', ?, NULL,"
+                " '', ?)",
+                (digest, time.time() - 120, b""),
+            )
             r = await client.post("/api/interlocks/z1/reset", headers=headers)
             assert r.status_code == 409 and "not tripped" in r.json()["detail"]
 
     run(main())
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        rows = con.execute("SELECT path, status FROM idempotent_request").fetchall()
+    rows = query(database_url(tmp_path, "db.sqlite"), "SELECT path, status FROM idempotent_request")
     assert rows == [("/api/interlocks/z1/reset", 409)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from ehswatch.simulators.plc import PlcSim
 from ehswatch.thresholds.stage import EvaluatorStage
 from ehswatch.thresholds.table import ThresholdTable
 from tests.aio import HandTicker, eventually, run
+from tests.postgres import database_url, query
 from tests.servers import free_port
 
 OK, TRIP, FAULT = "ok", "trip", "fault"
@@ -60,7 +60,7 @@ def plant(
 ) -> PlantConfig:
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "test"},
-        "database": {"url": f"sqlite+aiosqlite:///{db}"},
+        "database": {"url": database_url(db.parent, db.name)},
         "sensor_types": {
             "dust": {
                 "unit": "mg/m3",
@@ -832,12 +832,12 @@ def test_the_audit_log_is_append_only(tmp_path: Path) -> None:
             await eventually(lambda: r.state("z1oo1").tripped, what="trip")
 
     run(main())
-    con = sqlite3.connect(tmp_path / "ehswatch.db")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        con.execute("UPDATE audit_log SET actor = 'someone else'")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        con.execute("DELETE FROM audit_log")
-    assert con.execute("SELECT action, actor FROM audit_log").fetchall() == [("trip", "ehswatch")]
+    url = database_url(tmp_path)  # the rig's database, on either engine
+    with pytest.raises(Exception, match="append-only"):
+        query(url, "UPDATE audit_log SET actor = 'someone else'")
+    with pytest.raises(Exception, match="append-only"):
+        query(url, "DELETE FROM audit_log")
+    assert query(url, "SELECT action, actor FROM audit_log") == [("trip", "ehswatch")]
 
 
 # ------------------------------------------------------------------ a PLC that refuses

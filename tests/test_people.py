@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -23,6 +23,7 @@ from ehswatch.people.passwords import password_problem
 from ehswatch.people.throttle import LoginThrottle
 from ehswatch.roles import Actor, NotFound, Refused
 from tests.aio import run
+from tests.postgres import database_url, query
 
 ADMIN = Actor(name="admin.li", role="admin")
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ class Hands:
 
 @asynccontextmanager
 async def directory(tmp_path: Path, hands: Hands, **kw: float) -> AsyncIterator[People]:
-    async with Database(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite") as db:
+    async with Database(database_url(tmp_path, "db.sqlite")) as db:
         yield People(
             db=db,
             clock=lambda: hands.wall,
@@ -51,9 +52,11 @@ async def directory(tmp_path: Path, hands: Hands, **kw: float) -> AsyncIterator[
         )
 
 
-def audit_rows(tmp_path: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        return con.execute("SELECT actor, action, subject FROM audit_log ORDER BY id").fetchall()
+def audit_rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+    return query(
+        database_url(tmp_path, "db.sqlite"),
+        "SELECT actor, action, subject FROM audit_log ORDER BY id",
+    )
 
 
 def test_a_password_is_kept_only_as_its_argon2id_hash(tmp_path: Path) -> None:
@@ -62,9 +65,8 @@ def test_a_password_is_kept_only_as_its_argon2id_hash(tmp_path: Path) -> None:
             await people.add("zhang.wei", "supervisor", "dust-free-2026", by=ADMIN)
 
     run(main())
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        (stored,) = con.execute("SELECT password_hash FROM person").fetchone()
-    assert stored.startswith("$argon2id$")
+    ((stored,),) = query(database_url(tmp_path, "db.sqlite"), "SELECT password_hash FROM person")
+    assert str(stored).startswith("$argon2id$")
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("db.sqlite*"))
     assert b"dust-free-2026" not in raw
     assert audit_rows(tmp_path) == [("admin.li", "person added", "person:zhang.wei")]
@@ -108,9 +110,10 @@ def test_the_right_password_opens_a_session_whose_token_finds_the_person(tmp_pat
             assert await people.session(signed.token + "x") is None
 
     run(main())
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        (digest,) = con.execute("SELECT token_sha256 FROM person_session").fetchone()
-    assert len(digest) == 64  # the token itself is never stored
+    ((digest,),) = query(
+        database_url(tmp_path, "db.sqlite"), "SELECT token_sha256 FROM person_session"
+    )
+    assert len(str(digest)) == 64  # the token itself is never stored
     assert audit_rows(tmp_path)[-1] == ("li.na", "signed in", "person:li.na")
 
 
@@ -287,7 +290,7 @@ def users(
 
 def test_the_users_command_adds_lists_sets_passwords_and_disables(tmp_path: Path) -> None:
     doc = yaml.safe_load((ROOT / "config" / "example.yaml").read_text(encoding="utf-8"))
-    doc["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"}
+    doc["database"] = {"url": database_url(tmp_path, "db.sqlite")}
     doc.pop("influxdb", None)
     config = tmp_path / "plant.yaml"
     config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")

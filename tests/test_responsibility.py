@@ -18,6 +18,7 @@ from ehswatch.hazards.model import TicketState
 from ehswatch.people.directory import People
 from ehswatch.roles import Actor, Forbidden, Refused
 from tests.aio import run
+from tests.postgres import database_url
 from tests.test_hazards import Rig, rig
 
 ADMIN = Actor(name="admin", role="admin")
@@ -40,7 +41,7 @@ PEOPLE: dict[str, Role] = {
 def mapped_plant(tmp_path: Path) -> PlantConfig:
     doc: dict[str, Any] = {
         "site": {"id": "plant-1", "name": "华东机加工厂", "timezone": "Asia/Shanghai"},
-        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"},
+        "database": {"url": database_url(tmp_path, "db.sqlite")},
         "mqtt": {"url": "mqtt://127.0.0.1:1"},
         "sensor_types": {
             "dust": {

@@ -5,7 +5,6 @@ needs its CSRF token; failed sign-ins are slowed (429) and audited."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -22,6 +21,7 @@ from ehswatch.roles import Actor
 from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
 from tests.parts import api_server, open_tickets
+from tests.postgres import database_url, query
 from tests.test_api import auth, plant, raise_alarm
 
 FORM = "application/x-www-form-urlencoded"
@@ -55,8 +55,8 @@ async def sign_in(client: httpx.AsyncClient, name: str) -> str:
 
 
 def audit_actions(tmp_path: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(tmp_path / "db.sqlite") as con:
-        return con.execute("SELECT actor, action FROM audit_log ORDER BY id").fetchall()
+    url = database_url(tmp_path, "db.sqlite")
+    return [(a, b) for a, b in query(url, "SELECT actor, action FROM audit_log ORDER BY id")]
 
 
 def test_signing_in_sets_an_httponly_samesite_session_cookie_and_a_csrf_cookie(

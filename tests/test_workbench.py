@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import sqlite3
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from ehswatch.simulators.plc import PlcSim
 from tests.aio import eventually, run
 from tests.fakes import RobotServer
 from tests.parts import api_server
+from tests.postgres import database_url, query
 from tests.servers import free_port
 from tests.test_api import plant
 from tests.test_board import ARTIFACTS, chrome, screen
@@ -38,7 +38,7 @@ PHONE = (390, 844)
 class Bench:
     """The service, as a test on another thread (the browsers') reaches it."""
 
-    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop, base: str, db: Path) -> None:
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop, base: str, db: str) -> None:
         self.app = app
         self.loop = loop
         self.base = base
@@ -55,8 +55,7 @@ class Bench:
         self.loop.call_soon_threadsafe(feed)
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db) as con:
-            return con.execute(sql).fetchall()
+        return query(self.db, sql)
 
     def until(self, what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         asyncio.run_coroutine_threadsafe(
@@ -99,7 +98,9 @@ def workbench(
             for name, (role, password) in PEOPLE.items():
                 await app.state.desk.people.add(name, role, password, by=ADMIN)
             async with PlcSim(config.plcs[0]):
-                bench = Bench(app, asyncio.get_running_loop(), base, tmp_path / "db.sqlite")
+                bench = Bench(
+                    app, asyncio.get_running_loop(), base, database_url(tmp_path, "db.sqlite")
+                )
                 return await asyncio.to_thread(in_chromium, bench)
         finally:
             server.should_exit = True
@@ -555,8 +556,7 @@ def test_an_ended_session_sends_the_phone_to_sign_in_and_back(tmp_path: Path) ->
         bench.until("the alarm stored", lambda: bool(bench.rows("SELECT id FROM alarm")))
         ((aid,),) = bench.rows("SELECT id FROM alarm")
         sign_in(phone, bench.base, "li.na", then=f"/app/alarms/{aid}")
-        with sqlite3.connect(bench.db) as con:  # its time is up
-            con.execute("UPDATE person_session SET expires_at = 0")
+        bench.rows("UPDATE person_session SET expires_at = 0")  # its time is up
         bench.loop.call_soon_threadsafe(bench.app.state.desk.people._cache.clear)
         wait(phone, "button[data-action='ack']").click()
         from selenium.webdriver.support.ui import WebDriverWait

@@ -91,7 +91,13 @@ class Notifier(Component):
             await woken(self.wake, delay)
 
     async def deliver_due(self, channel: str) -> float | None:
-        """Send what is due on one channel; when the next row falls due (None: nothing)."""
+        """Send what is due on one channel; when the next row falls due (None: nothing,
+        or another process sending this channel's now: processes on one database take
+        turns per channel, so each notification goes once)."""
+        async with self.db.turn(f"notify:{channel}") as mine:
+            return await self._deliver_due(channel) if mine else None
+
+    async def _deliver_due(self, channel: str) -> float | None:
         assert self._senders is not None
         now = self._clock()
         window = self.flood.window_s

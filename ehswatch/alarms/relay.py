@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ehswatch.alarms.events import EventStream
 from ehswatch.alarms.model import STATE_CODE, AlarmState
@@ -78,16 +78,15 @@ class AlarmRelay(Component):
         self.wake = asyncio.Event()
         self.notify_wake = notify_wake
         self._current: dict[str, dict[str, Any]] = {}  # sensor → {"tier": …, "fault": …}
+        self._last_relayed: int | None = None  # the newest event this relay published
         self.relayed = 0
 
     async def __aenter__(self) -> Self:
         async with self.db.new_session() as session:
-            rows = (
-                await session.execute(select(AlarmRecord).where(AlarmRecord.closed_at.is_(None)))
-            ).scalars()
-            for r in rows:
-                d = alarm_dict(to_alarm(r))
-                self._current.setdefault(r.sensor, {"tier": None, "fault": None})[r.kind] = d
+            await self._load_current(session)
+            self._last_relayed = await session.scalar(
+                select(func.max(OutboxRecord.id)).where(OutboxRecord.published_at.is_not(None))
+            )
         self.wake.set()  # relay what a crash left unpublished
         return await super().__aenter__()
 
@@ -104,8 +103,16 @@ class AlarmRelay(Component):
                 pass
 
     async def relay_once(self, limit: int = RELAY_BATCH) -> int:
-        """Relay up to `limit` unpublished events; how many there were."""
+        """Relay up to `limit` unpublished events; how many there were. Several
+        processes on one database take turns (`Database.turn`): each event is relayed
+        by one of them, in order; 0 while another one is at it."""
+        async with self.db.turn("alarm-relay") as mine:
+            return await self._relay(limit) if mine else 0
+
+    async def _relay(self, limit: int) -> int:
         async with self.db.new_session() as session, session.begin():
+            if not self.db.is_sqlite:
+                await self._catch_up(session)
             rows = list(
                 (
                     await session.execute(
@@ -151,9 +158,31 @@ class AlarmRelay(Component):
                 .values(published_at=now)
             )
         self.relayed += len(rows)
+        self._last_relayed = rows[-1].id
         if notifications and self.notify_wake is not None:
             self.notify_wake.set()
         return len(rows)
+
+    async def _catch_up(self, session: Any) -> None:
+        """Another process relayed since this one last did: the sensors' current alarms
+        (what the retained messages carry) are read again from the database, so that
+        this relay's next messages do not go back on what that one published."""
+        latest = await session.scalar(
+            select(func.max(OutboxRecord.id)).where(OutboxRecord.published_at.is_not(None))
+        )
+        if latest is None or latest == self._last_relayed:
+            return
+        await self._load_current(session)
+        self._last_relayed = latest
+
+    async def _load_current(self, session: Any) -> None:
+        self._current = {}
+        rows = (
+            await session.execute(select(AlarmRecord).where(AlarmRecord.closed_at.is_(None)))
+        ).scalars()
+        for r in rows:
+            d = alarm_dict(to_alarm(r))
+            self._current.setdefault(r.sensor, {"tier": None, "fault": None})[r.kind] = d
 
     def _publish(self, row: OutboxRecord, alarm: dict[str, Any]) -> None:
         sensor = alarm["sensor"]

@@ -31,8 +31,10 @@ from ehswatch.people.directory import People
 from ehswatch.refusals import Refusal, refuse
 from ehswatch.roles import Actor
 
-# Database ids: positive, and within a 64-bit integer (SQLite and PostgreSQL alike).
-Id = Annotated[int, Path(ge=1, le=2**62)]
+# Database ids: positive, and within what an INTEGER column holds on either engine
+# (PostgreSQL keeps it in 32 bits; SQLite in 64): a larger one is no row, a 422.
+ID_MAX = 2**31 - 1
+Id = Annotated[int, Path(ge=1, le=ID_MAX)]
 #: the latest time a query may name (year 5138): any calendar holds it
 EPOCH_MAX = 1e11
 

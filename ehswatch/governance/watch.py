@@ -59,7 +59,12 @@ class GovernanceWatch(Component):
     async def run_watch(self) -> int:
         """Open the tickets of what was missed since the last look; how many. Each zone
         and checkpoint is looked at in a transaction of its own: one that fails is logged
-        and looked at again next time, and holds back none of the others."""
+        and looked at again next time, and holds back none of the others. One process at
+        a time on a shared database (0 while another one looks)."""
+        async with self.rooms.db.turn("governance-watch") as mine:
+            return await self._run_watch() if mine else 0
+
+    async def _run_watch(self) -> int:
         now = self.rooms.clock()
         looks: list[tuple[str, Callable[[AsyncSession], Awaitable[int]]]] = []
         for z in self.config.zones:

@@ -50,6 +50,12 @@ class TicketDeadlines(TicketRoom, Component):
             await self.run_schedule()
 
     async def run_schedule(self) -> None:
+        """Remind and escalate what is due (one process at a time on a shared database)."""
+        async with self.db.turn("hazard-deadlines") as mine:
+            if mine:
+                await self._run_schedule()
+
+    async def _run_schedule(self) -> None:
         now = self._clock()
         top = len(ESCALATION_LADDER) - 1
         async with self.db.new_session() as s, s.begin():

@@ -63,7 +63,13 @@ class TicketIntake(TicketRoom, Component):
                 pass
 
     async def intake_once(self, limit: int = INTAKE_BATCH) -> int:
-        """Open or regrade tickets for new alarm events; how many events were read."""
+        """Open or regrade tickets for new alarm events; how many events were read.
+        Several processes on one database take turns (`Database.turn`): an event's
+        ticket is opened once; 0 while another one is at it."""
+        async with self.db.turn("hazard-intake") as mine:
+            return await self._intake_batch(limit) if mine else 0
+
+    async def _intake_batch(self, limit: int) -> int:
         async with self.db.new_session() as s, s.begin():
             cursor = await s.get(CursorRecord, CURSOR) or CursorRecord(name=CURSOR, last_event_id=0)
             rows = list(

@@ -79,8 +79,8 @@ class TicketWebhook(Component):
 
     async def deliver_outbound(self) -> int:
         """Deliver due changes in order, stopping at the first failure; how many went."""
-        async with self._pass:
-            return await self._deliver()
+        async with self._pass, self.db.turn("ticket-webhook") as mine:
+            return await self._deliver() if mine else 0
 
     async def _deliver(self) -> int:
         assert self._client is not None
