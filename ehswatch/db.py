@@ -10,6 +10,7 @@ the same migrations, and the audit log append-only by a trigger there too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -104,11 +105,12 @@ class Database:
         schema, and two processes starting at once would both migrate. Here the second
         waits for the first (busy_timeout) and then finds the schema up to date."""
         engine = create_async_engine(self.engine.url, isolation_level="AUTOCOMMIT")
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # Another process's migration may take longer than a write's usual wait.
+        event.listen(
+            engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, busy_ms=120_000)
+        )
         try:
             async with engine.connect() as conn:
-                # another process's migration may take longer than a write's usual wait
-                await conn.exec_driver_sql("PRAGMA busy_timeout=120000")
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
                     await conn.run_sync(upgrade)
@@ -205,10 +207,12 @@ def _no_nul_in_text(
     return statement, _clean(parameters)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_ms: int = 5000) -> None:
     cursor = dbapi_connection.cursor()
+    # First: the wait applies to what follows (a journal mode set while another process
+    # holds the file would otherwise fail at once, "database is locked").
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
