@@ -4,7 +4,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY ehswatch ./ehswatch
-RUN pip install . && useradd --system --home /app ehswatch && mkdir -p /app/var && chown ehswatch /app/var
+RUN pip install '.[postgresql]' && useradd --system --home /app ehswatch && mkdir -p /app/var && chown ehswatch /app/var
 COPY config ./config
 USER ehswatch
 EXPOSE 8000

@@ -4,8 +4,9 @@ Contract (docs/configuration.md):
 - `load_config(path)` returns a `PlantConfig` or raises `ConfigError` carrying *every*
   problem found, each as ``path.to.key: what is wrong``. List items are named by their
   ``id`` where they have one (``sensors.D-101.zone``), by position otherwise.
-- String values may name secrets as ``${ENV_VAR}`` or ``${ENV_VAR:-default}``; an unset
-  variable without a default is an error at the key that used it.
+- String values may name secrets as ``${ENV_VAR}`` or ``${ENV_VAR:-default}`` (the
+  default also when the variable is empty, as in a shell); an unset variable without a
+  default is an error at the key that used it.
 - Structure and types are checked by pydantic; references between sections (a sensor's
   type, zone and Modbus device, a zone's PLC, the voting arithmetic, tier order after
   per-sensor overrides) by the typed checks of `CROSS_CHECKS`, one per section. When
@@ -853,9 +854,10 @@ def _substitute_env(
 
         def replace(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
+            value = env.get(name)
+            if value is not None and (value != "" or default is None):
+                return value
+            if default is not None:  # unset or empty, as a shell's ${NAME:-default}
                 return default
             errors.append(f"{'.'.join(map(str, loc))}: environment variable {name} is not set")
             return ""

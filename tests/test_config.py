@@ -122,6 +122,16 @@ def test_a_token_with_a_line_break_is_refused_at_start(plant: dict[str, Any]) ->
     assert errors == ["influxdb.token: the token holds a line break or another control character"]
 
 
+def test_a_default_stands_for_an_unset_or_empty_variable_as_in_a_shell(
+    plant: dict[str, Any],
+) -> None:
+    plant["influxdb"]["token"] = "${INFLUX_TOKEN:-dev-token}"
+    for env, token in (({}, "dev-token"), ({"INFLUX_TOKEN": ""}, "dev-token"),
+                       ({"INFLUX_TOKEN": "s3cret"}, "s3cret")):  # fmt: skip
+        config = parse_config(yaml.safe_dump(plant), env=env)
+        assert config.influxdb is not None and config.influxdb.token == token
+
+
 def test_unset_secret_without_default_is_an_error_at_its_key(plant: dict[str, Any]) -> None:
     plant["influxdb"]["token"] = "${INFLUX_TOKEN}"
     assert errors_of(plant) == ["influxdb.token: environment variable INFLUX_TOKEN is not set"]

@@ -23,13 +23,29 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_runs_the_five_services_of_the_spec() -> None:
-    assert set(compose()["services"]) == {
+    services = compose()["services"]
+    assert {name for name, s in services.items() if "profiles" not in s} == {
         "mosquitto",
         "influxdb",
         "grafana",
         "ehswatch",
         "simulators",
     }
+    # PostgreSQL only with its profile, and ehswatch waits for it only then.
+    assert services["postgres"]["profiles"] == ["postgresql"]
+    assert services["ehswatch"]["depends_on"]["postgres"] == {
+        "condition": "service_healthy",
+        "required": False,
+    }
+
+
+def test_the_database_is_sqlite_unless_database_url_names_postgresql() -> None:
+    plain = load_config(ROOT / "config" / "docker.yaml", env={})
+    assert plain.database.url.startswith("sqlite+aiosqlite:////app/var/")
+    url = "postgresql+asyncpg://ehswatch:pw@postgres/ehswatch"
+    shared = load_config(ROOT / "config" / "docker.yaml", env={"DATABASE_URL": url})
+    assert shared.database.url == url
+    assert "[postgresql]" in (ROOT / "Dockerfile").read_text("utf-8")  # the driver is in
 
 
 def test_every_mounted_file_exists() -> None:
