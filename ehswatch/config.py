@@ -74,6 +74,10 @@ Approver = Literal[
 
 # Ids end up in MQTT topics, InfluxDB tags and URLs: keep them to a safe alphabet.
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+# A device's and a zone's alarms are stored as "device:<id>" and "zone:<id>" in the
+# 64-character sensor columns (which PostgreSQL enforces): their ids are shorter.
+DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,56}$")]
+ZoneId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,58}$")]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PositiveHours = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -206,6 +210,16 @@ class InfluxSettings(_Model):
 
 class DatabaseSettings(_Model):
     url: str = "sqlite+aiosqlite:///var/ehswatch.db"
+
+
+class InstanceSettings(_Model):
+    """Active + standby (docs/scale.md): instances with the same `lease` take turns
+    owning the plant through a lease row in the shared database; the one holding it runs
+    the control part, the others wait, writing nothing. `lease_s`: how long a lease
+    lasts without renewal (it is renewed four times as often)."""
+
+    lease: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    lease_s: Annotated[float, Field(ge=0.5, le=60, allow_inf_nan=False)] = 1.0
 
 
 class ApiSettings(_Model):
@@ -372,7 +386,7 @@ class SensorType(_ThresholdFields):
 
 
 class ModbusDevice(_Model):
-    id: Id
+    id: DeviceId
     host: str
     port: Port = 502
     unit: Annotated[int, Field(ge=0, le=247)] = 1
@@ -469,7 +483,7 @@ class CleaningRule(_Model):
 
 
 class Zone(_Model):
-    id: Id
+    id: ZoneId
     name: str = ""
     interlock: InterlockSettings | None = None
     owners: ZoneOwners = ZoneOwners()
@@ -717,6 +731,7 @@ class PlantConfig(_Model):
     mqtt: MqttSettings | None = None
     influxdb: InfluxSettings | None = None
     database: DatabaseSettings = DatabaseSettings()
+    instance: InstanceSettings = InstanceSettings()
     api: ApiSettings = ApiSettings()
     users: list[User] = []
     sensor_types: dict[Id, SensorType]

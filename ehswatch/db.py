@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
@@ -36,14 +41,23 @@ APPEND_ONLY_TRIGGERS = [
 ]
 
 
-# PostgreSQL: the same rule as a trigger function.
+# PostgreSQL: the same rule as a trigger function, made once (a DROP and CREATE at every
+# start would lock the table against every audited write while it waits), and TRUNCATE
+# refused too.
 PG_APPEND_ONLY = [
     """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""",
-    "DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log",
-    """CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
-       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+    """DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_log_no_change') THEN
+           CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+         END IF;
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_log_no_truncate') THEN
+           CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+             FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+         END IF;
+       END $$""",
 ]
 #: the advisory lock that takes instances starting at once through the migrations in turn
 MIGRATION_LOCK = 0x45485357  # "EHSW"
@@ -64,6 +78,7 @@ class Database:
         if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_async_engine(url)
+        self._turns: AsyncEngine | None = None  # `turn`'s connections (PostgreSQL)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
@@ -111,11 +126,19 @@ class Database:
         )
         try:
             async with engine.connect() as conn:
+                # A migration that rebuilds a table another one refers to (alembic's batch
+                # mode copies, drops, renames) must not trip the foreign keys half-way;
+                # they are checked whole before the commit instead. (The pragma has no
+                # effect inside a transaction: it is set before it.)
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
                     await conn.run_sync(upgrade)
                     for ddl in APPEND_ONLY_TRIGGERS:
                         await conn.exec_driver_sql(ddl)
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"the migrated schema breaks foreign keys: {broken}")
                 except BaseException:
                     await conn.exec_driver_sql("ROLLBACK")
                     raise
@@ -126,6 +149,8 @@ class Database:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._turns is not None:
+            await self._turns.dispose()
         await self.engine.dispose()
 
     def new_session(self) -> AsyncSession:
@@ -142,7 +167,14 @@ class Database:
         if self.is_sqlite:
             yield True
             return
-        async with self.engine.connect() as conn, conn.begin():
+        if self._turns is None:
+            # Its own small pool: a turn held over a slow round (a channel down, a
+            # webhook timing out) never takes a connection the work itself needs.
+            self._turns = create_async_engine(self.engine.url, pool_size=2, max_overflow=30)
+        async with self._turns.connect() as conn, conn.begin():
+            # A server or pooler that ends sessions idle in a transaction would release
+            # the lock mid-round, and another process would do the round again.
+            await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
             got = await conn.scalar(
                 text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": job_lock_key(job)}
             )
@@ -186,9 +218,19 @@ def upgrade(connection: Connection) -> None:
 NUL_STANDS_IN = "\ufffd"  # the replacement character, where a text held a NUL
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", NUL_STANDS_IN) if "\x00" in value else value
+        return value.replace("\x00", NUL_STANDS_IN)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -204,7 +246,8 @@ def _no_nul_in_text(
     replacement character in its place, rather than fail the write (a 500 on a page, or
     an alarm writer retrying a row it can never store). The API refuses such text first
     where it can."""
-    return statement, _clean(parameters)
+    # Looked through first: the parameters are copied only when one holds a NUL.
+    return statement, _clean(parameters) if _holds_nul(parameters) else parameters
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_ms: int = 5000) -> None:

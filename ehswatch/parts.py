@@ -26,14 +26,16 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ehswatch.component import Backoff, Component, Job
 from ehswatch.config import PlantConfig
+from ehswatch.db import Database
 from ehswatch.heap import settle_heap
 from ehswatch.run_dir import CONFIG_FILE, write_config
 from ehswatch.service import Service
+from ehswatch.standby import Lease, Standby
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,11 @@ def _check_port_free(config: PlantConfig) -> None:
             ) from None
 
 
+class LeaseLost(RuntimeError):
+    """The control lease was lost: the control part stopped (a supervisor starts the
+    process again, as a standby)."""
+
+
 async def run(
     config: PlantConfig,
     stop: asyncio.Event,
@@ -127,9 +134,54 @@ async def run(
     run_dir: Path | None = None,
 ) -> None:
     """The control part here and the desk part beside it, until `stop` (in `run_dir`,
-    removed at the end, when given)."""
+    removed at the end, when given). With `instance.lease`, first as a standby: until
+    this instance holds the control lease, and only while it does (`ehswatch.standby`)."""
+    if config.instance.lease is None:
+        await _run_parts(config, stop, verbose=verbose, run_dir=run_dir)
+        return
+    async with Database(config.database.url) as db:
+        lease = Lease(db, name=config.instance.lease, lease_s=config.instance.lease_s)
+        standby = Standby(lease, stop)
+        if not await standby.wait_for_lease():
+            return  # stopped while standing by: nothing was started, nothing written
+        parts_stop = asyncio.Event()
+        lost = False
+
+        async def watch() -> None:
+            nonlocal lost
+            keeper = asyncio.create_task(standby.keep(), name="standby:keep")
+            stopped = asyncio.create_task(stop.wait(), name="standby:stop")
+            done, _ = await asyncio.wait({keeper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            lost = keeper in done
+            for t in (keeper, stopped):
+                t.cancel()
+            parts_stop.set()
+
+        watcher = asyncio.create_task(watch(), name="standby:watch")
+        try:
+            await _run_parts(
+                config, parts_stop, verbose=verbose, run_dir=run_dir, fence=lease.holds
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if not lost:
+                await lease.release()  # a clean stop: the standby takes over at once
+        if lost:
+            raise LeaseLost(f"the control lease {lease.name} was lost")
+
+
+async def _run_parts(
+    config: PlantConfig,
+    stop: asyncio.Event,
+    *,
+    verbose: bool,
+    run_dir: Path | None,
+    fence: Callable[[], bool] | None = None,
+) -> None:
     _check_port_free(config)
-    async with Service(config, run_dir=run_dir, own_run_dir=True) as service:
+    async with Service(config, run_dir=run_dir, own_run_dir=True, fence=fence) as service:
         settle_heap()
         if not (service.run_dir / CONFIG_FILE).exists():
             write_config(service.run_dir, config)  # validated once: the desk part takes it

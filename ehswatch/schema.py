@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from ehswatch import audit
+from ehswatch import audit, standby
 from ehswatch.alarms import store as alarm_store
 from ehswatch.api import idempotency
 from ehswatch.governance import store as governance_store
@@ -22,6 +22,7 @@ MODULES = (
     people_store,
     idempotency,
     governance_store,
+    standby,
 )  # each defines tables
 
 

@@ -102,7 +102,10 @@ class Service:
         clock: ServiceClock | None = None,
         run_dir: Path | None = None,
         own_run_dir: bool | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
+        """`fence()`: asked before every PLC write (an active instance's control lease,
+        `ehswatch.standby`): False, and nothing is written."""
         self.config = config
         # Removed at the end by whoever made it: the service for its own (None: if it
         # made it), `parts` for the one it execs into.
@@ -156,6 +159,7 @@ class Service:
                 sink=self.sink,
                 stream=self.events,
                 clock=self.clock,
+                fence=fence,
             )
             if any(z.interlock is not None for z in config.zones)
             else None

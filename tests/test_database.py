@@ -30,7 +30,7 @@ def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path)
             return await conn.run_sync(diff)
 
     assert run(main()) == []  # the migrations create exactly what the models describe
-    assert query(url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0005",)]
     listing = (
         "SELECT name FROM sqlite_master WHERE type='table'"
         if engine() == "sqlite"
@@ -75,7 +75,7 @@ def test_instances_starting_at_once_migrate_one_after_the_other(tmp_path: Path) 
         await asyncio.gather(*(start() for _ in range(4)))
 
     run(together())
-    assert query(url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0005",)]
     query(url, "INSERT INTO audit_log (ts, actor, role, action, subject, detail, comment)"
                " VALUES (1, 'a', 'gm', 'x', 'y', '{}', '')")  # fmt: skip
     with pytest.raises(Exception, match="append-only"):
@@ -155,4 +155,59 @@ def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(
     assert query(url, listing) == []
     monkeypatch.setattr(db_module, "upgrade", real)
     run(start())
-    assert query(url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0005",)]
+
+
+def test_a_database_with_tickets_and_their_evidence_upgrades_to_the_newest_revision(
+    tmp_path: Path,
+) -> None:
+    """A plant's database from before the governance migration, holding a ticket with a
+    photo: the migration rebuilds the ticket table (alembic's batch copy on SQLite),
+    which a photo's foreign key must not stop half-way; the rows come through."""
+    from alembic import command
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ehswatch.db import alembic_config
+
+    url = database_url(tmp_path, empty=True)
+
+    async def at_0003() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0003"))
+        finally:
+            await engine.dispose()
+
+    run(at_0003())
+    query(
+        url,
+        "INSERT INTO alarm (id, sensor, zone, sensor_type, kind, state, active, tier,"
+        " peak_tier, first_at, last_at, acked_by, shelved_by, shelve_reason, transitions,"
+        " chattering, escalations) VALUES (7, 'D-1', 'z1', 'dust', 'tier', 'unack_active',"
+        " ?, 2, 2, 1, 1, '', '', '', 1, ?, 0)",
+        (True, False),
+    )
+    query(
+        url,
+        "INSERT INTO hazard_ticket (id, alarm_id, sensor, zone, kind, grade, state,"
+        " created_at, due_at, owner, registered_by, rectifier, measure, verifier, sent_back,"
+        " approvals, reminded, escalation_level, recurrence, related, chronic, stop_work)"
+        " VALUES (1, 7, 'D-1', 'z1', 'alarm', 'B', 'detected', 1, 2, '', '', '', '', '', 0,"
+        " '[]', ?, 0, 0, '[]', ?, ?)",
+        (False, False, False),
+    )
+    query(
+        url,
+        "INSERT INTO hazard_evidence (id, ticket_id, filename, content_type, size, sha256,"
+        " path, uploaded_by, at) VALUES (1, 1, 'a.jpg', 'image/jpeg', 3, 'x', 'p', 'li', 1)",
+    )
+
+    async def start() -> None:
+        async with Database(url):
+            pass
+
+    run(start())
+    assert query(url, "SELECT version_num FROM alembic_version") == [("0005",)]
+    assert query(url, "SELECT id, alarm_id FROM hazard_ticket") == [(1, 7)]
+    assert query(url, "SELECT ticket_id, filename FROM hazard_evidence") == [(1, "a.jpg")]

@@ -459,7 +459,9 @@ def test_the_webhook_holds_no_database_connection_while_the_platform_answers(
     tmp_path: Path,
 ) -> None:
     """Commit, then POST, then mark delivered: a platform that takes its time never
-    holds a connection (or a transaction) of the database."""
+    holds a connection (or a transaction) of the database's pool. (On PostgreSQL the
+    webhook's turn among processes is an advisory lock held on a connection of a pool
+    of its own, `Database.turn`: the work's pool stays free.)"""
     held: list[int] = []
     with RobotServer() as robots:
 

@@ -51,6 +51,10 @@ POLL_S = 1.0  # a wake-up lost costs at most this long
 NOTIFY_EVENTS = {"raised", "reactivated", "tier_raised", "unshelved", "released"}
 
 
+class RelayedElsewhere(RuntimeError):
+    """Events of a batch were marked published by another process first."""
+
+
 class AlarmRelay(Component):
     component_name = "alarm-relay"
 
@@ -107,7 +111,14 @@ class AlarmRelay(Component):
         processes on one database take turns (`Database.turn`): each event is relayed
         by one of them, in order; 0 while another one is at it."""
         async with self.db.turn("alarm-relay") as mine:
-            return await self._relay(limit) if mine else 0
+            if not mine:
+                return 0
+            try:
+                return await self._relay(limit)
+            except RelayedElsewhere as exc:
+                log.warning("alarm relay: %s were relayed by another process", exc)
+                await self._reload()
+                return 0
 
     async def _relay(self, limit: int) -> int:
         async with self.db.new_session() as session, session.begin():
@@ -152,11 +163,16 @@ class AlarmRelay(Component):
                     wait_s=self._group_wait,
                 )
             await enqueue_notifications(self.db, session, notifications)
-            await session.execute(
+            marked = await session.execute(
                 update(OutboxRecord)
                 .where(OutboxRecord.id.in_([r.id for r in rows]))
+                .where(OutboxRecord.published_at.is_(None))
                 .values(published_at=now)
             )
+            if marked.rowcount != len(rows):  # type: ignore[attr-defined]
+                # Another process relayed some of them meanwhile (it had the turn after
+                # a lost lock): this batch is not marked twice; the next reads afresh.
+                raise RelayedElsewhere(f"{len(rows) - marked.rowcount} events")  # type: ignore[attr-defined]
         self.relayed += len(rows)
         self._last_relayed = rows[-1].id
         if notifications and self.notify_wake is not None:
@@ -174,6 +190,10 @@ class AlarmRelay(Component):
             return
         await self._load_current(session)
         self._last_relayed = latest
+
+    async def _reload(self) -> None:
+        async with self.db.new_session() as session:
+            await self._load_current(session)
 
     async def _load_current(self, session: Any) -> None:
         self._current = {}

@@ -120,11 +120,15 @@ class TicketWebhook(Component):
             else:
                 done |= {"last_error": why, "next_try": now + self._backoff.after(attempts)}
             async with self.db.new_session() as s, s.begin():
-                await s.execute(
+                marked = await s.execute(
                     update(TicketOutboundRecord)
                     .where(TicketOutboundRecord.id == row_id)
+                    .where(TicketOutboundRecord.delivered_at.is_(None))
                     .values(**done)
                 )
+            if marked.rowcount == 0:  # type: ignore[attr-defined]
+                log.warning("hazard webhook: change %d was delivered by another process", row_id)
+                break  # the pass is someone else's now: start again from the database
             if not ok:
                 log.warning("hazard webhook: %s; ticket change %d retried later", why, row_id)
                 break

@@ -142,9 +142,12 @@ class InterlockController(Component):
         durable_within_s: float = DURABLE_WITHIN_S,
         retention_s: float = RETENTION_S,
         link_ticker: Ticker = LOOP_TICKER,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         """`link_ticker` keeps the PLC links' time (heartbeat, re-assert, confirmations):
-        the event loop's, or a test's hand-held one."""
+        the event loop's, or a test's hand-held one. `fence()`, when given, is asked
+        before every PLC write: False — this instance no longer holds its control lease
+        (`ehswatch.standby`) — and nothing is written."""
         self.config = config
         self.evaluator = evaluator
         self.table = evaluator.table
@@ -184,6 +187,7 @@ class InterlockController(Component):
                     alive=self.control_alive,
                     found_tripped=self._found_tripped,
                     ticker=link_ticker,
+                    fence=fence,
                 )
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one turn of the rules at a time (never held over I/O)

@@ -88,6 +88,10 @@ class Refused(ModbusException):
     sent): that one request failed, the connection is fine."""
 
 
+class Fenced(Refused):
+    """Not sent: this instance no longer holds its control lease (`ehswatch.standby`)."""
+
+
 @dataclass
 class _Command:
     """The confirmation record of one command (one sequence number) of a zone."""
@@ -113,11 +117,14 @@ class PlcLink(Component):
         alive: Alive | None = None,
         found_tripped: Callable[[str], None] | None = None,
         ticker: Ticker = LOOP_TICKER,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         """`ticker` keeps the link's time: heartbeat, re-assert, confirmation deadlines,
         reconnect backoff (the event loop's; tests move a hand-held one)."""
         self.plc = plc
         self._ticker = ticker
+        self._fence = fence
+        self.fenced = 0  # writes not made: the instance had lost its control lease
         self._found_tripped = found_tripped
         self._surveyed = False
         self.outputs = {o.zone: o for o in outputs}
@@ -379,6 +386,12 @@ class PlcLink(Component):
 
     async def _write(self, table: str, address: int, value: int) -> None:
         assert self._client is not None
+        if self._fence is not None and not self._fence():
+            # Another instance may hold the lease now and drive this PLC: never two.
+            self.fenced += 1
+            if self.fenced == 1:
+                log.critical("PLC %s: this instance lost its control lease: no writes", self.plc.id)
+            raise Fenced(f"PLC {self.plc.id}: not written, the control lease is lost")
         unit = self.plc.unit
         try:
             if table == "coil":
