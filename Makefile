@@ -53,6 +53,7 @@ bench: deps
 	$(BIN)/python benchmarks/predictive.py
 	$(BIN)/python benchmarks/workbench.py
 	$(BIN)/python benchmarks/plant_soak.py
+	$(BIN)/python benchmarks/failover.py
 
 # The live demo: embedded MQTT broker, simulated dust monitors, gas detectors and PLC, the
 # service, and the board on http://127.0.0.1:8000 (the command prints the address).

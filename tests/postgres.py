@@ -64,6 +64,7 @@ class PostgresCluster:
 
     def __init__(self, workdir: Path | None = None) -> None:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="ehswatch-pg-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "data"
         self.port = free_port()
         self._user = None if os.geteuid() != 0 else pwd.getpwnam("postgres")
