@@ -760,9 +760,28 @@ class PlantConfig(_Model):
 
     @model_validator(mode="after")
     def _cross_checked(self) -> Self:
-        if errors := cross_errors(Sections.of(self)):
+        if errors := cross_errors(Sections.of(self)) + self._lease_errors():
             raise CrossCheckError(errors)
         return self
+
+    def _lease_errors(self) -> list[str]:
+        """Active + standby needs a database the instances share, and a PLC watchdog
+        behind every takeover (the outputs' safe state while no instance beats)."""
+        if self.instance.lease is None:
+            return []
+        errors = []
+        if self.database.url.split(":", 1)[0].split("+", 1)[0] == "sqlite":
+            errors.append(
+                "instance.lease: the instances must share the database that holds the "
+                "lease (PostgreSQL); a SQLite file is each machine's own"
+            )
+        errors += [
+            f"instance.lease: PLC {p.id} has no heartbeat: while no instance holds the "
+            "lease, only the PLC's watchdog on the heartbeat keeps its outputs safe"
+            for p in self.plcs
+            if p.heartbeat is None
+        ]
+        return errors
 
     def summary(self) -> str:
         interlocks = sum(1 for z in self.zones if z.interlock is not None)

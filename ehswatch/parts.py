@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -155,6 +156,8 @@ async def run(
             lost = keeper in done
             for t in (keeper, stopped):
                 t.cancel()
+            if lost:
+                _stop_within(STOP_WAIT_S)
             parts_stop.set()
 
         watcher = asyncio.create_task(watch(), name="standby:watch")
@@ -170,6 +173,15 @@ async def run(
                 await lease.release()  # a clean stop: the standby takes over at once
         if lost:
             raise LeaseLost(f"the control lease {lease.name} was lost")
+
+
+def _stop_within(seconds: float) -> None:
+    """A control part that lost its lease and cannot stop (a database that does not
+    answer holds its shutdown): the process ends anyway, so that it holds no broker
+    session, PLC connection or port the new active needs."""
+    timer = threading.Timer(seconds, os._exit, (1,))
+    timer.daemon = True
+    timer.start()
 
 
 async def _run_parts(

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy import Float, Integer, String, text
@@ -46,8 +47,10 @@ class LeaseRecord(Base):
 
 
 def holder_name() -> str:
-    """This process, as the lease names its holder."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+    """This process, as the lease names its holder: unique to this process's life (a
+    host name and pid recur — every container's process is pid 1 — and a second holder
+    of one name would renew the other's lease as its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:128]
 
 
 class Lease:
@@ -86,16 +89,30 @@ class Lease:
                     .values(name=self.name, holder="", epoch=0, expires_at=0.0)
                     .on_conflict_do_nothing(index_elements=["name"])
                 )
+                if not self.db.is_sqlite:
+                    # A holder whose host dies mid-transaction must not keep the row
+                    # locked (and every standby waiting) for TCP's hours.
+                    ms = max(1, int(self.lease_s * 1000))
+                    await s.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+                    await s.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {ms}"))
+                # Renewed only by this holder in this epoch; taken by anyone once expired.
                 row = (
                     await s.execute(
                         text(
                             "UPDATE control_lease SET"
-                            " epoch = CASE WHEN holder = :me THEN epoch ELSE epoch + 1 END,"
+                            " epoch = CASE WHEN holder = :me AND epoch = :epoch"
+                            " THEN epoch ELSE epoch + 1 END,"
                             f" holder = :me, expires_at = {now} + :ttl"
-                            f" WHERE name = :name AND (holder = :me OR expires_at < {now})"
+                            " WHERE name = :name"
+                            f" AND ((holder = :me AND epoch = :epoch) OR expires_at < {now})"
                             " RETURNING epoch"
                         ),
-                        {"me": self.holder, "ttl": self.lease_s, "name": self.name},
+                        {
+                            "me": self.holder,
+                            "epoch": -1 if self.epoch is None else self.epoch,
+                            "ttl": self.lease_s,
+                            "name": self.name,
+                        },
                     )
                 ).first()
         except Exception as exc:  # the database unreachable, locked, restarting
@@ -132,8 +149,9 @@ class Lease:
 class Standby:
     """The lease's two loops around the control part: `wait_for_lease()` until this
     instance holds it (then `lease_s` more, renewing, so the former holder's fence has
-    closed), and `keep()` renewing it every quarter of `lease_s` until it is lost, which
-    it returns on (the control part must then stop: its fence has closed already)."""
+    closed), and `keep()` renewing it until it is lost, which it returns on (the control
+    part must then stop: its fence has closed already). Loss is decided by the fence
+    alone: a renewal that hangs (a database cut off the network) cannot hide it."""
 
     def __init__(self, lease: Lease, stop: asyncio.Event) -> None:
         self.lease = lease
@@ -143,38 +161,54 @@ class Standby:
     async def _pause(self, seconds: float) -> bool:
         """Sleep `seconds`, or less if told to stop; whether to stop."""
         try:
-            await asyncio.wait_for(self.stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.stop.wait()
         except TimeoutError:
             return False
-        return True
-
-    async def wait_for_lease(self) -> bool:
-        """Wait for the lease, then for the former holder's fence; False: told to stop."""
-        log.info("standby: waiting for the control lease %s", self.lease.name)
-        while not await self._renew():
-            if await self._pause(self.period_s):
-                return False
-        deadline = time.monotonic() + self.lease.lease_s
-        while time.monotonic() < deadline:
-            if await self._pause(min(self.period_s, max(0.0, deadline - time.monotonic()))):
-                return False
-            if not await self._renew():
-                log.warning("control lease %s lost while taking over", self.lease.name)
-                return await self.wait_for_lease()
-        log.warning("control lease %s held (epoch %s): taking over", self.lease.name,
-                    self.lease.epoch)  # fmt: skip
         return True
 
     async def _renew(self) -> bool:
         try:  # a database cut off the network may not answer at all
-            return await asyncio.wait_for(self.lease.try_take(), 2 * self.period_s)
+            async with asyncio.timeout(self.period_s):
+                return await self.lease.try_take()
         except TimeoutError:
             return False
 
-    async def keep(self) -> None:
-        """Renew until the lease is lost (returns then) or the task is cancelled."""
+    async def wait_for_lease(self) -> bool:
+        """Wait for the lease, then for the former holder's fence; False: told to stop."""
+        log.info("standby: waiting for the control lease %s", self.lease.name)
         while True:
-            await asyncio.sleep(self.period_s)
-            if not await self._renew() and not self.lease.holds():
-                log.critical("control lease %s lost: the control part stops", self.lease.name)
-                return
+            while not await self._renew():
+                if await self._pause(self.period_s):
+                    return False
+            deadline = time.monotonic() + self.lease.lease_s
+            while self.lease.holds() and time.monotonic() < deadline:
+                if await self._pause(min(self.period_s, max(0.0, deadline - time.monotonic()))):
+                    await self.lease.release()
+                    return False
+                await self._renew()
+            if self.lease.holds():
+                log.warning("control lease %s held (epoch %s): taking over", self.lease.name,
+                            self.lease.epoch)  # fmt: skip
+                return True
+            log.warning("control lease %s lost while taking over", self.lease.name)
+
+    async def keep(self) -> None:
+        """Renew until the lease is lost (returns then) or the task is cancelled: at
+        once, then every quarter of `lease_s`, soon again after a failed try. Each try
+        runs as a task of its own that is never awaited past a quarter period: a try
+        that hangs leaves the fence to decide."""
+        trying: asyncio.Task[bool] | None = None
+        try:
+            while self.lease.holds():
+                if trying is None:
+                    trying = asyncio.create_task(self.lease.try_take(), name="standby:renew")
+                done, _ = await asyncio.wait({trying}, timeout=self.period_s)
+                if not done:
+                    continue  # still trying: the fence says how long that may go on
+                renewed, trying = trying.result(), None
+                await asyncio.sleep(self.period_s if renewed else self.period_s / 4)
+        finally:
+            if trying is not None:
+                trying.cancel()
+        log.critical("control lease %s lost: the control part stops", self.lease.name)

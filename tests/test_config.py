@@ -525,3 +525,14 @@ def test_a_cleaning_or_checkpoint_grade_must_be_one_the_hazards_have(plant: dict
     errors = errors_of(plant)
     assert "zones.polishing-1.cleaning.grade: no grade 'C' in hazards.grades" in errors
     assert "governance.checkpoints.cp-1.grade: no grade 'C' in hazards.grades" in errors
+
+
+def test_a_control_lease_needs_a_shared_database_and_a_heartbeat_on_every_plc(
+    plant: dict[str, Any],
+) -> None:
+    plant["instance"] = {"lease": "plant-1"}
+    plant["database"] = {"url": "sqlite+aiosqlite:///var/ehswatch.db"}
+    plant["plcs"] = [{"id": "plc-9", "host": "127.0.0.1"}]  # no heartbeat
+    errors = errors_of(plant)
+    assert any("instance.lease: the instances must share the database" in e for e in errors)
+    assert any("instance.lease: PLC plc-9 has no heartbeat" in e for e in errors), errors

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,7 @@ async def rig(
     plc_class: type[PlcSim] = PlcSim,
     alarms: bool = False,
     link_ticker: Ticker = LOOP_TICKER,
+    fence: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Rig]:
     config = plant(
         plc_port or free_port(), tmp_path / "ehswatch.db", confirm_timeout_s, heartbeat_s
@@ -236,6 +238,7 @@ async def rig(
             clock=clock,
             reconcile_s=0.2,
             link_ticker=link_ticker,
+            fence=fence,
         )
         stage.listen(controller.on_evaluation)
         await stack.enter_async_context(controller)
@@ -823,6 +826,31 @@ def test_a_latched_zone_and_a_live_bypass_survive_a_restart(tmp_path: Path) -> N
 
     run(before())
     run(after())
+
+
+def test_a_closed_fence_writes_nothing_to_the_plc_and_reports_no_output_fault(
+    tmp_path: Path,
+) -> None:
+    """An instance that lost its control lease (ehswatch/standby.py): no trip, reset or
+    heartbeat reaches the PLC, and its fenced commands are not the PLC's refusals — no
+    output fault is stored or alarmed for the instance that drives the PLC now."""
+    held = [True]
+
+    async def main() -> None:
+        async with rig(tmp_path, confirm_timeout_s=0.3, fence=lambda: held[0]) as r:
+            await eventually(lambda: len(r.plc.heartbeats) >= 2, what="beating")
+            held[0] = False
+            await asyncio.sleep(0.2)  # a write in flight lands
+            writes = len(r.plc.writes)
+            r.read({"A1": 45.0})  # a trip decided after the fence closed
+            await eventually(lambda: r.state("z1oo1").tripped, what="latched")
+            await asyncio.sleep(1.0)  # past the confirmation timeout, several beats
+            link = r.controller.links["plc-1"]
+            assert len(r.plc.writes) == writes and r.plc.coils.get(0) is not True
+            assert link.fenced > 0 and link.refusals == 0
+            assert not r.state("z1oo1").output_fault
+
+    run(main())
 
 
 def test_the_audit_log_is_append_only(tmp_path: Path) -> None:

@@ -49,6 +49,10 @@ def test_a_lease_is_held_by_one_and_taken_by_another_only_once_it_expired(
             b = Lease(db, name="plant-1", lease_s=0.6, holder="b", monotonic=hand)
             assert await a.try_take() and a.holds()
             assert not await b.try_take() and not b.holds()  # held, not expired
+            # A second process of the same name (a container's pid 1 again) is not
+            # the holder: only this life's epoch renews.
+            twin = Lease(db, name="plant-1", lease_s=0.6, holder="a", monotonic=hand)
+            assert not await twin.try_take() and not twin.holds()
             assert await a.try_take()  # renewed: the same epoch
             first = a.epoch
             hand.now += 0.55  # the fence closes before the lease could have expired

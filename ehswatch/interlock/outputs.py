@@ -245,6 +245,10 @@ class PlcLink(Component):
             for _, zone in due:
                 try:
                     await self._attempt(zone)
+                except Fenced:
+                    # Not a PLC's refusal: no fault to report (another instance drives
+                    # the PLC now, and this one is stopping).
+                    self._commands[zone].next_try = self._ticker.now() + 0.5
                 except Refused as exc:
                     self._refused(zone, self._ticker.now(), str(exc))
             if hb is not None and now >= next_beat:
@@ -257,6 +261,8 @@ class PlcLink(Component):
                     self.heartbeat = self.heartbeat % 65535 + 1
                     try:
                         await self._write("register", hb.address, self.heartbeat)
+                    except Fenced:
+                        pass  # said once: another instance beats now
                     except Refused as exc:
                         # The PLC's watchdog sees no beat: it stops the line, as it must.
                         self.last_error = str(exc)
@@ -277,6 +283,8 @@ class PlcLink(Component):
             try:
                 if now >= next_reconcile and await self._reassert():
                     next_reconcile = now + self._reconcile_s
+            except Fenced:
+                next_reconcile = now + self._reconcile_s
             except Refused as exc:
                 self.last_error = str(exc)
                 self.refusals += 1
