@@ -36,7 +36,7 @@ from ehswatch.db import Database
 from ehswatch.heap import settle_heap
 from ehswatch.run_dir import CONFIG_FILE, write_config
 from ehswatch.service import Service
-from ehswatch.standby import Lease, Standby
+from ehswatch.standby import Lease, Standby, live_leases
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,14 @@ async def run(
     removed at the end, when given). With `instance.lease`, first as a standby: until
     this instance holds the control lease, and only while it does (`ehswatch.standby`)."""
     if config.instance.lease is None:
+        async with Database(config.database.url) as db:
+            if held := await live_leases(db):
+                # A half-upgraded pair, or a config without its lease: two writers.
+                raise RuntimeError(
+                    f"another instance holds the control lease {', '.join(held)} on this "
+                    "database, and this one has no instance.lease: it would drive the same "
+                    "PLCs (give it the same instance.lease to stand by)"
+                )
         await _run_parts(config, stop, verbose=verbose, run_dir=run_dir)
         return
     async with Database(config.database.url) as db:

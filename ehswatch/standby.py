@@ -72,10 +72,7 @@ class Lease:
         self.epoch: int | None = None
 
     def _now_sql(self) -> str:
-        """The database's clock, in seconds since the epoch."""
-        if self.db.is_sqlite:
-            return "((julianday('now') - 2440587.5) * 86400.0)"
-        return "extract(epoch from clock_timestamp())"
+        return database_now(self.db)
 
     async def try_take(self) -> bool:
         """Take the lease (free or expired) or renew it (held by this instance); whether
@@ -144,6 +141,23 @@ class Lease:
                 )
         except Exception as exc:
             log.warning("control lease %s not released: %s", self.name, exc)
+
+
+def database_now(db: Database) -> str:
+    """SQL for the database's clock, in seconds since the epoch."""
+    if db.is_sqlite:
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+    return "extract(epoch from clock_timestamp())"
+
+
+async def live_leases(db: Database) -> list[str]:
+    """The control leases some instance holds now (unexpired on the database's clock)."""
+    now = database_now(db)
+    async with db.new_session() as s:
+        rows = await s.execute(
+            text(f"SELECT name FROM control_lease WHERE holder != '' AND expires_at > {now}")
+        )
+        return [str(r[0]) for r in rows]
 
 
 class Standby:

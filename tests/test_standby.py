@@ -196,3 +196,30 @@ def test_an_active_cut_off_from_the_database_stops_writing_before_its_lease_can_
     assert code == 1 and "control lease plant-1 lost" in text
     # No write later than one lease after the cut (its last renewal was before it).
     assert last < cut + 1.0, (last - cut, text[-2000:])
+
+
+def test_an_instance_without_the_lease_refuses_to_start_while_another_holds_it(
+    tmp_path: Path,
+) -> None:
+    """A half-upgraded pair, or one config missing its `instance.lease`: the instance
+    without it would drive the same PLCs as the lease's holder. It refuses to start."""
+    url = session_cluster().new_database(migrated=True)
+    with Mosquitto(tmp_path) as broker:
+        doc = restart_plant(tmp_path, broker.port, free_port())
+        doc["database"]["url"] = url
+        config_file = tmp_path / "plant.yaml"
+        config_file.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        log = tmp_path / "plain.log"
+
+        async def main() -> int:
+            async with Database(url) as db:
+                holder = Lease(db, name="plant-1", lease_s=30.0, holder="the-active")
+                assert await holder.try_take()
+                plain = await start_service(config_file, log)
+                return await asyncio.wait_for(plain.wait(), 60)
+
+        code = run(main(), timeout=90)
+    text = log.read_text("utf-8", "replace")
+    assert code == 1, text
+    assert "another instance holds the control lease plant-1" in text
+    assert "ehswatch running" not in text
