@@ -53,6 +53,13 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:128]
 
 
+def database_now(db: Database) -> str:
+    """SQL for the database's clock, in seconds since the epoch."""
+    if db.is_sqlite:
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+    return "extract(epoch from clock_timestamp())"
+
+
 class Lease:
     def __init__(
         self,
@@ -71,14 +78,11 @@ class Lease:
         self._valid_until = float("-inf")
         self.epoch: int | None = None
 
-    def _now_sql(self) -> str:
-        return database_now(self.db)
-
     async def try_take(self) -> bool:
         """Take the lease (free or expired) or renew it (held by this instance); whether
         this instance holds it now. A failure to reach the database is False."""
         started = self._monotonic()
-        now = self._now_sql()
+        now = database_now(self.db)
         try:
             async with self.db.new_session() as s, s.begin():
                 await s.execute(
@@ -141,13 +145,6 @@ class Lease:
                 )
         except Exception as exc:
             log.warning("control lease %s not released: %s", self.name, exc)
-
-
-def database_now(db: Database) -> str:
-    """SQL for the database's clock, in seconds since the epoch."""
-    if db.is_sqlite:
-        return "((julianday('now') - 2440587.5) * 86400.0)"
-    return "extract(epoch from clock_timestamp())"
 
 
 async def live_leases(db: Database) -> list[str]:

@@ -259,3 +259,13 @@ def _in_own_loop(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def table_names(url: str) -> set[str]:
+    """The tables of a test's database, on either engine."""
+    listing = (
+        "SELECT name FROM sqlite_master WHERE type='table'"
+        if url.startswith("sqlite")
+        else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    return {str(t) for (t,) in query(url, listing)}

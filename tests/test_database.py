@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 from ehswatch.db import Database
 from ehswatch.schema import all_tables
 from tests.aio import run
-from tests.postgres import database_url, engine, query
+from tests.postgres import database_url, engine, query, table_names
 
 
 def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path) -> None:
@@ -31,12 +31,7 @@ def test_start_migrates_an_empty_database_to_the_newest_revision(tmp_path: Path)
 
     assert run(main()) == []  # the migrations create exactly what the models describe
     assert query(url, "SELECT version_num FROM alembic_version") == [("0005",)]
-    listing = (
-        "SELECT name FROM sqlite_master WHERE type='table'"
-        if engine() == "sqlite"
-        else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-    )
-    tables = {t for (t,) in query(url, listing)}
+    tables = table_names(url)
     assert {
         "audit_log",
         "interlock_zone",
@@ -147,12 +142,7 @@ def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(
     monkeypatch.setattr(db_module, "upgrade", upgrade_then_fail)
     with pytest.raises(RuntimeError, match="the power went"):
         run(start())
-    listing = (
-        "SELECT name FROM sqlite_master WHERE type='table'"
-        if engine() == "sqlite"
-        else "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-    )
-    assert query(url, listing) == []
+    assert table_names(url) == set()
     monkeypatch.setattr(db_module, "upgrade", real)
     run(start())
     assert query(url, "SELECT version_num FROM alembic_version") == [("0005",)]

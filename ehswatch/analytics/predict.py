@@ -137,10 +137,16 @@ class Predictor:
         self.hits: list[NDArray[np.intp]] = [np.zeros(0, np.intp)] * self.stride  # per block
         self._tmp = np.zeros(m)
 
-    def sample(self, now: float, value: NDArray[np.float64]) -> None:
+    def sample(
+        self,
+        now: float,
+        value: NDArray[np.float64],
+        faulted: NDArray[np.bool_] | None = None,
+    ) -> None:
         """Take the readings now of the block whose turn it is (`value` over all the
-        plant's sensors; NaN: none or in FAULT). Its window sums are kept up to date: the
-        sample that leaves each sensor's window is taken out, the new one put in."""
+        plant's sensors, NaN: none; a sensor `faulted` adds no sample). Its window sums
+        are kept up to date: the sample that leaves each sensor's window is taken out,
+        the new one put in. Only the block's sensors are read."""
         if self.anchor is None:
             self.anchor = now
         elif now - self.anchor > REANCHOR_S:
@@ -153,11 +159,15 @@ class Predictor:
             return
         row = self.rows[b]
         self.rows[b] = (row + 1) % self.size
+        block: slice | NDArray[np.intp]  # the block's plant indices
         if self.direct[b]:
             first = int(self.sensors[lo])
-            new = value[first : first + hi - lo]
+            block = slice(first, first + hi - lo)
         else:
-            new = value[self.sensors[lo:hi]]
+            block = self.sensors[lo:hi]
+        new = value[block]
+        if faulted is not None:
+            new = np.where(faulted[block], np.nan, new)
         ok = np.isfinite(new)
         whole = bool(ok.all())
         y_in = new if whole else np.where(ok, new, 0.0)
@@ -396,10 +406,9 @@ class LivePredictor:
 
     def _tick(self, now: float) -> None:
         ev = self.evaluator
-        value = np.where(ev.faulted, np.nan, ev.last_value)
         active: dict[int, tuple[int, float]] = {}
         for start, predictor in self.predictors:
-            predictor.sample(now, value)
+            predictor.sample(now, ev.last_value, ev.faulted)
             found = predictor.predict(now, ev.tier)
             hits = np.flatnonzero(found.tier)
             # A block refitted ticks ago may stand for a tier its sensor has reached
